@@ -1,0 +1,35 @@
+"""bayesmix: Bayesian data-mixing laws for choosing a pretraining data mixture.
+
+The top level imports lazily so that the proxy-training path (``bayesmix.proxy``) stays
+importable on machines that have torch but not the inference stack (arviz, SQLAlchemy).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "Observations": "bayesmix.observations",
+    "datasets": "bayesmix.datasets",
+    "fit": "bayesmix.inference",
+    "Posterior": "bayesmix.inference",
+    "Constraints": "bayesmix.optimize",
+    "OptimalMixture": "bayesmix.optimize",
+    "entropy_mixture": "bayesmix.proxy.entropy",
+    "propose": "bayesmix.acquisition",
+    "DomainSet": "bayesmix.domains",
+    "DomainUpdate": "bayesmix.domains",
+    "Study": "bayesmix.study",
+}
+
+__all__ = [*_LAZY, "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'bayesmix' has no attribute {name!r}")
+    module = importlib.import_module(_LAZY[name])
+    return module if name == "datasets" else getattr(module, name)
