@@ -1,0 +1,184 @@
+"""The mixture sampler: which training sequences a proxy sees, in proportion r.
+
+Deterministic given the seed and stateless in the step: ``batch(step)`` is a pure function
+of (mixture, seed, step), so a resumed run sees exactly the sequences it would have seen.
+
+Per step, the number of sequences from each domain follows a low-discrepancy rule (the
+cumulative count of domain i after n sequences is within one of r_i * n), so even a short
+run has the exact shares it asked for rather than a multinomial draw's noise. Within a
+domain, the training tokens are cut into windows of ``ctx + 1`` tokens at a random phase
+per epoch and visited in a random order per epoch; the sampler counts tokens and epochs per
+domain and refuses (or warns) past a repetition limit.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from bayesmix.proxy.data import Manifest, ProxyDataError
+
+MIX_TOLERANCE = 1e-3
+
+
+class RepetitionError(ProxyDataError):
+    """A domain would be repeated more often than the configured limit allows."""
+
+
+class RepetitionWarning(UserWarning):
+    pass
+
+
+def normalise_mixture(mixture: Mapping[str, float], domains: list[str]) -> dict[str, float]:
+    """Check a mixture against the available domains; return shares for every domain.
+
+    Domains the mixture leaves out get share 0. Raises ProxyDataError for an unknown domain,
+    a negative or non-finite share, or shares that do not sum to 1 (within 1e-3).
+    """
+    if not mixture:
+        raise ProxyDataError("empty mixture")
+    unknown = sorted(set(mixture) - set(domains))
+    if unknown:
+        raise ProxyDataError(
+            f"mixture names unknown domain(s) {unknown}; the shards have {domains}"
+        )
+    vals = {d: float(mixture.get(d, 0.0)) for d in domains}
+    bad = [d for d, v in vals.items() if not math.isfinite(v) or v < 0]
+    if bad:
+        raise ProxyDataError(f"mixture share of {bad[0]!r} is {vals[bad[0]]}, not a number >= 0")
+    total = sum(vals.values())
+    if abs(total - 1.0) > MIX_TOLERANCE:
+        raise ProxyDataError(
+            f"mixture shares sum to {total:.6g}, not 1 (tolerance {MIX_TOLERANCE})"
+        )
+    return {d: v / total for d, v in vals.items()}
+
+
+@dataclass
+class DomainUse:
+    sequences: int
+    tokens: int
+    epochs: float
+
+
+class MixtureSampler:
+    """Draws batches of (ctx + 1)-token windows from the domains in proportion r.
+
+    Args:
+        manifest: the prepared shards.
+        mixture: domain -> share (validated with :func:`normalise_mixture`).
+        batch_size: sequences per step.
+        ctx: sequence length (each window holds ctx + 1 tokens: inputs and shifted targets).
+        seed: fixes the window order and phase of every epoch.
+        max_epochs: repetition limit per domain (passes over its training tokens).
+        on_repeat: "error" (refuse to start a run that would pass the limit), "warn" or "ignore".
+    """
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        mixture: Mapping[str, float],
+        batch_size: int,
+        ctx: int,
+        seed: int = 0,
+        max_epochs: float = 4.0,
+        on_repeat: str = "warn",
+    ) -> None:
+        if on_repeat not in ("error", "warn", "ignore"):
+            raise ValueError(f"on_repeat must be 'error', 'warn' or 'ignore', got {on_repeat!r}")
+        self.domains = manifest.domains
+        self.mixture = normalise_mixture(mixture, self.domains)
+        self.r = np.array([self.mixture[d] for d in self.domains])
+        self.batch_size, self.ctx, self.seed = batch_size, ctx, seed
+        self.max_epochs, self.on_repeat = max_epochs, on_repeat
+        self.offsets = np.zeros(len(self.domains), dtype=np.int64)  # into the concatenated stream
+        self.windows = np.zeros(len(self.domains), dtype=np.int64)
+        pos = 0
+        for i, d in enumerate(self.domains):
+            n = manifest.n_tokens(d, "train")
+            self.offsets[i] = pos
+            pos += n
+            # Window j starts at phase + j*ctx (phase < ctx) and must fit in the n tokens.
+            self.windows[i] = max((n - 2 * ctx) // ctx, 0)
+            if self.r[i] > 0 and self.windows[i] < 1:
+                raise ProxyDataError(
+                    f"domain {d!r} has {n} training tokens, too few for sequences of {ctx} "
+                    f"(needs at least {3 * ctx})"
+                )
+        self.total_tokens = pos
+
+    # ---------------------------------------------------------------- counts
+    def counts_until(self, n_steps: int) -> np.ndarray:
+        """Sequences drawn from each domain in steps [0, n_steps)."""
+        n = n_steps * self.batch_size
+        target = self.r * n
+        base = np.floor(target + 1e-9).astype(np.int64)
+        short = n - int(base.sum())
+        if short > 0:  # largest remainders first; ties broken by domain order (deterministic)
+            order = np.lexsort((np.arange(len(self.r)), -(target - base)))
+            base[order[:short]] += 1
+        return base
+
+    def usage(self, n_steps: int) -> dict[str, DomainUse]:
+        c = self.counts_until(n_steps)
+        return {
+            d: DomainUse(
+                int(c[i]),
+                int(c[i]) * self.ctx,
+                float(c[i] / self.windows[i]) if self.windows[i] else 0.0,
+            )
+            for i, d in enumerate(self.domains)
+        }
+
+    def check_repetition(self, n_steps: int) -> dict[str, DomainUse]:
+        """Apply the repetition limit to a run of n_steps (before it starts)."""
+        use = self.usage(n_steps)
+        over = {d: u.epochs for d, u in use.items() if u.epochs > self.max_epochs}
+        if over and self.on_repeat != "ignore":
+            msg = ", ".join(f"{d} {e:.1f} epochs" for d, e in over.items())
+            msg = (
+                f"{n_steps} steps would repeat domain data past the limit of "
+                f"{self.max_epochs:g} epochs: {msg}"
+            )
+            if self.on_repeat == "error":
+                raise RepetitionError(msg + " (set on_repeat='warn' to train anyway)")
+            warnings.warn(msg, RepetitionWarning, stacklevel=2)
+        return use
+
+    # ---------------------------------------------------------------- windows
+    @lru_cache(maxsize=64)  # noqa: B019 - a sampler lives as long as its run
+    def _epoch(self, i: int, epoch: int) -> tuple[int, np.ndarray]:
+        rng = np.random.default_rng([self.seed, i, epoch])
+        return int(rng.integers(self.ctx)), rng.permutation(int(self.windows[i]))
+
+    def _starts(self, i: int, first: int, count: int) -> np.ndarray:
+        """Start offsets (in the concatenated stream) of domain i's sequences first..first+count."""
+        out = np.empty(count, dtype=np.int64)
+        w = int(self.windows[i])
+        e, k = np.divmod(np.arange(first, first + count), w)
+        for epoch in np.unique(e):  # usually one epoch per call, at most a few
+            phase, perm = self._epoch(i, int(epoch))
+            sel = e == epoch
+            out[sel] = self.offsets[i] + phase + perm[k[sel]] * self.ctx
+        return out
+
+    def batch_starts(self, step: int) -> np.ndarray:
+        """Start offsets of the batch of ``step`` (shape (batch_size,)), domains interleaved."""
+        before, after = self.counts_until(step), self.counts_until(step + 1)
+        parts = [
+            self._starts(i, int(before[i]), int(after[i] - before[i]))
+            for i in range(len(self.domains))
+            if after[i] > before[i]
+        ]
+        starts = np.concatenate(parts)
+        # A fixed shuffle inside the batch, so that no position in the batch belongs to a domain.
+        return starts[np.random.default_rng([self.seed, 1 << 20, step]).permutation(len(starts))]
+
+    def starts_block(self, first_step: int, n_steps: int) -> np.ndarray:
+        """Batch starts for steps first_step .. first_step + n_steps - 1: shape (n_steps, B)."""
+        return np.stack([self.batch_starts(s) for s in range(first_step, first_step + n_steps)])
