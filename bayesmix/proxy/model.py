@@ -1,11 +1,12 @@
 """The proxy model: a small decoder-only transformer, nanoGPT-like, in one file.
 
-Pre-norm (RMSNorm), rotary positions, causal SDPA attention, GELU MLP, tied input/output
-embeddings. Every weight carries a leading *model* dimension K: ``GPT(cfg, seeds=[s])`` is
-one model, ``GPT(cfg, seeds=[s1, ..., sK])`` is K independent models ("a swarm") whose
-matrix products run as batched matmuls. Model k of a swarm is initialised exactly like a
-single model with seed s_k and never sees the other models' data or gradients, so training K
-packed models gives the losses of the K trained alone (up to floating-point rounding).
+Pre-norm (RMSNorm, gains folded into the next matmul), rotary positions, causal SDPA
+attention, GELU MLP, tied input/output embeddings. Every weight carries a leading *model*
+dimension K: ``GPT(cfg, seeds=[s])`` is one model, ``GPT(cfg, seeds=[s1, ..., sK])`` is K
+independent models ("a swarm") whose matrix products run as batched matmuls. Model k of a
+swarm is initialised exactly like a single model with seed s_k and never sees the other
+models' data or gradients, so training K packed models gives the losses of the K trained
+alone (up to floating-point rounding).
 
 The loss is a fused, chunked linear + cross-entropy (``linear_cross_entropy``): the
 (tokens x vocabulary) logits are never materialised whole, and the gradient of each chunk
@@ -18,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -56,15 +58,16 @@ class ModelConfig:
         return 6 * self.n_params() + 6 * self.n_layers * self.d_model * self.ctx
 
 
-class RMSNorm(nn.Module):
-    def __init__(self, k: int, d: int) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(k, 1, d))
+def rms_norm(x: torch.Tensor) -> torch.Tensor:
+    """RMS normalisation without a gain, computed in float32, returned in x's dtype.
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (K, N, d)
-        xf = x.float()
-        y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + 1e-6)
-        return (y * self.weight).to(x.dtype)
+    The learned gains are folded into the next matmul's weight (W' = diag(g) W) instead:
+    the same model, one elementwise pass over the activations fewer, and it sidesteps a
+    torch.compile bug that returns wrongly shaped gradients for a broadcast gain with size-1
+    dimensions (pytorch/pytorch#178080, seen with K = 1).
+    """
+    xf = x.float()
+    return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + 1e-6)).to(x.dtype)
 
 
 def rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -75,30 +78,50 @@ def rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tenso
     return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
 
 
+def block_core(
+    x: torch.Tensor,
+    wqkv: torch.Tensor,
+    wproj: torch.Tensor,
+    wfc: torch.Tensor,
+    wfc2: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    n_heads: int,
+    batch: int,
+) -> torch.Tensor:
+    """One pre-norm transformer block for K stacked models. x: (K, B*T, d); W: (K, in, out)."""
+    k, n, d = x.shape
+    t, hd = n // batch, d // n_heads
+    qkv = torch.bmm(rms_norm(x), wqkv)
+    qkv = qkv.view(k * batch, t, 3, n_heads, hd).permute(2, 0, 3, 1, 4)
+    q, kk, v = rotary(qkv[0], cos, sin), rotary(qkv[1], cos, sin), qkv[2]
+    y = F.scaled_dot_product_attention(q, kk, v, is_causal=True)
+    y = y.transpose(1, 2).reshape(k, n, d)
+    x = x + torch.bmm(y, wproj).to(x.dtype)
+    h = F.gelu(torch.bmm(rms_norm(x), wfc), approximate="tanh")
+    return x + torch.bmm(h, wfc2).to(x.dtype)
+
+
 class Block(nn.Module):
     def __init__(self, cfg: ModelConfig, k: int) -> None:
         super().__init__()
         d, h = cfg.d_model, cfg.mlp_ratio * cfg.d_model
         self.n_heads = cfg.n_heads
-        self.ln1, self.ln2 = RMSNorm(k, d), RMSNorm(k, d)
+        self.g1 = nn.Parameter(torch.ones(k, d))  # RMSNorm gains, folded into qkv / fc
+        self.g2 = nn.Parameter(torch.ones(k, d))
         # Weights stored (K, in, out) so that x @ W is one batched matmul over the K models.
         self.qkv = nn.Parameter(torch.empty(k, d, 3 * d))
         self.proj = nn.Parameter(torch.empty(k, d, d))
         self.fc = nn.Parameter(torch.empty(k, d, h))
         self.fc2 = nn.Parameter(torch.empty(k, h, d))
+        self.core: Callable[..., torch.Tensor] = block_core
 
     def forward(
         self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, batch: int
     ) -> torch.Tensor:
-        k, n, d = x.shape
-        t, hd = n // batch, d // self.n_heads
-        qkv = torch.bmm(self.ln1(x), self.qkv)
-        qkv = qkv.view(k * batch, t, 3, self.n_heads, hd).permute(2, 0, 3, 1, 4)
-        q, kk, v = rotary(qkv[0], cos, sin), rotary(qkv[1], cos, sin), qkv[2]
-        y = F.scaled_dot_product_attention(q, kk, v, is_causal=True)
-        y = y.transpose(1, 2).reshape(k, n, d)
-        x = x + torch.bmm(y, self.proj)
-        return x + torch.bmm(F.gelu(torch.bmm(self.ln2(x), self.fc), approximate="tanh"), self.fc2)
+        wqkv = self.g1.unsqueeze(-1) * self.qkv
+        wfc = self.g2.unsqueeze(-1) * self.fc
+        return self.core(x, wqkv, self.proj, wfc, self.fc2, cos, sin, self.n_heads, batch)
 
 
 class GPT(nn.Module):
@@ -112,7 +135,9 @@ class GPT(nn.Module):
         self.cfg, self.k = cfg, k
         self.wte = nn.Parameter(torch.empty(k, cfg.padded_vocab, cfg.d_model))
         self.blocks = nn.ModuleList(Block(cfg, k) for _ in range(cfg.n_layers))
-        self.ln_f = RMSNorm(k, cfg.d_model)
+        self.g_f = nn.Parameter(torch.ones(k, cfg.d_model))  # final-norm gain, folded into the head
+        # The residual stream's dtype: float32, or bfloat16 on the GPU to halve its traffic.
+        self.resid_dtype = torch.float32
         hd = cfg.d_model // cfg.n_heads
         inv = 1.0 / cfg.rope_base ** (torch.arange(0, hd, 2, dtype=torch.float64) / hd)
         ang = torch.outer(torch.arange(cfg.ctx, dtype=torch.float64), inv)
@@ -123,7 +148,6 @@ class GPT(nn.Module):
         bias[cfg.vocab_size :] = float("-inf")
         self.register_buffer("vocab_bias", bias, persistent=False)
         self.ce_chunk: Callable = ce_chunk
-        self._compiled_hidden: Callable | None = None
         self._init(seeds)
 
     @torch.no_grad()
@@ -140,7 +164,7 @@ class GPT(nn.Module):
                     p[i].copy_(torch.randn(p.shape[1:], generator=g) * s)
 
     def hidden(self, idx: torch.Tensor) -> torch.Tensor:
-        """Final-norm hidden states (K, B*T, d) for token ids idx (K, B, T)."""
+        """Final-norm hidden states (K, B*T, d), before the gain, for token ids idx (K, B, T)."""
         k, b, t = idx.shape
         if k != self.k:
             raise ValueError(f"expected token ids for {self.k} model(s), got {k}")
@@ -148,39 +172,41 @@ class GPT(nn.Module):
             raise ValueError(f"sequence length {t} exceeds the model context {self.cfg.ctx}")
         offs = (torch.arange(k, device=idx.device) * self.cfg.padded_vocab).view(k, 1, 1)
         x = F.embedding((idx + offs).view(k, b * t), self.wte.view(-1, self.cfg.d_model))
+        x = x.to(self.resid_dtype)
         cos, sin = self.cos[:t], self.sin[:t]
         for block in self.blocks:
             x = block(x, cos, sin, b)
-        return self.ln_f(x)
+        return rms_norm(x)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
         """Mean next-token loss (nats) per model: shape (K,). idx, targets: (K, B, T)."""
-        h = self.hidden_fn(idx)
+        h = self.hidden(idx)
         dtype = (
             torch.get_autocast_dtype(h.device.type)
             if torch.is_autocast_enabled(h.device.type)
             else torch.float32
         )
+        head = self.wte * self.g_f.unsqueeze(1)  # tied output embedding with the norm's gain
         return linear_cross_entropy(
             h.to(dtype),
-            self.wte,
+            head,
             targets.reshape(self.k, -1),
             self.vocab_bias,
             chunk,
             self.ce_chunk,
         )
 
-    @property
-    def hidden_fn(self) -> Callable[[torch.Tensor], torch.Tensor]:
-        return self._compiled_hidden or self.hidden
+    def enable_compile(self, **kwargs: Any) -> None:
+        """torch.compile each transformer block and the loss-chunk kernel (GPU path).
 
-    def enable_compile(self, **kwargs) -> None:
-        """torch.compile the transformer body and the loss-chunk kernel (GPU path).
-
-        The chunked loss loop itself stays eager: it is a handful of large matmuls and one
-        fused kernel per chunk, and a CUDA graph (see train.py) removes its launch cost.
+        Blocks are compiled one by one ("regional" compilation): the blocks share shapes, so
+        they share one compiled graph and compiling costs one block, not the whole model.
+        The chunked loss loop stays eager: a few large matmuls and one fused kernel per chunk,
+        and the CUDA graph of train.py removes its launch cost.
         """
-        self._compiled_hidden = torch.compile(self.hidden, dynamic=False, **kwargs)
+        core = torch.compile(block_core, dynamic=False, **kwargs)
+        for block in self.blocks:
+            block.core = core
         self.ce_chunk = torch.compile(ce_chunk, dynamic=False)
 
 
@@ -198,7 +224,9 @@ def ce_chunk(
     if not need_grad:
         return loss, None
     g = torch.exp(x - lse)
-    g = g - F.one_hot(targets, x.shape[-1]).to(g.dtype)
+    # An equality mask, not F.one_hot: one_hot checks its input on the host (a GPU sync).
+    hit = torch.arange(x.shape[-1], device=x.device) == targets.unsqueeze(-1)
+    g = g - hit.to(g.dtype)
     return loss, g.to(logits.dtype)
 
 

@@ -3,9 +3,9 @@
 Deterministic given the seed and stateless in the step: ``batch(step)`` is a pure function
 of (mixture, seed, step), so a resumed run sees exactly the sequences it would have seen.
 
-Per step, the number of sequences from each domain follows a low-discrepancy rule (the
-cumulative count of domain i after n sequences is within one of r_i * n), so even a short
-run has the exact shares it asked for rather than a multinomial draw's noise. Within a
+The domain of each sequence follows a low-discrepancy (golden-ratio) sequence through the
+cumulative shares, so even a short run has the shares it asked for (within O(log n) of
+r_i * n sequences) rather than a multinomial draw's noise. Within a
 domain, the training tokens are cut into windows of ``ctx + 1`` tokens at a random phase
 per epoch and visited in a random order per epoch; the sampler counts tokens and epochs per
 domain and refuses (or warns) past a repetition limit.
@@ -24,6 +24,7 @@ import numpy as np
 from bayesmix.proxy.data import Manifest, ProxyDataError
 
 MIX_TOLERANCE = 1e-3
+_GOLDEN = (math.sqrt(5) - 1) / 2
 
 
 class RepetitionError(ProxyDataError):
@@ -111,18 +112,36 @@ class MixtureSampler:
                     f"(needs at least {3 * ctx})"
                 )
         self.total_tokens = pos
+        self._cdf = np.cumsum(self.r)
+        self._cdf[-1] = 1.0  # exact, so that u < 1 always lands on a domain
+        self._phase = float(np.random.default_rng([seed, 7]).random())
+        self._count_at, self._counts = 0, np.zeros(len(self.r), dtype=np.int64)
 
     # ---------------------------------------------------------------- counts
+    def domain_of(self, first: int, count: int) -> np.ndarray:
+        """Domain index of global sequences first .. first + count - 1.
+
+        A golden-ratio (Weyl) sequence through the cumulative shares: every prefix of n
+        sequences holds r_i * n + O(log n) sequences of domain i, with no multinomial noise,
+        and a domain with share 0 is never drawn.
+        """
+        j = np.arange(first, first + count, dtype=np.float64)
+        u = np.mod(self._phase + j * _GOLDEN, 1.0)
+        return np.searchsorted(self._cdf, u, side="right").astype(np.int64)
+
     def counts_until(self, n_steps: int) -> np.ndarray:
         """Sequences drawn from each domain in steps [0, n_steps)."""
         n = n_steps * self.batch_size
-        target = self.r * n
-        base = np.floor(target + 1e-9).astype(np.int64)
-        short = n - int(base.sum())
-        if short > 0:  # largest remainders first; ties broken by domain order (deterministic)
-            order = np.lexsort((np.arange(len(self.r)), -(target - base)))
-            base[order[:short]] += 1
-        return base
+        # Counts are extended from the last answer (runs ask for increasing steps).
+        if n < self._count_at:
+            self._count_at, self._counts = 0, np.zeros(len(self.r), dtype=np.int64)
+        for lo in range(self._count_at, n, 1 << 20):
+            hi = min(n, lo + (1 << 20))
+            self._counts = self._counts + np.bincount(
+                self.domain_of(lo, hi - lo), minlength=len(self.r)
+            )
+        self._count_at = max(self._count_at, n)
+        return self._counts.copy()
 
     def usage(self, n_steps: int) -> dict[str, DomainUse]:
         c = self.counts_until(n_steps)

@@ -106,6 +106,8 @@ class ProxyRunConfig:
     device: str = "auto"
     compile: str | bool = "auto"  # auto: on CUDA
     cuda_graph: str | bool = "auto"  # auto: on CUDA
+    compile_mode: str | None = None  # e.g. "max-autotune-no-cudagraphs"
+    bf16_residual: bool = True  # on CUDA: keep the residual stream in bf16 (half the traffic)
     loss_chunk: int = 8192  # rows of logits per chunk of the fused loss
     checkpoint: bool = True
     threads: int | None = None  # CPU threads for torch (None: torch's default)
@@ -261,15 +263,12 @@ class Trainer:
         self.use_graph = cuda if cfg.cuda_graph == "auto" else bool(cfg.cuda_graph)
         if self.use_graph and not cuda:
             raise ValueError("cuda_graph needs a CUDA device")
+        if cuda and cfg.bf16_residual:
+            self.model.resid_dtype = torch.bfloat16
         if self.use_compile:
-            self.model.enable_compile()
-        decay = [
-            p
-            for n, p in self.model.named_parameters()
-            if not n.endswith("ln1.weight")
-            and not n.endswith("ln2.weight")
-            and not n.startswith("ln_f")
-        ]
+            self.model.enable_compile(**({"mode": cfg.compile_mode} if cfg.compile_mode else {}))
+        # Weight decay on the matrices (K, in, out) and the embedding, not on the norm gains.
+        decay = [p for p in self.model.parameters() if p.dim() == 3]
         no_decay = [p for p in self.model.parameters() if all(p is not q for q in decay)]
         lr0: float | torch.Tensor = lr_at(cfg, 0, steps)
         if self.use_graph:  # a tensor lr can change between graph replays
@@ -683,7 +682,7 @@ def _signature(
     keep = {
         k: v
         for k, v in cfg.to_dict().items()
-        if k not in ("device", "compile", "cuda_graph", "threads")
+        if k not in ("device", "compile", "cuda_graph", "compile_mode", "threads")
     }
     blob = json.dumps(
         {
