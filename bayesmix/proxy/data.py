@@ -315,8 +315,8 @@ def prepare(
         tokenizer: ``"byte"``, ``"bpe"`` (trained here on the training split), or a path to
             an existing ``tokenizer.json``.
         vocab_size: BPE vocabulary size (ignored for ``byte``).
-        val_fraction: share of each domain's tokens held out, by whole documents (domains
-            of fewer than 10 documents are split inside the token stream instead).
+        val_fraction: share of each domain's text held out, by whole documents (a domain of
+            fewer than 10 documents, or of a few long ones, is cut inside its text instead).
         seed: fixes which documents are held out.
         force: rebuild even when the manifest says the shards are up to date.
         progress: progress bars.
@@ -418,20 +418,24 @@ def prepare(
 def _split_docs(
     texts: list[str], frac: float, rng: np.random.Generator
 ) -> tuple[list[str], list[str]]:
-    if len(texts) < 10:
-        # Too few documents to hold some out whole: cut the concatenated text instead.
+    total = sum(len(t) for t in texts)
+    target = frac * total
+    val_idx: list[int] = []
+    acc = 0
+    if len(texts) >= 10:
+        # Whole documents in a seeded random order, skipping any that would overshoot the
+        # held-out share by much (one long file must not become a third of the domain).
+        for i in rng.permutation(len(texts)):
+            if acc >= target:
+                break
+            if acc + len(texts[i]) <= 1.5 * target:
+                val_idx.append(int(i))
+                acc += len(texts[i])
+    if acc < 0.5 * target:
+        # Too few (or too long) documents to hold some out whole: cut the joined text.
         joined = "\n".join(texts)
         cut = int(len(joined) * (1 - frac))
         return [joined[:cut]], [joined[cut:]]
-    order = rng.permutation(len(texts))
-    total = sum(len(t) for t in texts)
-    val_idx: list[int] = []
-    acc = 0
-    for i in order:
-        if acc >= frac * total:
-            break
-        val_idx.append(int(i))
-        acc += len(texts[i])
     chosen = set(val_idx)
     return (
         [t for i, t in enumerate(texts) if i not in chosen],
