@@ -1,8 +1,7 @@
 """Real mixtures on the GPU: K packed 6m proxies -> an Observations table for the laws.
 
-Mixtures are drawn from a flat Dirichlet and then capped so that no domain is repeated more
-than ``--max-epochs`` times (Olmix's rule, p_j <= k N_j / R), the excess going to the domains
-with room. Writes ``observations.csv`` (tidy, DESIGN.md) and ``runs.json`` to --out.
+Mixtures respect a repetition cap: no domain is repeated more than ``--max-epochs`` times
+(Olmix's rule, p_j <= k N_j / R); see ``capped_mixtures``. Writes ``observations.csv`` (tidy, DESIGN.md) and ``runs.json`` to --out.
 
     python studies/proxy_throughput/gpu_mixture_run.py --shards carry/shards_bpe --out $OUT
 """
@@ -21,21 +20,26 @@ import pandas as pd
 def capped_mixtures(
     tokens: dict[str, int], n: int, total: float, max_epochs: float, seed: int
 ) -> list[dict[str, float]]:
+    """n mixtures that vary every domain's share and repeat no domain past max_epochs.
+
+    A domain whose cap (max_epochs x its tokens / tokens per run) is below 1 gets a share
+    drawn uniformly between 5 % and 100 % of its cap (so the laws see its share vary, rather
+    than every run sitting at the cap); the rest of the mass goes to the other domains in
+    flat-Dirichlet proportions.
+    """
     names = list(tokens)
     cap = np.array([max_epochs * tokens[d] / total for d in names])
-    if cap.sum() < 1:
+    small = cap < 1
+    if cap[small].sum() >= 0.9 or not (~small).any():
         raise SystemExit("the corpus is too small for this many tokens per run")
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(n):
-        r = rng.dirichlet(np.ones(len(names)))
-        for _ in range(50):  # move the excess over each cap to the domains below theirs
-            over = np.maximum(r - cap, 0)
-            if over.sum() < 1e-12:
-                break
-            r = np.minimum(r, cap)
-            room = cap - r
-            r = r + over.sum() * room / room.sum()
+        r = np.zeros(len(names))
+        r[small] = cap[small] * rng.uniform(0.05, 1.0, small.sum())
+        r[~small] = (1 - r[small].sum()) * rng.dirichlet(np.ones((~small).sum()))
+        if (r > cap + 1e-12).any():
+            raise SystemExit("a large domain went over its cap; use fewer tokens per run")
         out.append({d: float(v) for d, v in zip(names, r / r.sum(), strict=True)})
     return out
 
@@ -45,10 +49,11 @@ def main() -> None:
     p.add_argument("--shards", required=True)
     p.add_argument("--out", default="out")
     p.add_argument("--size", default="6m")
-    p.add_argument("--k", type=int, default=8)
-    p.add_argument("--steps", type=int, default=600)
-    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--k", type=int, default=16)
+    p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--batch", type=int, default=32)
     p.add_argument("--max-epochs", type=float, default=4.0)
+    p.add_argument("--runs-dir", default=None, help="run folders (default: <out>/runs)")
     a = p.parse_args()
 
     from bayesmix.proxy.data import load_manifest
@@ -69,7 +74,7 @@ def main() -> None:
         steps=a.steps,
         size=a.size,
         seeds=list(range(a.k)),
-        out_dir=out / "runs",
+        out_dir=a.runs_dir or out / "runs",
         run_ids=[f"gpu6m-{i}" for i in range(a.k)],
     )
     wall = time.time() - t0
