@@ -1,7 +1,8 @@
 """Real mixtures on the GPU: K packed 6m proxies -> an Observations table for the laws.
 
 Mixtures respect a repetition cap: no domain is repeated more than ``--max-epochs`` times
-(Olmix's rule, p_j <= k N_j / R); see ``capped_mixtures``. Writes ``observations.csv`` (tidy, DESIGN.md) and ``runs.json`` to --out.
+(Olmix's rule, p_j <= k N_j / R); see ``capped_mixtures``. Writes ``observations.csv`` (tidy,
+DESIGN.md) and ``runs.json`` to --out.
 
     python studies/proxy_throughput/gpu_mixture_run.py --shards carry/shards_bpe --out $OUT
 """
