@@ -234,8 +234,6 @@ class Trainer:
         self.seeds = [int(s) for s in seeds]
         self.device = pick_device(cfg.device)
         cuda = self.device.type == "cuda"
-        if cfg.threads and not cuda:
-            torch.set_num_threads(cfg.threads)
         self.mcfg = ModelConfig(
             vocab_size=manifest.vocab_size,
             d_model=cfg.d_model,
@@ -581,13 +579,37 @@ def train_swarm(
     if len(seeds) != k or len(rids) != k or len(set(rids)) != k:
         raise ValueError("train_swarm: give one seed and one distinct run id per mixture")
     out = Path(out_dir)
+    base = config or ProxyRunConfig()
+    threads = torch.get_num_threads()
+    if base.threads:  # for this call only: torch's thread count is process-wide
+        torch.set_num_threads(base.threads)
+    try:
+        return _train_swarm(
+            base, shards_dir, mixtures, steps, size, seeds, rids, out, strict, progress
+        )
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_swarm(
+    base: ProxyRunConfig,
+    shards_dir: str | Path,
+    mixtures: Sequence[Mapping[str, float]],
+    steps: int,
+    size: str | Path,
+    seeds: list[int],
+    rids: list[str],
+    out: Path,
+    strict: bool,
+    progress: bool,
+) -> list[ProxyResult]:
+    k = len(mixtures)
     run_dirs = [out / r for r in rids]
     ckpt_dir = (
         run_dirs[0]
         if k == 1
         else out / ("swarm-" + hashlib.sha1("|".join(rids).encode()).hexdigest()[:10])
     )
-    base = config or ProxyRunConfig()
     trainer: Trainer | None = None
     try:
         cfg = base.resolved(size)

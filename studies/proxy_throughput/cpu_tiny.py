@@ -48,14 +48,15 @@ def main() -> None:
     load = os.getloadavg()[0]
     row = (
         f"| {time.strftime('%Y-%m-%d %H:%M')} | {platform.processor() or platform.machine()} "
-        f"x{os.cpu_count()} | {torch.get_num_threads()} | {load:.1f} | {res.model_size:,} | "
+        f"x{os.cpu_count()} | {a.threads or torch.get_num_threads()} | {load:.1f} | "
+        f"{res.model_size:,} | "
         f"{a.steps} | {wall:.1f} | {res.tokens_per_s:,.0f} | {last.value.mean():.3f} |"
     )
     print(row)
     out = Path(__file__).with_name("cpu_tiny.md")
     if not out.exists():
         out.write_text(
-            "| when | CPU | torch threads | load before | params | steps | wall s "
+            "| when | CPU | torch threads | 1-min load (end) | params | steps | wall s "
             "(with eval) | train tokens/s | mean final loss |\n"
             "|---|---|---|---|---|---|---|---|---|\n"
         )
