@@ -48,6 +48,7 @@ from bayesmix.proxy.sampler import MixtureSampler, normalise_mixture
 log = logging.getLogger(__name__)
 
 SIZES = ("tiny", "6m", "15m", "30m", "60m")
+MAX_RESIDENT_TOKENS = 2_000_000_000  # int32 on the device: 8 GB
 
 
 class ProxyRunError(RuntimeError):
@@ -249,6 +250,12 @@ class Trainer:
 
         # All training tokens live on the device (proxies train on small corpora), so a batch
         # is one gather kernel from start offsets: no host-side copy of token data per step.
+        total = sum(manifest.n_tokens(d, "train") for d in self.domains)
+        if total > MAX_RESIDENT_TOKENS:
+            raise ProxyDataError(
+                f"the shards hold {total:,} training tokens; proxy training keeps them in "
+                f"device memory and allows at most {MAX_RESIDENT_TOKENS:,} (prepare a sample)"
+            )
         self.tokens = torch.from_numpy(
             np.concatenate(
                 [np.asarray(manifest.tokens(d, "train"), dtype=np.int32) for d in self.domains]
