@@ -70,7 +70,9 @@ def _read_csv(path: str | Path, what: str) -> pd.DataFrame:
         raise ObservationsError(f"{what}: {path}: cannot be read as CSV ({exc})") from exc
 
 
-def load_regmix(mix_csv: str | Path, loss_csv: str | Path, *, prefix: str = "regmix") -> Observations:
+def load_regmix(
+    mix_csv: str | Path, loss_csv: str | Path, *, prefix: str = "regmix"
+) -> Observations:
     """RegMix's release: proportions of 17 Pile domains and final losses on 13 of them.
 
     Run ids are ``<prefix>-<index>``; the prefix defaults to ``regmix`` and is best set to the
@@ -84,12 +86,16 @@ def load_regmix(mix_csv: str | Path, loss_csv: str | Path, *, prefix: str = "reg
             raise ObservationsError(f"RegMix {name}: no 'index' column to join on")
     train_cols = [c for c in mix.columns if c.startswith(REGMIX_TRAIN_PREFIX)]
     loss_cols = [
-        c for c in loss.columns if c.startswith(REGMIX_LOSS_PREFIX) and c.endswith(REGMIX_LOSS_SUFFIX)
+        c
+        for c in loss.columns
+        if c.startswith(REGMIX_LOSS_PREFIX) and c.endswith(REGMIX_LOSS_SUFFIX)
     ]
     if not train_cols:
         raise ObservationsError(f"RegMix mixtures: no '{REGMIX_TRAIN_PREFIX}*' columns")
     if not loss_cols:
-        raise ObservationsError(f"RegMix losses: no '{REGMIX_LOSS_PREFIX}*{REGMIX_LOSS_SUFFIX}' columns")
+        raise ObservationsError(
+            f"RegMix losses: no '{REGMIX_LOSS_PREFIX}*{REGMIX_LOSS_SUFFIX}' columns"
+        )
     domains = {c: canonical_name(c[len(REGMIX_TRAIN_PREFIX) :]) for c in train_cols}
     targets = {
         c: canonical_name(c[len(REGMIX_LOSS_PREFIX) : -len(REGMIX_LOSS_SUFFIX)]) for c in loss_cols
@@ -108,7 +114,9 @@ def load_regmix(mix_csv: str | Path, loss_csv: str | Path, *, prefix: str = "reg
     # Keep runs in index order, targets in file order within a run.
     long["_order"] = long["col"].map({c: i for i, c in enumerate(loss_cols)})
     long = long.sort_values(["index", "_order"], kind="stable")
-    frame = long[["run_id", "target", "value", "metric", *[ratio_column(d) for d in domains.values()]]]
+    frame = long[
+        ["run_id", "target", "value", "metric", *[ratio_column(d) for d in domains.values()]]
+    ]
     return Observations.from_frame(frame, renormalise_below=RELEASE_RENORMALISE_BELOW)
 
 
@@ -143,7 +151,9 @@ def load_olmix(
     if mmlu_categories is not None:
         task_frame = _aggregate_mmlu(task_frame, _read_csv(mmlu_categories, "MMLU categories"))
     domains = {c: canonical_name(c) for c in domain_cols}
-    mix = ratios[["run", *domain_cols]].rename(columns={c: ratio_column(d) for c, d in domains.items()})
+    mix = ratios[["run", *domain_cols]].rename(
+        columns={c: ratio_column(d) for c, d in domains.items()}
+    )
     long = task_frame.reset_index().melt(id_vars="run", var_name="target", value_name="value")
     long["target"] = long["target"].map(canonical_name)
     long = mix.merge(long, on="run", how="inner")
@@ -151,7 +161,9 @@ def load_olmix(
         raise ObservationsError("Olmix: the ratio and metric files share no 'run'")
     long["run_id"] = prefix + "-" + long["run"].astype(str)
     long["metric"] = "bpb"
-    frame = long[["run_id", "target", "value", "metric", *[ratio_column(d) for d in domains.values()]]]
+    frame = long[
+        ["run_id", "target", "value", "metric", *[ratio_column(d) for d in domains.values()]]
+    ]
     return Observations.from_frame(frame, renormalise_below=RELEASE_RENORMALISE_BELOW)
 
 
@@ -163,7 +175,9 @@ def _aggregate_mmlu(tasks: pd.DataFrame, categories: pd.DataFrame) -> pd.DataFra
     for category, rows in categories.groupby("category", sort=True):
         present = [m for m in rows["metric"] if m in out.columns]
         if not present:
-            raise ObservationsError(f"MMLU categories: no metric of {category!r} in the metrics file")
+            raise ObservationsError(
+                f"MMLU categories: no metric of {category!r} in the metrics file"
+            )
         w = rows.set_index("metric").loc[present, "weight"].to_numpy(dtype=float)
         out[category] = out[present].to_numpy(dtype=float) @ (w / w.sum())
         out = out.drop(columns=present)

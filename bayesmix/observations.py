@@ -86,7 +86,9 @@ class Observations:
             raise ObservationsError(f"missing required column(s): {', '.join(missing)}")
         domains = [c[len(RATIO_PREFIX) :] for c in df.columns if str(c).startswith(RATIO_PREFIX)]
         if not domains:
-            raise ObservationsError("no training-domain columns: expected one 'r:<domain>' per domain")
+            raise ObservationsError(
+                "no training-domain columns: expected one 'r:<domain>' per domain"
+            )
         for d in domains:
             check_domain_name(d, f"column 'r:{d}'")
         if len(df) == 0:
@@ -221,7 +223,8 @@ class Observations:
         """Both tables in one (same domains); run ids must not collide."""
         if self.domains != other.domains:
             raise ObservationsError(
-                f"cannot join observations over different domains: {self.domains} vs {other.domains}"
+                "cannot join observations over different domains: "
+                f"{self.domains} vs {other.domains}"
             )
         both = set(self.run_ids) & set(other.run_ids)
         if both:
@@ -291,8 +294,11 @@ def _check_ratios(frame: pd.DataFrame, cols: list[str], renormalise_below: float
         )
     if fixable.any():
         runs = frame.loc[fixable, "run_id"].nunique()
-        log.info("renormalised the proportions of %d run(s) that summed to 1 within %g", runs,
-                 renormalise_below)
+        log.info(
+            "renormalised the proportions of %d run(s) that summed to 1 within %g",
+            runs,
+            renormalise_below,
+        )
         arr[fixable] = arr[fixable] / sums[fixable, None]
     out = pd.DataFrame(arr, columns=cols, index=frame.index)
     per_run = out.groupby(frame["run_id"]).nunique().max(axis=1)

@@ -1,0 +1,155 @@
+"""What every law shares: its data arrays, its settings, and the hierarchical building blocks.
+
+A law is a plain NumPyro model function of a ``LawData`` (NumPyro style: the model is a
+function of its data; inference lives in ``bayesmix.inference``). Each law also exposes
+``log_loss(xp, params, r, s_rel)`` so predictions and acquisition reuse the same formula.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+from bayesmix.observations import Observations, ObservationsError
+
+Prior = Mapping[str, tuple[np.ndarray, np.ndarray]]
+"""Informative prior per site: name -> (loc, scale) on the site's unconstrained scale, one entry
+per target (NaN loc where the population prior applies). Warm starts build these."""
+
+
+CENTERED_FROM_RUNS = 100
+
+
+class LawError(ValueError):
+    """The observations cannot be fitted with this law (e.g. a target has no own domain)."""
+
+
+@dataclass(frozen=True)
+class LawSettings:
+    """Modelling choices a user can change; saved with the posterior.
+
+    eps: floor added to every proportion in r^-alpha, a number or "learned" (one shared value
+        with a log-normal prior around 1e-3).
+    noise: observation noise on the log-loss scale, "student" (heavy tails) or "normal".
+    reference_step: the step at which K_t = B_t + C_t is parametrised (s_rel = step / it).
+    rank: rank of the cross-domain exponents for large problems (0 = full matrix).
+    centered: centred (True) or non-centred (False) hierarchies; None chooses from the data:
+        centred once every target has CENTERED_FROM_RUNS observations, where the likelihood
+        pins each parameter and the non-centred form would bend into an inverted funnel.
+    """
+
+    eps: float | Literal["learned"] = "learned"
+    noise: Literal["student", "normal"] = "student"
+    reference_step: float | None = None
+    rank: int = 0
+    centered: bool | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "eps": self.eps,
+            "noise": self.noise,
+            "reference_step": self.reference_step,
+            "rank": self.rank,
+            "centered": self.centered,
+        }
+
+
+@dataclass(frozen=True)
+class LawData:
+    """Arrays a law is fitted to: unique (run, step) points x targets, and the observed rows.
+
+    r: (P, M) proportions; s_rel: (P,) step / reference step, or None without a step axis;
+    point, target: (R,) row -> point, row -> target; log_y: (R,) observed log losses;
+    own_onehot: (T, M), 1 at each target's own training domain (all-zero rows where none).
+    """
+
+    r: np.ndarray
+    s_rel: np.ndarray | None
+    point: np.ndarray
+    target: np.ndarray
+    log_y: np.ndarray
+    own_onehot: np.ndarray
+    domains: list[str]
+    targets: list[str]
+    target_mean: np.ndarray = field(repr=False)  # (T,) mean observed log loss per target
+    target_min: np.ndarray = field(repr=False)  # (T,) smallest observed loss per target
+    centered: bool = False
+
+    @property
+    def n_targets(self) -> int:
+        return len(self.targets)
+
+    @property
+    def n_domains(self) -> int:
+        return len(self.domains)
+
+    @property
+    def has_own(self) -> np.ndarray:
+        return self.own_onehot.sum(axis=1) > 0
+
+    @classmethod
+    def from_observations(cls, obs: Observations, settings: LawSettings) -> LawData:
+        frame = obs.frame
+        if frame["metric"].nunique() != 1:
+            raise ObservationsError(
+                f"observations hold several metrics {obs.metrics}: select one with "
+                "obs.select(metric=...) before fitting"
+            )
+        targets = obs.targets
+        domains = obs.domains
+        has_steps = obs.has_steps
+        keys = frame["run_id"] + "@" + frame["step"].fillna(0).astype(str)
+        codes, _ = keys.factorize()  # codes follow first appearance, as drop_duplicates does
+        first = frame.loc[~keys.duplicated()]
+        r = first[obs.ratio_columns].to_numpy(dtype=float)
+        s_rel = None
+        if has_steps:
+            ref = settings.reference_step or obs.max_step
+            s_rel = first["step"].to_numpy(dtype=float) / float(ref)
+        tindex = {t: i for i, t in enumerate(targets)}
+        target = frame["target"].map(tindex).to_numpy(dtype=np.int32)
+        log_y = np.log(frame["value"].to_numpy(dtype=float))
+        own = np.zeros((len(targets), len(domains)))
+        for t, d in obs.target_domain.items():
+            own[tindex[t], domains.index(d)] = 1.0
+        mean = np.array([log_y[target == i].mean() for i in range(len(targets))])
+        lo = np.array([np.exp(log_y[target == i]).min() for i in range(len(targets))])
+        per_target = np.bincount(target, minlength=len(targets)).min()
+        centered = settings.centered
+        if centered is None:
+            centered = bool(per_target >= CENTERED_FROM_RUNS)
+        return cls(
+            centered=centered,
+            r=r,
+            s_rel=s_rel,
+            point=np.asarray(codes, dtype=np.int32),
+            target=target,
+            log_y=log_y,
+            own_onehot=own,
+            domains=domains,
+            targets=targets,
+            target_mean=mean,
+            target_min=lo,
+        )
+
+
+class Law(Protocol):
+    """A data-mixing law: a NumPyro model and the formula it fits."""
+
+    name: str
+    own_share: bool  # the loss of target t depends on its own domain's share only
+
+    def model(self, data: LawData, settings: LawSettings, prior: Prior | None = None) -> None:
+        """The NumPyro model (samples the law's parameters and observes data.log_y)."""
+
+    def log_loss(
+        self, xp: ModuleType, params: Mapping[str, Any], r: Any, s_rel: Any | None, **const: Any
+    ) -> Any:
+        """Noise-free log loss (..., P, T) from natural parameters with leading batch dims."""
+
+    def check(self, data: LawData) -> None:
+        """Raise LawError when the data cannot identify this law."""

@@ -1,0 +1,95 @@
+"""Each law's formula, written once for any array namespace (numpy, jax.numpy, torch).
+
+The NumPyro models (JAX), the posterior predictions (NumPy) and the BoTorch acquisition
+(torch) all call these functions; ``xp`` is the array module of the inputs.
+
+Shapes: parameters carry any leading batch shape ``...`` (posterior draws), then their own
+axes (``T`` targets, ``M`` training domains); ``r`` is ``(P, M)`` (mixtures), ``s_rel`` is
+``(P,)`` (training progress over the reference step, or None when the data have no step axis).
+Every function returns the log loss with shape ``(..., P, T)``.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+Array = Any
+
+
+def namespace(*arrays: Array) -> ModuleType:
+    """The array module of the inputs: torch, jax.numpy or numpy."""
+    for a in arrays:
+        mod = type(a).__module__
+        if mod.startswith("torch"):
+            import torch
+
+            return torch
+        if mod.startswith("jax"):
+            import jax.numpy as jnp
+
+            return jnp
+    import numpy as np
+
+    return np
+
+
+def log_step_factor(xp: ModuleType, frac: Array, beta: Array, s_rel: Array | None) -> Array:
+    """log (1 - f + f s^-beta): the step law B s^-beta + C divided by its value at s = 1.
+
+    With K(s) = B s^-beta + C and s measured relative to a reference step (s_rel = 1 there),
+    K(s) = K_ref (1 - f + f s^-beta) where K_ref = B + C and f = B / (B + C) in (0, 1) is the
+    share of the loss that more training still removes. Parametrising by (K_ref, f, beta)
+    instead of (B, C, beta) removes most of the B-C correlation (DESIGN.md). Without a step
+    axis the factor is 1 (log 0) and the law reduces to its mixture part.
+    """
+    if s_rel is None or frac is None:
+        return 0.0
+    s = s_rel[:, None]  # (P, 1) against (..., 1, T)
+    return xp.log1p(frac[..., None, :] * (s ** (-beta[..., None, :]) - 1.0))
+
+
+def cross_log_loss(
+    xp: ModuleType,
+    logk: Array,
+    alpha: Array,
+    log_r: Array,
+    s_rel: Array | None = None,
+    frac: Array | None = None,
+    beta: Array | None = None,
+) -> Array:
+    """Cross-domain BiMix: log L_t = log K_t(s) - sum_j alpha_tj log(r_j + eps).
+
+    logk: (..., T) log K_t at the reference step; alpha: (..., T, M); log_r: (P, M) the
+    covariates log(r_j + eps) (the models pass them centred, with logk adjusted to match).
+    BiMix's own-share law is the case alpha_tj = 0 for j != own(t) (see ``own_alpha``).
+    """
+    mix = xp.matmul(log_r, xp.swapaxes(alpha, -1, -2))  # (..., P, T)
+    return logk[..., None, :] - mix + log_step_factor(xp, frac, beta, s_rel)
+
+
+def loglinear_log_loss(
+    xp: ModuleType,
+    log_c: Array,
+    A: Array,
+    r: Array,
+    s_rel: Array | None = None,
+    frac: Array | None = None,
+    beta: Array | None = None,
+) -> Array:
+    """Log-linear law (Olmix, Data Mixing Laws): L_t = (c_t + exp(A_t . r)) x step factor.
+
+    log_c: (..., T) log of the irreducible part; A: (..., T, M). With sum_j r_j = 1 a common
+    shift of A_t is the law's scale, so no separate intercept is needed.
+    """
+    lin = xp.matmul(r, xp.swapaxes(A, -1, -2))  # (..., P, T)
+    return xp.logaddexp(log_c[..., None, :], lin) + log_step_factor(xp, frac, beta, s_rel)
+
+
+def own_alpha(alpha_own: Array, own_onehot: Array) -> Array:
+    """(..., T) own-share exponents -> the (..., T, M) matrix with alpha_own at (t, own(t)).
+
+    own_onehot: (T, M) with a single 1 per row at the target's own training domain, given in
+    the namespace (and on the device) of alpha_own.
+    """
+    return alpha_own[..., :, None] * own_onehot

@@ -1,0 +1,72 @@
+"""The log-linear law of Olmix and Data Mixing Laws, as a Bayesian baseline.
+
+    L_t(r, s) = (c_t + exp(A_t . r)) * (1 - f_t + f_t s^(-beta_t))
+
+c_t in (0, min observed loss of t) is the irreducible part; A_tj = b_t + a_j + d_tj, with
+b_t a per-target level, a_j a domain effect shared by all targets and d_tj a deviation, both
+under learned normal shrinkage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import ModuleType
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+
+from bayesmix.laws import formulas
+from bayesmix.laws.base import LawData, LawError, LawSettings, Prior
+from bayesmix.laws.blocks import observe, pooled, step_law
+
+
+class LogLinear:
+    name = "loglinear"
+    own_share = False
+
+    def check(self, data: LawData) -> None:
+        if len(np.unique(np.round(data.r, 6), axis=0)) < 2:
+            raise LawError("law 'loglinear' needs at least two distinct mixtures")
+
+    def model(self, data: LawData, settings: LawSettings, prior: Prior | None = None) -> None:
+        t, m = data.n_targets, data.n_domains
+        # c_t = min_loss_t * sigmoid(u_t): below every observed loss of the target.
+        u = pooled("logit_c", t, 0.0, 1.5, 1.0, prior, data.centered)
+        log_c = numpyro.deterministic("log_c", np.log(data.target_min) + jax_log_sigmoid(u))
+        level = np.log(np.exp(data.target_mean) - 0.5 * data.target_min)
+        b = pooled("A_level", t, level, 1.0, 0.5, prior, data.centered)
+        shared_tau = numpyro.sample("A_shared_tau", dist.HalfNormal(1.0))
+        shared = shared_tau * numpyro.sample(
+            "A_shared_z", dist.Normal(0, 1).expand([m]).to_event(1)
+        )
+        dev_tau = numpyro.sample("A_dev_tau", dist.HalfNormal(1.0))
+        if settings.rank > 0:
+            k = settings.rank
+            u_ = numpyro.sample("A_u", dist.Normal(0, 1).expand([t, k]).to_event(2))
+            v_ = numpyro.sample("A_v", dist.Normal(0, 1).expand([m, k]).to_event(2))
+            dev = dev_tau * (u_ @ v_.T) / np.sqrt(k)
+        else:
+            dev = dev_tau * numpyro.sample("A_dev_z", dist.Normal(0, 1).expand([t, m]).to_event(2))
+        A = numpyro.deterministic("A", b[:, None] + shared[None, :] + dev)
+        frac, beta = step_law(data, prior)
+        log_mean = formulas.loglinear_log_loss(
+            jnp, log_c, A, jnp.asarray(data.r), data.s_rel, frac, beta
+        )
+        observe(data, settings, log_mean, prior)
+
+    def log_loss(
+        self, xp: ModuleType, params: Mapping[str, Any], r: Any, s_rel: Any | None, **_: Any
+    ) -> Any:
+        return formulas.loglinear_log_loss(
+            xp, params["log_c"], params["A"], r, s_rel, params.get("frac"), params.get("beta")
+        )
+
+
+def jax_log_sigmoid(x: jnp.ndarray) -> jnp.ndarray:
+    return -jnp.logaddexp(0.0, -x)
+
+
+__all__ = ["LogLinear", "LawError"]
