@@ -1,0 +1,223 @@
+"""What every proposer and recommender shares: the context they read and the frames they return.
+
+A proposer answers "which q proxy runs next?", a recommender "which mixture now?". Both read a
+``ProposalContext`` (domains, what has been observed, the posterior if there is one, the
+user's constraints and objective) so that a study's ask/tell loop can swap them by name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import numpy as np
+import pandas as pd
+
+from bayesmix.observations import RATIO_PREFIX, Observations, check_domain_name, ratio_column
+
+if TYPE_CHECKING:
+    from bayesmix.optimize import Constraints
+
+SUM_TOLERANCE = 1e-3
+SAME_MIXTURE_L1 = 1e-6  # two mixtures closer than this (L1) are the same run
+
+
+class ProposalError(ValueError):
+    """A proposer or recommender was given input it cannot work with."""
+
+
+@dataclass(frozen=True)
+class ProposalContext:
+    """Everything a proposer or recommender may read; all but ``domains`` is optional.
+
+    domains: training domains, in the order of the ``r:<domain>`` columns returned.
+    observations: the runs observed so far (None before the first batch).
+    posterior: a fitted law posterior over the same domains (None if not fitted).
+    constraints: bounds, repetition caps and minimum shares (``bm.Constraints``).
+    natural: natural proportions p0 (domain -> share, summing to 1); uniform when None.
+    weights: the objective's weights over targets (equal when None); lower is better.
+    step: the step at which the objective is taken (None: the largest observed).
+    seed: seeds every random choice, so that a proposal can be reproduced.
+    pending: mixtures proposed but not yet observed (``r:<domain>`` columns).
+    candidates: a pool; when given, every proposal and recommendation is one of its rows.
+    entropies: per-domain entropies in nats (BiMix's entropy proposer).
+    """
+
+    domains: list[str]
+    observations: Observations | None = None
+    posterior: Any = None
+    constraints: Constraints | None = None
+    natural: Mapping[str, float] | None = None
+    weights: Mapping[str, float] | None = None
+    step: float | None = None
+    seed: int = 0
+    pending: pd.DataFrame | None = None
+    candidates: pd.DataFrame | None = None
+    entropies: Mapping[str, float] | None = None
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        domains = list(self.domains)
+        if not domains:
+            raise ProposalError("the context needs at least one training domain")
+        for d in domains:
+            check_domain_name(d, "ProposalContext.domains")
+        if len(set(domains)) != len(domains):
+            raise ProposalError(f"domains repeat: {domains}")
+        object.__setattr__(self, "domains", domains)
+        if self.observations is not None and self.observations.domains != domains:
+            raise ProposalError(
+                f"observations are over domains {self.observations.domains}, the context over "
+                f"{domains}"
+            )
+        if self.posterior is not None and list(self.posterior.domains) != domains:
+            raise ProposalError(
+                f"the posterior is over domains {list(self.posterior.domains)}, the context "
+                f"over {domains}"
+            )
+        if self.natural is not None:
+            self.natural_vector()  # validates
+        if self.pending is not None:
+            mixture_array(self.pending, domains, "pending")
+        if self.candidates is not None:
+            if len(self.candidates) == 0:
+                raise ProposalError("candidates: the pool is empty")
+            mixture_array(self.candidates, domains, "candidates")
+
+    # ------------------------------------------------------------------ derived arrays
+    @property
+    def m(self) -> int:
+        return len(self.domains)
+
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """(lo, hi) per domain from the constraints; InfeasibleError when none fits."""
+        if "bounds" not in self._cache:
+            from bayesmix.optimize import Constraints
+
+            self._cache["bounds"] = (self.constraints or Constraints()).bounds(self.domains)
+        return self._cache["bounds"]
+
+    def natural_vector(self) -> np.ndarray:
+        """p0 as an array over ``domains`` (uniform when not given)."""
+        if self.natural is None:
+            return np.full(self.m, 1.0 / self.m)
+        unknown = [d for d in self.natural if d not in self.domains]
+        if unknown:
+            raise ProposalError(f"natural proportions name unknown domain(s): {unknown}")
+        p = np.array([float(self.natural.get(d, 0.0)) for d in self.domains])
+        if not np.all(np.isfinite(p)) or (p < 0).any():
+            raise ProposalError("natural proportions must be finite and non-negative")
+        if abs(p.sum() - 1.0) > SUM_TOLERANCE:
+            raise ProposalError(f"natural proportions sum to {p.sum():.6g}, not 1")
+        return p / p.sum()
+
+    def observed_array(self) -> np.ndarray:
+        """(N, M) mixtures of the observed runs (0 rows when none)."""
+        if self.observations is None:
+            return np.zeros((0, self.m))
+        return self.observations.mixtures().to_numpy(dtype=float)
+
+    def pending_array(self) -> np.ndarray:
+        if self.pending is None or len(self.pending) == 0:
+            return np.zeros((0, self.m))
+        return mixture_array(self.pending, self.domains, "pending")
+
+    def taken_array(self) -> np.ndarray:
+        """Mixtures already observed or pending: a new proposal should differ from these."""
+        return np.concatenate([self.observed_array(), self.pending_array()])
+
+    def candidate_array(self) -> np.ndarray:
+        """(C, M) pool mixtures, or 0 rows without a pool."""
+        if self.candidates is None:
+            return np.zeros((0, self.m))
+        return mixture_array(self.candidates, self.domains, "candidates")
+
+    def available_candidates(self) -> np.ndarray:
+        """Positions (into ``candidates``) of pool rows not yet observed or pending."""
+        pool = self.candidate_array()
+        taken = self.taken_array()
+        if len(taken) == 0:
+            return np.arange(len(pool))
+        dist = np.abs(pool[:, None, :] - taken[None, :, :]).sum(-1).min(axis=1)
+        return np.flatnonzero(dist > SAME_MIXTURE_L1)
+
+    def rng(self, salt: int = 0) -> np.random.Generator:
+        """A generator that depends on the seed and on how much has been observed, so that
+        successive batches of one study differ while the whole study stays reproducible."""
+        n = len(self.observed_array()) + len(self.pending_array())
+        return np.random.default_rng([self.seed, n, salt])
+
+
+@runtime_checkable
+class Proposer(Protocol):
+    """Proposes the next q proxy runs."""
+
+    name: str
+
+    def propose(self, context: ProposalContext, q: int) -> pd.DataFrame:
+        """One row per proposed run: ``r:<domain>`` columns summing to 1, and optionally
+        ``steps``, ``acquisition_value``, ``expected_gain`` and (pool) ``candidate``."""
+        ...
+
+
+@runtime_checkable
+class Recommender(Protocol):
+    """Recommends the mixture to train the large model on, from what has been observed."""
+
+    name: str
+
+    def recommend(self, context: ProposalContext) -> pd.Series:
+        """The recommended mixture: a Series indexed by domain, summing to 1."""
+        ...
+
+
+# ------------------------------------------------------------------------------ helpers
+def check_q(q: Any) -> int:
+    if isinstance(q, bool) or not isinstance(q, int | np.integer) or q < 1:
+        raise ProposalError(f"q must be a positive integer (runs per batch), got {q!r}")
+    return int(q)
+
+
+def mixture_array(frame: pd.DataFrame, domains: list[str], what: str) -> np.ndarray:
+    """(P, M) proportions from a frame with one ``r:<domain>`` column per domain; validated."""
+    if not isinstance(frame, pd.DataFrame):
+        raise ProposalError(f"{what}: expected a DataFrame with r:<domain> columns")
+    cols = [ratio_column(d) for d in domains]
+    missing = [c for c in cols if c not in frame.columns]
+    if missing:
+        raise ProposalError(f"{what}: missing column(s) {', '.join(missing)}")
+    unknown = [c for c in frame.columns if str(c).startswith(RATIO_PREFIX) and c not in cols]
+    if unknown:
+        raise ProposalError(f"{what}: column(s) for unknown domain(s): {', '.join(unknown)}")
+    r = frame[cols].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
+    bad = ~np.isfinite(r) | (r < 0) | (r > 1)
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        raise ProposalError(f"{what}: row {i}, column {cols[j]!r} is not a share in [0, 1]")
+    sums = r.sum(axis=1)
+    off = np.abs(sums - 1) > SUM_TOLERANCE
+    if off.any():
+        i = int(np.argmax(off))
+        raise ProposalError(f"{what}: row {i} sums to {sums[i]:.6g}, not 1")
+    return r / sums[:, None]
+
+
+def proposal_frame(
+    r: np.ndarray, domains: list[str], **columns: np.ndarray | list[Any] | None
+) -> pd.DataFrame:
+    """(q, M) mixtures -> the frame proposers return (extra columns appended when given)."""
+    r = np.atleast_2d(np.asarray(r, dtype=float))
+    r = np.clip(r, 0.0, None)
+    r = r / r.sum(axis=1, keepdims=True)
+    frame = pd.DataFrame(r, columns=[ratio_column(d) for d in domains])
+    for name, values in columns.items():
+        if values is not None:
+            frame[name] = list(values)
+    return frame
+
+
+def mixture_series(r: np.ndarray, domains: list[str]) -> pd.Series:
+    r = np.clip(np.asarray(r, dtype=float), 0.0, None)
+    out = pd.Series(r / r.sum(), index=pd.Index(domains, name="domain"), name="share")
+    return out

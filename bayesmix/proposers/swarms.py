@@ -1,0 +1,275 @@
+"""Posterior-free proposers: the random swarms of Olmix and RegMix, uniform, and BiMix's entropy.
+
+Each draws mixtures from a distribution over the simplex, keeps those inside the user's
+bounds (rejection, as both Olmix and RegMix do, with a projection as the last resort when the
+bounds are too tight for rejection to succeed), and zeroes shares too small to matter.
+
+- ``dirichlet-swarm`` (Olmix, allenai/olmix ``generate``): r ~ Dir(s p0^T), p0 the natural
+  proportions, one strength s drawn per run from 15 log-spaced values in [0.1, 5]; sparse
+  (default) zeroes shares below 0.002, dense draws strengths in [m, 10 m] and keeps every
+  domain.
+- ``random-swarm`` (RegMix, sail-sg/regmix ``synthesize_mixture.py``): the same Dirichlet
+  scheme with the prior tempered to p0^0.5, at most 15 times p0_j per domain, shares below
+  2e-4 zeroed.
+- ``uniform``: r ~ Dir(1, ..., 1), uniform over the simplex.
+- ``entropy`` (BiMix): first softmax(H) of per-domain entropies H, then a sparse Dirichlet
+  swarm centred on it (BiMix gives one mixture per entropy kind; a batch needs more).
+
+With a pool (``context.candidates``), each draw is replaced by the nearest (L1) pool row not
+yet observed, pending or already picked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bayesmix.proposers.base import (
+    SAME_MIXTURE_L1,
+    ProposalContext,
+    ProposalError,
+    check_q,
+    proposal_frame,
+)
+
+BOUND_TOLERANCE = 1e-9
+MAX_REJECTION_ROUNDS = 50
+
+
+def _strengths(rng: np.random.Generator, n: int, low: float, high: float) -> np.ndarray:
+    """One Dirichlet strength per draw among 15 log-spaced values (Olmix and RegMix)."""
+    grid = np.logspace(np.log10(low), np.log10(high), 15)
+    return rng.choice(grid, size=n)
+
+
+def _dirichlet(rng: np.random.Generator, centre: np.ndarray, strengths: np.ndarray) -> np.ndarray:
+    # Tiny concentrations underflow to exact zeros in numpy's gamma sampler; a floor keeps
+    # every row a valid mixture while still letting most of its mass sit on a few domains.
+    conc = np.maximum(strengths[:, None] * centre[None, :], 1e-3)
+    g = rng.gamma(conc)
+    total = g.sum(axis=1, keepdims=True)
+    out = np.where(total > 0, g / np.where(total > 0, total, 1.0), centre[None, :])
+    return out
+
+
+def _zero_small(r: np.ndarray, minimum: float, lo: np.ndarray) -> np.ndarray:
+    """Zero shares below ``minimum`` (never below a domain's lower bound), renormalise."""
+    if minimum <= 0:
+        return r
+    keep = (r >= minimum) | (lo[None, :] > 0)
+    out = np.where(keep, r, 0.0)
+    total = out.sum(axis=1, keepdims=True)
+    return np.where(total > 0, out / np.where(total > 0, total, 1.0), r)
+
+
+def _inside(r: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    return ((r >= lo - BOUND_TOLERANCE) & (r <= hi + BOUND_TOLERANCE)).all(axis=1)
+
+
+@dataclass
+class DirichletSwarm:
+    """Dirichlet draws around a centre: the engine of every swarm proposer.
+
+    temperature: the centre is p^temperature renormalised (RegMix uses 0.5, Olmix 1).
+    strengths: (low, high) range of the Dirichlet strength s (draws ~ Dir(s p)).
+    minimum: shares below it are zeroed (sparse swarms); 0 keeps every domain.
+    max_multiple: caps each share at this multiple of the (untempered) centre (RegMix: 15).
+    """
+
+    name: str = "dirichlet-swarm"
+    temperature: float = 1.0
+    strengths: tuple[float, float] = (0.1, 5.0)
+    minimum: float = 2e-3
+    max_multiple: float | None = None
+    sparse: bool = True
+
+    def __post_init__(self) -> None:
+        low, high = self.strengths
+        if not (0 < low <= high and np.isfinite(high)):
+            raise ProposalError(f"strengths must be 0 < low <= high, got {self.strengths}")
+        if not self.temperature > 0:
+            raise ProposalError(f"temperature must be positive, got {self.temperature}")
+        if not self.sparse:
+            self.minimum = 0.0
+
+    def centre(self, context: ProposalContext) -> np.ndarray:
+        return context.natural_vector()
+
+    def propose(self, context: ProposalContext, q: int) -> pd.DataFrame:
+        q = check_q(q)
+        rng = context.rng(salt=0)
+        r = self.sample(context, q if context.candidates is None else 4 * q, rng)
+        if context.candidates is not None:
+            return pick_from_pool(context, r, q)
+        return proposal_frame(r[:q], context.domains)
+
+    def sample(self, context: ProposalContext, n: int, rng: np.random.Generator) -> np.ndarray:
+        lo, hi = context.bounds()
+        base = self.centre(context)
+        if self.max_multiple is not None:
+            hi = np.minimum(hi, np.minimum(1.0, self.max_multiple * base))
+            if hi.sum() < 1 - BOUND_TOLERANCE or (lo > hi).any():
+                raise ProposalError(
+                    f"{self.name}: caps of {self.max_multiple:g} x the natural proportions "
+                    "leave no feasible mixture under the constraints"
+                )
+        centre = base**self.temperature
+        centre = centre / centre.sum()
+        taken = context.taken_array()
+        kept: list[np.ndarray] = []
+        for _ in range(MAX_REJECTION_ROUNDS):
+            draws = _dirichlet(rng, centre, self._draw_strengths(rng, 8 * n, context.m))
+            draws = _zero_small(draws, self.minimum, lo)
+            draws = draws[_inside(draws, lo, hi)]
+            draws = _new_rows(draws, np.concatenate([taken, *kept]) if kept else taken)
+            kept.append(draws)
+            if sum(len(k) for k in kept) >= n:
+                break
+        out = np.concatenate(kept)[:n]
+        if len(out) < n:
+            # Bounds too tight for rejection: project draws onto the feasible set instead.
+            from bayesmix.optimize import project_to_box_simplex
+
+            extra = _dirichlet(rng, centre, self._draw_strengths(rng, n - len(out), context.m))
+            out = np.concatenate([out, project_to_box_simplex(extra, lo, hi)])
+        return out
+
+    def _draw_strengths(self, rng: np.random.Generator, n: int, m: int) -> np.ndarray:
+        low, high = self.strengths
+        return _strengths(rng, n, low, high)
+
+
+def _new_rows(r: np.ndarray, taken: np.ndarray) -> np.ndarray:
+    """Rows of r that differ from every row of ``taken`` and from each other."""
+    if len(r) == 0:
+        return r
+    keep = []
+    seen = list(taken)
+    for row in r:
+        if seen and np.abs(np.asarray(seen) - row).sum(axis=1).min() <= SAME_MIXTURE_L1:
+            continue
+        keep.append(row)
+        seen.append(row)
+    return np.asarray(keep).reshape(-1, r.shape[1])
+
+
+def pick_from_pool(context: ProposalContext, r: np.ndarray, q: int, **extra: list) -> pd.DataFrame:
+    """Replace each draw by its nearest (L1) available pool row, each row used once."""
+    pool = context.candidate_array()
+    free = list(context.available_candidates())
+    if len(free) < q:
+        raise ProposalError(
+            f"the pool has {len(free)} mixture(s) not yet observed or pending, fewer than q={q}"
+        )
+    chosen: list[int] = []
+    for row in r:
+        if len(chosen) == q:
+            break
+        d = np.abs(pool[free] - row).sum(axis=1)
+        chosen.append(free.pop(int(np.argmin(d))))
+    labels = context.candidates.index[chosen]
+    frame = proposal_frame(pool[chosen], context.domains, candidate=list(labels), **extra)
+    return frame
+
+
+class OlmixSwarm(DirichletSwarm):
+    """Olmix's swarm: Dir(s p0), s in [0.1, 5]; sparse (zero below 0.002) or dense."""
+
+    def __init__(self, sparse: bool = True, **options: float) -> None:
+        m_dense = options.pop("dense_strength", None)
+        super().__init__(name="dirichlet-swarm", sparse=sparse, **options)  # type: ignore[arg-type]
+        self._dense_strength = m_dense
+
+    def _draw_strengths(self, rng: np.random.Generator, n: int, m: int) -> np.ndarray:
+        if self.sparse:
+            return super()._draw_strengths(rng, n, m)
+        # Dense: concentrations m p0_j .. 10 m p0_j keep every domain in every run.
+        low = float(self._dense_strength or m)
+        return _strengths(rng, n, low, 10 * low)
+
+
+def regmix_swarm(**options: float) -> DirichletSwarm:
+    """RegMix's swarm: Dir(s p0^0.5), s in [0.1, 5], r_j <= 15 p0_j, zero below 2e-4."""
+    settings = {"temperature": 0.5, "minimum": 2e-4, "max_multiple": 15.0, **options}
+    return DirichletSwarm(name="random-swarm", **settings)  # type: ignore[arg-type]
+
+
+class UniformSwarm(DirichletSwarm):
+    """Uniform over the (bounded) simplex: Dir(1, ..., 1), rejected outside the bounds."""
+
+    def __init__(self) -> None:
+        super().__init__(name="uniform", minimum=0.0, sparse=False)
+
+    def centre(self, context: ProposalContext) -> np.ndarray:
+        return np.full(context.m, 1.0 / context.m)
+
+    def _draw_strengths(self, rng: np.random.Generator, n: int, m: int) -> np.ndarray:
+        return np.full(n, float(m))
+
+
+class EntropySwarm(DirichletSwarm):
+    """BiMix's entropy mixture softmax(H / temperature) first, then a swarm around it.
+
+    Entropies come from ``entropies`` (domain -> nats), from the context, or from prepared
+    shards (``shards``: a folder written by ``bayesmix proxy prepare``).
+    """
+
+    def __init__(
+        self,
+        entropies: Mapping[str, float] | None = None,
+        shards: str | Path | None = None,
+        kind: str = "conditional",
+        entropy_temperature: float = 1.0,
+    ) -> None:
+        super().__init__(name="entropy")
+        self.entropies = dict(entropies) if entropies is not None else None
+        self.shards = shards
+        self.kind = kind
+        if not entropy_temperature > 0:
+            raise ProposalError(f"entropy_temperature must be positive, got {entropy_temperature}")
+        self.entropy_temperature = entropy_temperature
+
+    def centre(self, context: ProposalContext) -> np.ndarray:
+        h = self._entropies(context)
+        z = h / self.entropy_temperature
+        w = np.exp(z - z.max())
+        return w / w.sum()
+
+    def _entropies(self, context: ProposalContext) -> np.ndarray:
+        given = self.entropies if self.entropies is not None else context.entropies
+        if given is None and self.shards is not None:
+            from bayesmix.proxy.entropy import domain_entropies
+
+            table = domain_entropies(self.shards)
+            given = table[self.kind].to_dict()
+        if given is None:
+            raise ProposalError(
+                "the entropy proposer needs per-domain entropies: pass entropies={domain: nats} "
+                "or shards=<prepared shard folder> (public data without text has none)"
+            )
+        missing = [d for d in context.domains if d not in given]
+        if missing:
+            raise ProposalError(f"entropy proposer: no entropy for domain(s) {missing}")
+        h = np.array([float(given[d]) for d in context.domains])
+        if not np.all(np.isfinite(h)):
+            raise ProposalError("entropies must be finite numbers")
+        return h
+
+    def propose(self, context: ProposalContext, q: int) -> pd.DataFrame:
+        q = check_q(q)
+        from bayesmix.optimize import project_to_box_simplex
+
+        lo, hi = context.bounds()
+        first = project_to_box_simplex(self.centre(context)[None], lo, hi)
+        first = _new_rows(first, context.taken_array())
+        rng = context.rng(salt=1)
+        n = q if context.candidates is None else 4 * q
+        rest = self.sample(context, n, rng)
+        r = np.concatenate([first, rest])
+        if context.candidates is not None:
+            return pick_from_pool(context, r, q)
+        return proposal_frame(r[:q], context.domains)
