@@ -1,0 +1,439 @@
+"""A study's configuration: one YAML file, validated by pydantic.
+
+Every section forbids unknown keys, so a typo is an error that names the key and the file
+instead of a silently ignored setting. ``load_config`` turns pydantic's errors into one
+``ConfigError`` line; relative paths are resolved against the file's folder, so a study
+created from any working directory reads the same data.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+DOMAIN = re.compile(r"^[a-z0-9][a-z0-9_:.\-]*$")
+PROPOSERS = ("bayesmix", "dirichlet-swarm", "random-swarm", "uniform", "entropy")
+FIRST_PROPOSERS = ("dirichlet-swarm", "random-swarm", "uniform", "entropy")
+LAWS = ("bimix", "bimix-cross", "loglinear")
+PROXY_SIZES = ("tiny", "6m", "15m", "30m", "60m")
+
+PositiveInt = Annotated[int, Field(gt=0)]
+Share = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class ConfigError(ValueError):
+    """A study configuration is malformed; the message names the file and the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Section):
+    """The training domains and where their text is.
+
+    Either ``sample_corpus`` (the built-in corpus of five domains, built on first use) or
+    ``paths`` (domain -> folder, file or glob). The trainer ``law`` needs neither: give
+    ``domains`` (names) and, optionally, ``token_counts``.
+    """
+
+    sample_corpus: bool = False
+    sample_bytes: PositiveInt = 300_000  # per domain of the sample corpus
+    paths: dict[str, str] = Field(default_factory=dict)
+    domains: list[str] = Field(default_factory=list)
+    token_counts: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
+    tokenizer: str = "byte"
+    shards: str | None = None  # folder for prepared shards (default: beside the storage)
+
+    @field_validator("paths", "token_counts")
+    @classmethod
+    def _canonical_keys(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for name in v:
+            _check_domain(name)
+        return v
+
+    @field_validator("domains")
+    @classmethod
+    def _canonical_list(cls, v: list[str]) -> list[str]:
+        for name in v:
+            _check_domain(name)
+        if len(set(v)) != len(v):
+            raise ValueError("domain names repeat")
+        return v
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataConfig:
+        given = [bool(self.sample_corpus), bool(self.paths), bool(self.domains)]
+        if sum(given) != 1:
+            raise ValueError("give exactly one of sample_corpus: true, paths or domains")
+        names = self.names
+        if names is not None and len(names) < 2:
+            raise ValueError("a mixture needs at least two domains")
+        unknown = [d for d in self.token_counts if names is not None and d not in names]
+        if unknown:
+            raise ValueError(f"token_counts names unknown domain(s): {', '.join(unknown)}")
+        return self
+
+    @property
+    def names(self) -> list[str] | None:
+        """Domain names when the config fixes them (None for the sample corpus)."""
+        if self.paths:
+            return list(self.paths)
+        if self.domains:
+            return list(self.domains)
+        return None
+
+
+class KnownLaw(_Section):
+    """The law the ``law`` trainer evaluates instead of training (a dry run of a study).
+
+    log L_t(r, s) = log K_t - alpha r-exponents (own ``alpha``, others ``cross``) + the step
+    factor of ``bayesmix.laws.formulas``; ``noise`` is the sd of Gaussian noise on log L.
+    """
+
+    alpha: float | dict[str, float] = 0.1
+    cross: float = 0.01
+    loss: float | dict[str, float] = 2.0  # K_t: loss at r_t + eps = 1 and the last step
+    frac: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5
+    beta: Annotated[float, Field(gt=0.0)] = 0.5
+    eps: Annotated[float, Field(gt=0.0)] = 1e-3
+    noise: Annotated[float, Field(ge=0.0)] = 0.01
+    points: PositiveInt = 4  # evaluations per run, log-spaced, the last at the run's steps
+    seconds: Annotated[float, Field(ge=0.0)] = 0.0  # simulated duration of a run
+
+    @field_validator("alpha", "loss")
+    @classmethod
+    def _positive(cls, v: float | dict[str, float]) -> float | dict[str, float]:
+        values = v.values() if isinstance(v, dict) else [v]
+        for x in values:
+            if not (math.isfinite(x) and x > 0):
+                raise ValueError(f"must be positive, got {x}")
+        return v
+
+
+class ProxyConfig(_Section):
+    """How one run is trained: a real proxy LM, or the known law (``trainer: law``)."""
+
+    trainer: Literal["proxy", "law"] = "proxy"
+    size: str = "tiny"
+    steps: PositiveInt = 300
+    options: dict[str, Any] = Field(default_factory=dict)  # ProxyRunConfig fields
+    law: KnownLaw = KnownLaw()
+
+    @field_validator("size")
+    @classmethod
+    def _size(cls, v: str) -> str:
+        if v not in PROXY_SIZES and not v.endswith((".yaml", ".yml")):
+            raise ValueError(f"unknown size {v!r}; choose {', '.join(PROXY_SIZES)} or a .yaml")
+        return v
+
+    @field_validator("options")
+    @classmethod
+    def _options(cls, v: dict[str, Any]) -> dict[str, Any]:
+        allowed = _proxy_run_fields() if v else None
+        if allowed is None:  # nothing to check, or torch missing: the trainer checks at run time
+            return v
+        unknown = [k for k in v if k not in allowed]
+        if unknown:
+            raise ValueError(
+                f"unknown proxy option(s) {', '.join(unknown)}; known: {', '.join(allowed)}"
+            )
+        return v
+
+
+class ObjectiveConfig(_Section):
+    """Minimise sum_t w_t L_t over targets t at ``step`` (the last step by default)."""
+
+    metric: str = "loss"
+    weights: dict[str, Annotated[float, Field(ge=0.0)]] | None = None
+    step: Annotated[float, Field(gt=0.0)] | None = None
+    ci: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.9
+
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+        if v is not None:
+            for name in v:
+                _check_domain(name)
+            if not v or sum(v.values()) <= 0:
+                raise ValueError("weights must not be all zero")
+        return v
+
+
+class ConstraintsConfig(_Section):
+    """Bounds on shares and the repetition limit of the target run (Constraints)."""
+
+    lower: dict[str, Share] = Field(default_factory=dict)
+    upper: dict[str, Share] = Field(default_factory=dict)
+    target_tokens: Annotated[float, Field(gt=0.0)] | None = None
+    max_epochs: Annotated[float, Field(gt=0.0)] | None = None
+
+    @model_validator(mode="after")
+    def _pairs(self) -> ConstraintsConfig:
+        if (self.target_tokens is None) != (self.max_epochs is None):
+            raise ValueError("target_tokens and max_epochs go together (the repetition limit)")
+        if sum(self.lower.values()) > 1 + 1e-9:
+            raise ValueError(f"lower bounds sum to {sum(self.lower.values()):.4g} > 1")
+        for d in (*self.lower, *self.upper):
+            _check_domain(d)
+        return self
+
+
+class FitConfig(_Section):
+    """The law fitted to the study's observations (``bayesmix.fit``)."""
+
+    law: str = "bimix"
+    method: Literal["nuts", "laplace", "svi"] = "nuts"
+    options: dict[str, Any] = Field(default_factory=dict)  # e.g. num_warmup, num_samples
+
+    @field_validator("law")
+    @classmethod
+    def _law(cls, v: str) -> str:
+        if v not in LAWS:
+            raise ValueError(f"unknown law {v!r}; choose {', '.join(LAWS)}")
+        return v
+
+    @field_validator("options")
+    @classmethod
+    def _options(cls, v: dict[str, Any]) -> dict[str, Any]:
+        allowed = (
+            "num_chains",
+            "num_warmup",
+            "num_samples",
+            "eps",
+            "noise",
+            "rank",
+            "target_accept",
+            "max_tree_depth",
+            "svi_steps",
+        )
+        unknown = [k for k in v if k not in allowed]
+        if unknown:
+            raise ValueError(f"unknown fit option(s) {', '.join(unknown)}; known: {allowed}")
+        return v
+
+
+class ProposerConfig(_Section):
+    """Who proposes the next runs; the first batch (no observations yet) by ``first``."""
+
+    name: str = "bayesmix"
+    first: str = "dirichlet-swarm"
+    first_batch: PositiveInt | None = None  # default: batch_size
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if v not in PROPOSERS:
+            raise ValueError(f"unknown proposer {v!r}; choose {', '.join(PROPOSERS)}")
+        return v
+
+    @field_validator("first")
+    @classmethod
+    def _first(cls, v: str) -> str:
+        if v not in FIRST_PROPOSERS:
+            raise ValueError(
+                f"the first batch needs a design without observations; choose "
+                f"{', '.join(FIRST_PROPOSERS)} (got {v!r})"
+            )
+        return v
+
+
+class ExecutorConfig(_Section):
+    """Where runs execute: ``local`` processes or ``ray`` tasks; failure handling."""
+
+    kind: Literal["local", "ray"] = "local"
+    parallel: PositiveInt = 1  # local: processes at once (CPU); with GPUs: GPUs / gpus_per_run
+    gpus: Literal["auto"] | Annotated[int, Field(ge=0)] = "auto"
+    gpus_per_run: Annotated[float, Field(ge=0.0)] = 1.0
+    pack: PositiveInt = 1  # proxies trained together in one process (train_swarm)
+    cpus_per_run: Annotated[float, Field(gt=0.0)] = 1.0
+    address: str | None = None  # ray: cluster address (None: RAY_ADDRESS or a local cluster)
+    heartbeat_seconds: Annotated[float, Field(gt=0.0)] = 5.0
+    stale_after_seconds: Annotated[float, Field(gt=0.0)] = 60.0
+    max_attempts: Annotated[int, Field(ge=1, le=10)] = 2
+
+    @model_validator(mode="after")
+    def _stale(self) -> ExecutorConfig:
+        if self.stale_after_seconds < 2 * self.heartbeat_seconds:
+            raise ValueError(
+                "stale_after_seconds must be at least twice heartbeat_seconds, or live "
+                "workers would be taken for dead"
+            )
+        return self
+
+
+class StudyConfig(_Section):
+    """One study: its data, runs, objective, law, proposer, budget and executor."""
+
+    name: str
+    seed: Annotated[int, Field(ge=0)] = 0
+    description: str = ""
+    data: DataConfig
+    proxy: ProxyConfig = ProxyConfig()
+    objective: ObjectiveConfig = ObjectiveConfig()
+    constraints: ConstraintsConfig = ConstraintsConfig()
+    fit: FitConfig = FitConfig()
+    fit_every_batch: bool | None = None  # None: when the proposer needs a posterior
+    proposer: ProposerConfig = ProposerConfig()
+    batch_size: PositiveInt = 4
+    budget: PositiveInt = 16
+    executor: ExecutorConfig = ExecutorConfig()
+    report: bool = True  # write the report when the budget is spent
+    workdir: str | None = None  # runs, shards, posteriors, reports (default: beside the storage)
+    store_posteriors: Literal["database", "files"] = "database"  # NetCDF bytes, or a path
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not NAME.match(v):
+            raise ValueError(
+                f"study name {v!r}: letters, digits, '_', '.', '-' (at most 64, "
+                "starting with a letter or digit)"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StudyConfig:
+        first = self.proposer.first_batch or self.batch_size
+        if first > self.budget:
+            raise ValueError(f"the first batch ({first} runs) exceeds the budget ({self.budget})")
+        if self.proxy.trainer == "proxy" and self.data.domains:
+            raise ValueError(
+                "data.domains (names only) suits trainer 'law'; real proxies need "
+                "data.paths or data.sample_corpus"
+            )
+        names = self.data.names
+        if names is not None:
+            for where, mapping in (
+                ("objective.weights", self.objective.weights or {}),
+                ("constraints.lower", self.constraints.lower),
+                ("constraints.upper", self.constraints.upper),
+            ):
+                unknown = [d for d in mapping if d not in names]
+                if unknown:
+                    raise ValueError(f"{where} names unknown domain(s): {', '.join(unknown)}")
+        for what, value in (("alpha", self.proxy.law.alpha), ("loss", self.proxy.law.loss)):
+            if isinstance(value, dict) and names is not None and set(value) != set(names):
+                raise ValueError(
+                    f"proxy.law.{what} must give a value for each domain and only those "
+                    f"({', '.join(names)})"
+                )
+        if self.constraints.target_tokens is not None and self.proxy.trainer == "law":
+            missing = [d for d in names or [] if d not in self.data.token_counts]
+            if missing:
+                raise ValueError(
+                    "the repetition limit needs data.token_counts for every domain with "
+                    f"trainer 'law' (missing {', '.join(missing)})"
+                )
+        return self
+
+    @property
+    def needs_posterior(self) -> bool:
+        """Whether the loop fits after every batch (the proposer uses the posterior)."""
+        if self.fit_every_batch is not None:
+            return self.fit_every_batch
+        return self.proposer.name == "bayesmix"
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def _check_domain(name: str) -> None:
+    if not isinstance(name, str) or not DOMAIN.match(name):
+        raise ValueError(
+            f"domain name {name!r} is not canonical (lower case letters, digits and _ : . - "
+            "only, as in 'pile_cc')"
+        )
+
+
+def _proxy_run_fields() -> tuple[str, ...] | None:
+    try:
+        from bayesmix.proxy.train import ProxyRunConfig
+    except ImportError:
+        return None
+    from dataclasses import fields
+
+    return tuple(f.name for f in fields(ProxyRunConfig))
+
+
+# ------------------------------------------------------------------------------ loading
+def format_error(exc: ValidationError, source: str) -> str:
+    """pydantic's first error as one line: '<file>: <key.path>: <message> (got <value>)'."""
+    errors = exc.errors()
+    first = errors[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    msg = str(first["msg"]).removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif first["type"] == "missing":
+        msg = "required key is missing"
+    got = ""
+    if first["type"] not in ("missing", "extra_forbidden") and "input" in first:
+        shown = repr(first["input"])
+        if len(shown) <= 60 and not isinstance(first["input"], dict):
+            got = f" (got {shown})"
+    more = f" [and {len(errors) - 1} more error(s)]" if len(errors) > 1 else ""
+    return f"{source}: {loc}: {msg}{got}{more}"
+
+
+def parse_config(data: Any, source: str = "<config>", base: Path | None = None) -> StudyConfig:
+    """Validate a mapping (the parsed YAML) and resolve relative paths against ``base``."""
+    if not isinstance(data, dict):
+        kind = "empty" if data is None else f"a {type(data).__name__}"
+        raise ConfigError(f"{source}: a study config is a mapping of keys, this file is {kind}")
+    try:
+        cfg = StudyConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_error(exc, source)) from None
+    if base is not None:
+        cfg = _resolve_paths(cfg, base)
+    return cfg
+
+
+def load_config(path: str | Path) -> StudyConfig:
+    """Read and validate a study's YAML file; every problem is one ConfigError line."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file") from None
+    return parse_config(data, str(path), path.resolve().parent)
+
+
+def _resolve_paths(cfg: StudyConfig, base: Path) -> StudyConfig:
+    def absolute(p: str) -> str:
+        return p if Path(p).is_absolute() else str((base / p).resolve())
+
+    data = cfg.data.model_copy(
+        update={
+            "paths": {k: absolute(v) for k, v in cfg.data.paths.items()},
+            "shards": absolute(cfg.data.shards) if cfg.data.shards else None,
+        }
+    )
+    size = cfg.proxy.size
+    if size.endswith((".yaml", ".yml")):
+        size = absolute(size)
+    proxy = cfg.proxy.model_copy(update={"size": size})
+    workdir = absolute(cfg.workdir) if cfg.workdir else None
+    return cfg.model_copy(update={"data": data, "proxy": proxy, "workdir": workdir})

@@ -1,0 +1,190 @@
+"""The active-learning loop a driver runs: fit, ask, execute, repeat until the budget is spent.
+
+Batches are synchronous: the next proposal is asked for only when every run of the last one
+has ended (completed or failed), so each proposal depends on a definite set of observations
+and the same study with the same seed proposes the same runs, however its runs were timed.
+
+The loop keeps nothing that the storage does not: killed at any point and started again
+(``bayesmix study resume``), it releases the runs whose workers died (re-queued once, then
+failed), re-runs what is proposed, and reuses the posterior snapshot of the same runs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from bayesmix.study.executors import Executor, Finished, make_executor
+from bayesmix.study.study import Fit, Study
+
+POLL_SECONDS = 0.3
+
+
+@dataclass
+class LoopResult:
+    counts: dict[str, int]
+    fit: Fit | None
+    events: list[str]
+
+
+def run_study(
+    study: Study,
+    budget: int | None = None,
+    executor: str | Executor | None = None,
+    *,
+    progress: bool = True,
+    console: Console | None = None,
+    final_fit: bool = True,
+    on_event: Callable[[str], None] | None = None,
+) -> LoopResult:
+    """Run ``study`` until it has ``budget`` runs (default: its config's), all ended.
+
+    ``budget`` counts every run of the study, completed or failed, as Optuna's n_trials
+    counts failed trials: a run that failed still cost its compute.
+    """
+    cfg = study.config
+    budget = int(budget if budget is not None else cfg.budget)
+    if budget < 1:
+        raise ValueError(f"budget must be a positive number of runs, got {budget}")
+    console = console or Console(stderr=True)
+    events: list[str] = []
+
+    def say(msg: str) -> None:
+        events.append(msg)
+        if on_event is not None:
+            on_event(msg)
+        if progress:
+            bar.console.log(msg)
+        else:
+            console.print(msg, highlight=False)
+
+    ex = (
+        executor
+        if executor is not None and not isinstance(executor, str)
+        else make_executor(executor or cfg.executor.kind, study.storage.url, study.name, cfg)
+    )
+    bar = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[state]}"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not progress,
+        transient=False,
+    )
+    task = bar.add_task(f"study {study.name}", total=budget, state="")
+    in_flight: set[str] = set()
+    last_fit: Fit | None = None
+    try:
+        with bar if progress else nullcontext():
+            while True:
+                for name, status in study.release_dead():
+                    verb = "re-queued" if status == "proposed" else "failed"
+                    say(f"run {name}: worker died; {verb}")
+                for done in ex.poll():
+                    in_flight.difference_update(done.task.names)
+                    _after_task(study, done, say)
+                runs = study.runs()
+                counts = _count(runs)
+                ended = counts["completed"] + counts["failed"]
+                bar.update(
+                    task,
+                    completed=min(ended, budget),
+                    state=f"{counts['running']} running, {counts['failed']} failed",
+                )
+                waiting = [r for r in runs if r.status == "proposed" and r.name not in in_flight]
+                active = counts["proposed"] + counts["running"] + len(in_flight)
+                if active == 0:
+                    if len(runs) >= budget:
+                        break
+                    last_fit = _next_batch(study, len(runs), budget, last_fit, bar, progress, say)
+                    continue
+                free = ex.slots - ex.busy
+                pack = cfg.executor.pack
+                while waiting and free > 0:
+                    group, waiting = waiting[:pack], waiting[pack:]
+                    ex.submit([r.name for r in group])
+                    in_flight.update(r.name for r in group)
+                    free -= 1
+                time.sleep(POLL_SECONDS)
+    finally:
+        ex.close()
+    counts = study.counts()
+    fit = None
+    if final_fit and counts["completed"]:
+        fit = _fit(study, bar, progress, say, final=True)
+    return LoopResult(counts, fit, events)
+
+
+def _count(runs: list[Any]) -> dict[str, int]:
+    out = dict.fromkeys(("proposed", "running", "completed", "failed"), 0)
+    for r in runs:
+        out[r.status] += 1
+    return out
+
+
+def _after_task(study: Study, done: Finished, say: Callable[[str], None]) -> None:
+    """A worker ended: release the runs it still holds (it died, or stored no outcome)."""
+    token = done.task.token
+    for run in study.runs("running"):
+        if run.worker and run.worker.endswith(f":{token}"):
+            reason = done.error or "worker ended without storing an outcome"
+            new = study.storage.release(study.id, run, reason, study.config.executor.max_attempts)
+            if new is not None:
+                verb = "re-queued" if new == "proposed" else "failed"
+                say(f"run {run.name}: {reason}; {verb}")
+
+
+def _next_batch(
+    study: Study,
+    n_runs: int,
+    budget: int,
+    last_fit: Fit | None,
+    bar: Progress,
+    progress: bool,
+    say: Callable[[str], None],
+) -> Fit | None:
+    cfg = study.config
+    first = n_runs == 0
+    q = (cfg.proposer.first_batch or cfg.batch_size) if first else cfg.batch_size
+    q = min(q, budget - n_runs)
+    fit = None
+    if not first and cfg.needs_posterior and study.counts()["completed"]:
+        fit = _fit(study, bar, progress, say)
+    runs = study.ask(q, fit)
+    proposer = cfg.proposer.first if first or not study.counts()["completed"] else cfg.proposer.name
+    say(f"proposal {runs[0].proposal if runs else '?'}: {len(runs)} run(s) from {proposer}")
+    return fit or last_fit
+
+
+def _fit(
+    study: Study, bar: Progress, progress: bool, say: Callable[[str], None], final: bool = False
+) -> Fit:
+    cfg = study.config.fit
+    n = study.counts()["completed"]
+    label = f"fitting {cfg.law} ({cfg.method}) on {n} run(s)" + (" (final)" if final else "")
+    started = time.perf_counter()
+    if progress and bar.live.is_started:
+        bar.stop()  # NUTS draws its own progress bar
+        try:
+            bar.console.print(label)
+            fit = study.fit(progress=cfg.method == "nuts")
+        finally:
+            bar.start()
+    else:
+        if progress:
+            bar.console.print(label)
+        fit = study.fit(progress=progress and cfg.method == "nuts")
+    seconds = time.perf_counter() - started
+    post = fit.posterior
+    how = "reused snapshot" if fit.reused else f"{seconds:.0f} s"
+    state = "converged" if post.converged else "NOT converged"
+    say(f"posterior {fit.snapshot} ({how}): {state}")
+    return fit

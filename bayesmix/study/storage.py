@@ -1,0 +1,828 @@
+"""Where studies live: SQLAlchemy over a SQLite file (default) or PostgreSQL (by URL).
+
+Tables: ``studies``, ``domain_sets`` (versions of a study's domain set), ``proposals`` (one
+per ask: who proposed, from which posterior), ``runs`` (one per proposed mixture, with its
+status lifecycle proposed -> running -> completed | failed, attempts and heartbeats),
+``observations`` (the tidy rows a run produced), ``posteriors`` (snapshots: NetCDF bytes or
+a file path, and a summary) and ``meta`` (the schema version).
+
+Exactly-once is a property of the transactions here, not of the callers: a run is claimed by
+a compare-and-set on its status, and its observations are written in the same transaction
+that moves it from running to completed, under the same compare-and-set. A process killed at
+any point leaves either all of a run's rows or none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+SCHEMA_VERSION = 1
+STATUSES = ("proposed", "running", "completed", "failed")
+DEFAULT_URL = "sqlite:///bayesmix.db"
+
+
+class StorageError(ValueError):
+    """The storage cannot do what was asked (unknown study, bad URL, run in the wrong state)."""
+
+
+# ------------------------------------------------------------------------------- schema
+class Base(DeclarativeBase):
+    pass
+
+
+class MetaRow(Base):
+    __tablename__ = "meta"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class StudyRow(Base):
+    __tablename__ = "studies"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    config: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class DomainSetRow(Base):
+    __tablename__ = "domain_sets"
+    __table_args__ = (UniqueConstraint("study_id", "version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"))
+    version: Mapped[int] = mapped_column(Integer)
+    domains: Mapped[list] = mapped_column(JSON)
+    token_counts: Mapped[dict] = mapped_column(JSON)
+    shards: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class ProposalRow(Base):
+    __tablename__ = "proposals"
+    __table_args__ = (UniqueConstraint("study_id", "number"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"))
+    number: Mapped[int] = mapped_column(Integer)
+    proposer: Mapped[str] = mapped_column(String(64))
+    posterior_id: Mapped[int | None] = mapped_column(ForeignKey("posteriors.id"), nullable=True)
+    seed: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class RunRow(Base):
+    __tablename__ = "runs"
+    __table_args__ = (UniqueConstraint("study_id", "name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"))
+    proposal_id: Mapped[int | None] = mapped_column(ForeignKey("proposals.id"), nullable=True)
+    domain_set_id: Mapped[int] = mapped_column(ForeignKey("domain_sets.id"))
+    name: Mapped[str] = mapped_column(String(64))
+    position: Mapped[int] = mapped_column(Integer)  # index within its proposal
+    mixture: Mapped[dict] = mapped_column(JSON)
+    steps: Mapped[int] = mapped_column(Integer)
+    seed: Mapped[int] = mapped_column(Integer)
+    acquisition_value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    heartbeat_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    history: Mapped[list] = mapped_column(JSON, default=list)  # earlier attempts' ends
+
+
+class ObservationRow(Base):
+    __tablename__ = "observations"
+    __table_args__ = (UniqueConstraint("run_id", "step", "target", "metric"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
+    step: Mapped[float | None] = mapped_column(Float, nullable=True)
+    tokens: Mapped[float | None] = mapped_column(Float, nullable=True)
+    target: Mapped[str] = mapped_column(String(200))
+    metric: Mapped[str] = mapped_column(String(64))
+    value: Mapped[float] = mapped_column(Float)
+
+
+class PosteriorRow(Base):
+    __tablename__ = "posteriors"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"))
+    domain_set_id: Mapped[int] = mapped_column(ForeignKey("domain_sets.id"))
+    runs_key: Mapped[str] = mapped_column(String(64), index=True)  # hash of the fitted runs
+    n_runs: Mapped[int] = mapped_column(Integer)
+    law: Mapped[str] = mapped_column(String(64))
+    method: Mapped[str] = mapped_column(String(16))
+    converged: Mapped[bool] = mapped_column(Boolean)
+    summary: Mapped[dict] = mapped_column(JSON)
+    netcdf: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+# ------------------------------------------------------------------------------ records
+@dataclass(frozen=True)
+class StudyRecord:
+    id: int
+    name: str
+    config: dict[str, Any]
+    created_at: float
+
+
+@dataclass(frozen=True)
+class DomainSetRecord:
+    id: int
+    version: int
+    domains: list[str]
+    token_counts: dict[str, float]
+    shards: str | None
+
+    @property
+    def natural(self) -> dict[str, float]:
+        """Natural proportions: each domain's share of the tokens (uniform without counts)."""
+        counts = [float(self.token_counts.get(d, 0.0)) for d in self.domains]
+        total = sum(counts)
+        if total <= 0:
+            return {d: 1.0 / len(self.domains) for d in self.domains}
+        return {d: c / total for d, c in zip(self.domains, counts, strict=True)}
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    id: int
+    name: str
+    proposal: int | None  # proposal number
+    mixture: dict[str, float]
+    steps: int
+    seed: int
+    acquisition_value: float | None
+    status: str
+    attempts: int
+    worker: str | None
+    heartbeat_at: float | None
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    reason: str | None
+    history: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class PosteriorRecord:
+    id: int
+    runs_key: str
+    n_runs: int
+    law: str
+    method: str
+    converged: bool
+    summary: dict[str, Any]
+    path: str | None
+    created_at: float
+
+
+def runs_key(names: Sequence[str]) -> str:
+    """A stable key of a set of runs: a posterior fitted to them can be reused on resume."""
+    return hashlib.sha256("\n".join(sorted(names)).encode()).hexdigest()[:32]
+
+
+# ------------------------------------------------------------------------------ storage
+def normalise_url(url: str) -> str:
+    """Validate a URL; SQLite paths become absolute so every process opens the same file."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise StorageError(
+            f"storage {url!r} is not a database URL (e.g. sqlite:///study.db or "
+            "postgresql+psycopg://user@host/db)"
+        ) from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        db = parsed.database
+        if not db or db == ":memory:":
+            raise StorageError(
+                "storage: an in-memory SQLite database cannot be shared; give a file"
+            )
+        path = Path(db).expanduser().resolve()
+        if not path.parent.is_dir():
+            raise StorageError(f"storage {url!r}: folder {path.parent} does not exist")
+        return parsed.set(database=str(path)).render_as_string(hide_password=False)
+    if backend == "postgresql":
+        if parsed.drivername == "postgresql":  # psycopg 3 rather than SQLAlchemy's psycopg2
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        return parsed.render_as_string(hide_password=False)
+    raise StorageError(f"storage {url!r}: unsupported database {backend!r} (sqlite or postgresql)")
+
+
+class Storage:
+    """All reads and writes of studies, each in its own short transaction."""
+
+    def __init__(self, url: str = DEFAULT_URL, *, create: bool = True) -> None:
+        self.url = normalise_url(url)
+        self.engine = _engine(self.url)
+        self._session = sessionmaker(self.engine, expire_on_commit=False)
+        try:
+            self._check_schema(create)
+        except OperationalError as exc:
+            raise StorageError(
+                f"storage {self.safe_url}: cannot connect ({_first_line(exc)})"
+            ) from None
+
+    @property
+    def safe_url(self) -> str:
+        return make_url(self.url).render_as_string(hide_password=True)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.url.startswith("sqlite")
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._session() as s, s.begin():
+            yield s
+
+    def _check_schema(self, create: bool) -> None:
+        with self.engine.connect() as conn:
+            has_meta = self.engine.dialect.has_table(conn, "meta")
+        if not has_meta:
+            if not create:
+                raise StorageError(f"storage {self.safe_url}: no bayesmix studies here")
+            Base.metadata.create_all(self.engine)
+            with self.session() as s:
+                if s.get(MetaRow, "schema_version") is None:
+                    s.add(MetaRow(key="schema_version", value=str(SCHEMA_VERSION)))
+            return
+        with self.session() as s:
+            row = s.get(MetaRow, "schema_version")
+            version = int(row.value) if row else 0
+        if version != SCHEMA_VERSION:
+            # One version so far; a later one adds its migration here, keyed by the old version.
+            raise StorageError(
+                f"storage {self.safe_url}: schema version {version}, this bayesmix reads "
+                f"version {SCHEMA_VERSION} (upgrade bayesmix, or migrate the database)"
+            )
+
+    # ---------------------------------------------------------------- studies
+    def create_study(
+        self,
+        name: str,
+        config: dict[str, Any],
+        domains: list[str],
+        token_counts: dict[str, float],
+        shards: str | None,
+    ) -> StudyRecord:
+        now = time.time()
+        try:
+            with self.session() as s:
+                row = StudyRow(name=name, config=config, created_at=now)
+                s.add(row)
+                s.flush()
+                s.add(
+                    DomainSetRow(
+                        study_id=row.id,
+                        version=1,
+                        domains=list(domains),
+                        token_counts=dict(token_counts),
+                        shards=shards,
+                        created_at=now,
+                    )
+                )
+                rec = _study_record(row)
+        except IntegrityError:
+            raise StorageError(
+                f"a study named {name!r} already exists in {self.safe_url} "
+                "(resume it, or choose another name)"
+            ) from None
+        return rec
+
+    def study(self, name: str) -> StudyRecord:
+        with self.session() as s:
+            row = s.scalars(select(StudyRow).where(StudyRow.name == name)).first()
+            if row is None:
+                names = s.scalars(select(StudyRow.name).order_by(StudyRow.id)).all()
+                have = f"; studies here: {', '.join(names)}" if names else "; it holds no study"
+                raise StorageError(f"no study named {name!r} in {self.safe_url}{have}")
+            return _study_record(row)
+
+    def studies(self) -> list[StudyRecord]:
+        with self.session() as s:
+            return [_study_record(r) for r in s.scalars(select(StudyRow).order_by(StudyRow.id))]
+
+    def domain_set(self, study_id: int, version: int | None = None) -> DomainSetRecord:
+        with self.session() as s:
+            q = select(DomainSetRow).where(DomainSetRow.study_id == study_id)
+            q = (
+                q.where(DomainSetRow.version == version)
+                if version
+                else q.order_by(DomainSetRow.version.desc())
+            )
+            row = s.scalars(q).first()
+            if row is None:
+                raise StorageError(f"study {study_id}: no domain set version {version}")
+            return DomainSetRecord(
+                row.id, row.version, list(row.domains), dict(row.token_counts), row.shards
+            )
+
+    # ---------------------------------------------------------------- proposals and runs
+    def add_proposal(
+        self,
+        study_id: int,
+        number: int,
+        proposer: str,
+        seed: int,
+        posterior_id: int | None,
+        runs: Sequence[dict[str, Any]],
+    ) -> bool:
+        """Store proposal ``number`` and its runs at once; False if it exists already.
+
+        Two drivers of one study may both try to propose the same next batch: the unique
+        (study, number) lets exactly one of them in, and the other runs what was stored.
+        """
+        now = time.time()
+        dset = self.domain_set(study_id)
+        try:
+            with self.session() as s:
+                prop = ProposalRow(
+                    study_id=study_id,
+                    number=number,
+                    proposer=proposer,
+                    posterior_id=posterior_id,
+                    seed=seed,
+                    created_at=now,
+                )
+                s.add(prop)
+                s.flush()
+                for i, r in enumerate(runs):
+                    s.add(
+                        RunRow(
+                            study_id=study_id,
+                            proposal_id=prop.id,
+                            domain_set_id=dset.id,
+                            name=r["name"],
+                            position=i,
+                            mixture=r["mixture"],
+                            steps=int(r["steps"]),
+                            seed=int(r["seed"]),
+                            acquisition_value=r.get("acquisition_value"),
+                            status="proposed",
+                            attempts=0,
+                            created_at=now,
+                            history=[],
+                        )
+                    )
+        except IntegrityError:
+            return False
+        return True
+
+    def proposals(self, study_id: int) -> pd.DataFrame:
+        with self.session() as s:
+            rows = s.scalars(
+                select(ProposalRow)
+                .where(ProposalRow.study_id == study_id)
+                .order_by(ProposalRow.number)
+            ).all()
+            return pd.DataFrame(
+                [
+                    {
+                        "number": r.number,
+                        "proposer": r.proposer,
+                        "seed": r.seed,
+                        "posterior_id": r.posterior_id,
+                        "created_at": r.created_at,
+                    }
+                    for r in rows
+                ],
+                columns=["number", "proposer", "seed", "posterior_id", "created_at"],
+            )
+
+    def runs(self, study_id: int, status: str | Sequence[str] | None = None) -> list[RunRecord]:
+        with self.session() as s:
+            q = (
+                select(RunRow, ProposalRow.number)
+                .outerjoin(ProposalRow, RunRow.proposal_id == ProposalRow.id)
+                .where(RunRow.study_id == study_id)
+                .order_by(RunRow.id)
+            )
+            if status is not None:
+                wanted = [status] if isinstance(status, str) else list(status)
+                q = q.where(RunRow.status.in_(wanted))
+            return [_run_record(r, n) for r, n in s.execute(q).all()]
+
+    def run(self, study_id: int, name: str) -> RunRecord:
+        with self.session() as s:
+            got = s.execute(
+                select(RunRow, ProposalRow.number)
+                .outerjoin(ProposalRow, RunRow.proposal_id == ProposalRow.id)
+                .where(RunRow.study_id == study_id, RunRow.name == name)
+            ).first()
+            if got is None:
+                raise StorageError(f"no run named {name!r} in this study")
+            return _run_record(*got)
+
+    def claim(self, study_id: int, name: str, worker: str) -> RunRecord | None:
+        """proposed -> running for ``worker``; None when someone else has it (or it is done)."""
+        now = time.time()
+        with self.session() as s:
+            res = s.execute(
+                update(RunRow)
+                .where(
+                    RunRow.study_id == study_id, RunRow.name == name, RunRow.status == "proposed"
+                )
+                .values(
+                    status="running",
+                    worker=worker,
+                    attempts=RunRow.attempts + 1,
+                    heartbeat_at=now,
+                    started_at=now,
+                )
+            )
+            if res.rowcount != 1:
+                return None
+        return self.run(study_id, name)
+
+    def heartbeat(self, study_id: int, names: Sequence[str], worker: str) -> int:
+        """Refresh the heartbeat of the runs ``worker`` holds; returns how many it still holds."""
+        with self.session() as s:
+            res = s.execute(
+                update(RunRow)
+                .where(
+                    RunRow.study_id == study_id,
+                    RunRow.name.in_(list(names)),
+                    RunRow.status == "running",
+                    RunRow.worker == worker,
+                )
+                .values(heartbeat_at=time.time())
+            )
+            return int(res.rowcount)
+
+    def complete(
+        self,
+        study_id: int,
+        name: str,
+        rows: pd.DataFrame,
+        worker: str | None = None,
+    ) -> None:
+        """Store a run's observations and mark it completed, in one transaction.
+
+        ``worker``: the holder that claimed the run (executors); None for a user's ``tell``,
+        which may complete a run that is proposed or running. A run completed or failed
+        already, or claimed by another worker since, is refused and nothing is written.
+        """
+        now = time.time()
+        with self.session() as s:
+            cond = [RunRow.study_id == study_id, RunRow.name == name]
+            if worker is None:
+                cond.append(RunRow.status.in_(["proposed", "running"]))
+            else:
+                cond += [RunRow.status == "running", RunRow.worker == worker]
+            res = s.execute(
+                update(RunRow)
+                .where(*cond)
+                .values(status="completed", finished_at=now, heartbeat_at=now, reason=None)
+            )
+            if res.rowcount != 1:
+                state = s.scalars(
+                    select(RunRow.status).where(RunRow.study_id == study_id, RunRow.name == name)
+                ).first()
+                if state is None:
+                    raise StorageError(f"no run named {name!r} in this study")
+                raise StorageError(
+                    f"run {name!r} is {state}"
+                    + (" by another worker" if state == "running" else "")
+                    + "; its observations were not stored"
+                )
+            run_pk = s.scalars(
+                select(RunRow.id).where(RunRow.study_id == study_id, RunRow.name == name)
+            ).one()
+            s.add_all(
+                ObservationRow(
+                    run_id=run_pk,
+                    step=_float_or_none(r.step),
+                    tokens=_float_or_none(r.tokens),
+                    target=str(r.target),
+                    metric=str(r.metric),
+                    value=float(r.value),
+                )
+                for r in rows.itertuples(index=False)
+            )
+
+    def fail(self, study_id: int, name: str, reason: str, worker: str | None = None) -> bool:
+        """Mark a run failed with its reason (only from proposed or running, by its holder)."""
+        with self.session() as s:
+            cond = [RunRow.study_id == study_id, RunRow.name == name]
+            if worker is None:
+                cond.append(RunRow.status.in_(["proposed", "running"]))
+            else:
+                cond += [RunRow.status == "running", RunRow.worker == worker]
+            res = s.execute(
+                update(RunRow)
+                .where(*cond)
+                .values(status="failed", finished_at=time.time(), reason=reason[:2000])
+            )
+            return res.rowcount == 1
+
+    def release(
+        self,
+        study_id: int,
+        run: RunRecord,
+        reason: str,
+        max_attempts: int,
+    ) -> str | None:
+        """A running run whose worker died: back to proposed, or failed after max_attempts.
+
+        Compare-and-set on (worker, heartbeat) so that a worker that was merely slow and has
+        just beaten its heartbeat keeps its run. Returns the new status, or None if unchanged.
+        """
+        new = "proposed" if run.attempts < max_attempts else "failed"
+        event_ = {
+            "attempt": run.attempts,
+            "worker": run.worker,
+            "reason": reason,
+            "at": time.time(),
+        }
+        values: dict[str, Any] = {"status": new, "history": [*run.history, event_]}
+        if new == "proposed":
+            values.update(worker=None, heartbeat_at=None, started_at=None)
+        else:
+            values.update(
+                finished_at=time.time(),
+                reason=f"{reason} (attempt {run.attempts} of {max_attempts}; not retried)",
+            )
+        with self.session() as s:
+            res = s.execute(
+                update(RunRow)
+                .where(
+                    RunRow.id == run.id,
+                    RunRow.status == "running",
+                    RunRow.worker == run.worker,
+                    RunRow.heartbeat_at == run.heartbeat_at,
+                )
+                .values(**values)
+            )
+            return new if res.rowcount == 1 else None
+
+    def release_dead(
+        self,
+        study_id: int,
+        stale_after: float,
+        max_attempts: int,
+        is_dead: Callable[[RunRecord], str | None],
+    ) -> list[tuple[str, str]]:
+        """Release every running run whose worker is dead or whose heartbeat is stale."""
+        out = []
+        now = time.time()
+        for run in self.runs(study_id, "running"):
+            why = is_dead(run)
+            if (
+                why is None
+                and run.heartbeat_at is not None
+                and now - run.heartbeat_at > stale_after
+            ):
+                age = now - run.heartbeat_at
+                why = f"worker {run.worker} stopped its heartbeat ({age:.0f} s ago)"
+            if why is not None:
+                new = self.release(study_id, run, why, max_attempts)
+                if new is not None:
+                    out.append((run.name, new))
+        return out
+
+    # ---------------------------------------------------------------- observations
+    def observations(self, study_id: int, runs: Sequence[str] | None = None) -> pd.DataFrame:
+        """The tidy table of the study's completed runs (DESIGN.md), in run order."""
+        dset = self.domain_set(study_id)
+        with self.session() as s:
+            q = (
+                select(
+                    RunRow.name,
+                    RunRow.mixture,
+                    RunRow.seed,
+                    ObservationRow.step,
+                    ObservationRow.tokens,
+                    ObservationRow.target,
+                    ObservationRow.value,
+                    ObservationRow.metric,
+                )
+                .join(RunRow, ObservationRow.run_id == RunRow.id)
+                .where(RunRow.study_id == study_id, RunRow.status == "completed")
+                .order_by(RunRow.id, ObservationRow.id)
+            )
+            if runs is not None:
+                q = q.where(RunRow.name.in_(list(runs)))
+            rows = s.execute(q).all()
+        cols = ["run_id", "step", "tokens", "target", "value", "metric", "seed"]
+        ratio_cols = [f"r:{d}" for d in dset.domains]
+        records = []
+        for name, mixture, seed, step, tokens, target, value, metric in rows:
+            rec = {
+                "run_id": name,
+                "step": step,
+                "tokens": tokens,
+                "target": target,
+                "value": value,
+                "metric": metric,
+                "seed": seed,
+            }
+            rec.update({f"r:{d}": float(mixture.get(d, 0.0)) for d in dset.domains})
+            records.append(rec)
+        return pd.DataFrame(records, columns=cols + ratio_cols)
+
+    def count_observations(self, study_id: int) -> int:
+        with self.session() as s:
+            return int(
+                s.scalar(
+                    select(func.count(ObservationRow.id))
+                    .join(RunRow, ObservationRow.run_id == RunRow.id)
+                    .where(RunRow.study_id == study_id)
+                )
+                or 0
+            )
+
+    # ---------------------------------------------------------------- posteriors
+    def add_posterior(
+        self,
+        study_id: int,
+        key: str,
+        n_runs: int,
+        law: str,
+        method: str,
+        converged: bool,
+        summary: dict[str, Any],
+        netcdf: bytes | None = None,
+        path: str | None = None,
+    ) -> int:
+        dset = self.domain_set(study_id)
+        with self.session() as s:
+            row = PosteriorRow(
+                study_id=study_id,
+                domain_set_id=dset.id,
+                runs_key=key,
+                n_runs=n_runs,
+                law=law,
+                method=method,
+                converged=converged,
+                summary=json.loads(json.dumps(summary, default=_json_default)),
+                netcdf=netcdf,
+                path=path,
+                created_at=time.time(),
+            )
+            s.add(row)
+            s.flush()
+            return int(row.id)
+
+    def posteriors(self, study_id: int) -> list[PosteriorRecord]:
+        with self.session() as s:
+            rows = s.scalars(
+                select(PosteriorRow)
+                .where(PosteriorRow.study_id == study_id)
+                .order_by(PosteriorRow.id)
+            ).all()
+            return [_posterior_record(r) for r in rows]
+
+    def find_posterior(
+        self, study_id: int, key: str, law: str, method: str
+    ) -> PosteriorRecord | None:
+        with self.session() as s:
+            row = s.scalars(
+                select(PosteriorRow)
+                .where(
+                    PosteriorRow.study_id == study_id,
+                    PosteriorRow.runs_key == key,
+                    PosteriorRow.law == law,
+                    PosteriorRow.method == method,
+                )
+                .order_by(PosteriorRow.id.desc())
+            ).first()
+            return _posterior_record(row) if row else None
+
+    def posterior_bytes(self, posterior_id: int) -> tuple[bytes | None, str | None]:
+        with self.session() as s:
+            row = s.get(PosteriorRow, posterior_id)
+            if row is None:
+                raise StorageError(f"no posterior snapshot {posterior_id}")
+            return row.netcdf, row.path
+
+    def fingerprint(self) -> str:
+        """A hash of every table's rows (tests: a refused input changes nothing)."""
+        h = hashlib.sha256()
+        with self.session() as s:
+            for table in Base.metadata.sorted_tables:
+                for row in s.execute(select(table).order_by(*table.primary_key.columns)).all():
+                    h.update(repr(tuple(row)).encode())
+        return h.hexdigest()
+
+
+# ------------------------------------------------------------------------------ helpers
+def _engine(url: str) -> Engine:
+    if not url.startswith("sqlite"):
+        return create_engine(url, pool_pre_ping=True)
+    engine = create_engine(url, connect_args={"timeout": 60})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # SQLAlchemy emits BEGIN itself (below); WAL lets readers and one writer overlap,
+        # NORMAL sync is durable against a killed process (only power loss can cost the tail).
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=60000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        # IMMEDIATE takes the write lock up front: a deferred transaction that reads, then
+        # writes, fails at once with 'database is locked' when another process wrote between.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def _study_record(r: StudyRow) -> StudyRecord:
+    return StudyRecord(r.id, r.name, dict(r.config), r.created_at)
+
+
+def _run_record(r: RunRow, number: int | None) -> RunRecord:
+    return RunRecord(
+        id=r.id,
+        name=r.name,
+        proposal=number,
+        mixture={k: float(v) for k, v in r.mixture.items()},
+        steps=r.steps,
+        seed=r.seed,
+        acquisition_value=r.acquisition_value,
+        status=r.status,
+        attempts=r.attempts,
+        worker=r.worker,
+        heartbeat_at=r.heartbeat_at,
+        created_at=r.created_at,
+        started_at=r.started_at,
+        finished_at=r.finished_at,
+        reason=r.reason,
+        history=list(r.history or []),
+    )
+
+
+def _posterior_record(r: PosteriorRow) -> PosteriorRecord:
+    return PosteriorRecord(
+        r.id,
+        r.runs_key,
+        r.n_runs,
+        r.law,
+        r.method,
+        bool(r.converged),
+        dict(r.summary),
+        r.path,
+        r.created_at,
+    )
+
+
+def _float_or_none(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return None if f != f else f  # NaN -> NULL
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", exc)) or type(exc).__name__
+    return text.strip().splitlines()[0]
+
+
+def _json_default(o: Any) -> Any:
+    if hasattr(o, "item"):
+        return o.item()
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

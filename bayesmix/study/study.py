@@ -1,0 +1,468 @@
+"""A study: its config, its storage, and the ask / tell / fit operations on them.
+
+    study = Study.create("configs/study/dry-run.yaml", storage="sqlite:///studies.db")
+    for run in study.ask(4):                  # proposed runs: name, mixture, steps, seed
+        rows = train_somewhere(run)            # tidy rows: target, value (, step, metric)
+        study.tell(run.name, rows)
+    post = study.fit()                         # the law's posterior (a stored snapshot)
+    study.optimal_mixture(post).intervals
+
+The study holds no state of its own beyond its name: every call reads or writes the storage,
+so any number of processes may hold the same study, and a process killed at any point loses
+only what it had not yet told.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from bayesmix.observations import Observations, ObservationsError
+from bayesmix.study.config import ConfigError, StudyConfig, load_config
+from bayesmix.study.storage import (
+    DEFAULT_URL,
+    DomainSetRecord,
+    RunRecord,
+    Storage,
+    StorageError,
+    runs_key,
+)
+from bayesmix.study.worker import is_dead_locally
+
+if TYPE_CHECKING:
+    from bayesmix.inference import Posterior
+    from bayesmix.optimize import Constraints, OptimalMixture
+
+TELL_COLUMNS = ("run_id", "step", "tokens", "target", "value", "metric")
+
+
+class StudyError(ValueError):
+    """A study operation was refused; the message says why and nothing was changed."""
+
+
+@dataclass(frozen=True)
+class Fit:
+    """A posterior and the id of its stored snapshot."""
+
+    posterior: Posterior
+    snapshot: int
+    reused: bool
+
+
+def _seed(*parts: int) -> int:
+    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
+
+
+def default_workdir(storage: Storage, name: str) -> Path:
+    """Beside a SQLite file (<file stem>-studies/<name>); under the cwd for a server."""
+    if storage.is_sqlite:
+        db = Path(storage.url.split("///", 1)[1])
+        return db.parent / f"{db.stem}-studies" / name
+    return Path.cwd() / "bayesmix-studies" / name
+
+
+class Study:
+    """One study in one storage (see the module docstring)."""
+
+    def __init__(self, storage: Storage, name: str) -> None:
+        self.storage = storage
+        self.record = storage.study(name)
+        self.config = StudyConfig.model_validate(self.record.config)
+
+    # ---------------------------------------------------------------- creation
+    @classmethod
+    def create(
+        cls,
+        config: StudyConfig | str | Path,
+        storage: str | Storage = DEFAULT_URL,
+        *,
+        progress: bool = False,
+    ) -> Study:
+        """Validate the config, prepare its data, and store the new study."""
+        from bayesmix.study.data import prepare_domains
+
+        store = storage if isinstance(storage, Storage) else Storage(storage)
+        cfg = config if isinstance(config, StudyConfig) else load_config(config)
+        if any(s.name == cfg.name for s in store.studies()):
+            raise StorageError(
+                f"a study named {cfg.name!r} already exists in {store.safe_url} "
+                "(resume it, or choose another name)"
+            )
+        workdir = Path(cfg.workdir) if cfg.workdir else default_workdir(store, cfg.name)
+        cfg = cfg.model_copy(update={"workdir": str(workdir.resolve())})
+        workdir.mkdir(parents=True, exist_ok=True)
+        data = prepare_domains(cfg, workdir, progress)
+        _check_domains(cfg, data.domains)
+        store.create_study(cfg.name, cfg.to_json(), data.domains, data.token_counts, data.shards)
+        return cls(store, cfg.name)
+
+    @classmethod
+    def load(cls, name: str, storage: str | Storage = DEFAULT_URL) -> Study:
+        store = storage if isinstance(storage, Storage) else Storage(storage, create=False)
+        return cls(store, name)
+
+    # ---------------------------------------------------------------- views
+    @property
+    def name(self) -> str:
+        return self.record.name
+
+    @property
+    def id(self) -> int:
+        return self.record.id
+
+    @property
+    def domain_set(self) -> DomainSetRecord:
+        return self.storage.domain_set(self.id)
+
+    @property
+    def domains(self) -> list[str]:
+        return self.domain_set.domains
+
+    @property
+    def workdir(self) -> Path:
+        return Path(self.config.workdir or ".")
+
+    def natural(self) -> dict[str, float]:
+        return self.domain_set.natural
+
+    def constraints(self) -> Constraints:
+        from bayesmix.optimize import Constraints
+
+        c = self.config.constraints
+        caps = c.target_tokens is not None
+        return Constraints(
+            lower=dict(c.lower),
+            upper=dict(c.upper),
+            token_counts=self.domain_set.token_counts if caps else None,
+            target_tokens=c.target_tokens,
+            max_epochs=c.max_epochs,
+        )
+
+    def runs(self, status: str | list[str] | None = None) -> list[RunRecord]:
+        return self.storage.runs(self.id, status)
+
+    def runs_frame(self) -> pd.DataFrame:
+        """One row per run: name, proposal, status, attempts, acquisition value, mixture."""
+        rows = []
+        for r in self.runs():
+            row = {
+                "run_id": r.name,
+                "proposal": r.proposal,
+                "status": r.status,
+                "attempts": r.attempts,
+                "steps": r.steps,
+                "acquisition_value": r.acquisition_value,
+                "reason": r.reason,
+            }
+            row.update({f"r:{d}": r.mixture.get(d, 0.0) for d in self.domains})
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def counts(self) -> dict[str, int]:
+        out = dict.fromkeys(("proposed", "running", "completed", "failed"), 0)
+        for r in self.runs():
+            out[r.status] += 1
+        return out
+
+    def observations(
+        self, metric: str | None = None, all_metrics: bool = False
+    ) -> Observations | None:
+        """The completed runs' observations (of the objective's metric), or None if none."""
+        frame = self.storage.observations(self.id)
+        if frame.empty:
+            return None
+        obs = Observations.from_frame(frame)
+        if all_metrics:
+            return obs
+        metric = metric or self.config.objective.metric
+        if metric not in obs.metrics:
+            raise StudyError(
+                f"study {self.name!r}: no observations of metric {metric!r} (have {obs.metrics})"
+            )
+        return obs.select(metric=metric)
+
+    # ---------------------------------------------------------------- ask / tell
+    def ask(self, q: int, posterior: Posterior | Fit | None = None) -> list[RunRecord]:
+        """Propose ``q`` runs and store them (status ``proposed``); returns them.
+
+        Before any observation the first-batch design (``proposer.first``) proposes; after,
+        ``proposer.name`` does, with ``posterior`` (a Posterior, or the Fit that ``fit``
+        returns, which also links the proposal to its snapshot). The proposal's seed
+        depends only on the study's seed and the proposal's number: the same study gives the
+        same proposals.
+        """
+        from bayesmix.proposers import ProposalContext, ProposalError, get_proposer
+
+        if isinstance(q, bool) or not isinstance(q, int | np.integer) or q < 1:
+            raise StudyError(f"q must be a positive integer (runs to propose), got {q!r}")
+        snapshot = posterior.snapshot if isinstance(posterior, Fit) else None
+        if isinstance(posterior, Fit):
+            posterior = posterior.posterior
+        cfg = self.config
+        number = len(self.storage.proposals(self.id)) + 1
+        obs = self.observations() if self.counts()["completed"] else None
+        name = cfg.proposer.name if obs is not None else cfg.proposer.first
+        if name == "bayesmix" and posterior is None:
+            raise StudyError(
+                "proposer 'bayesmix' needs the posterior: study.ask(q, posterior=study.fit())"
+            )
+        options = dict(cfg.proposer.options) if name == cfg.proposer.name else {}
+        if name == "entropy" and "entropies" not in options and self.domain_set.shards:
+            options["shards"] = self.domain_set.shards
+        pending = self.runs(["proposed", "running"])
+        seed = _seed(cfg.seed, number)
+        try:
+            proposer = get_proposer(name, **options)
+            context = ProposalContext(
+                domains=self.domains,
+                observations=obs,
+                posterior=posterior,
+                constraints=self.constraints(),
+                natural=self.natural(),
+                weights=cfg.objective.weights,
+                step=cfg.objective.step,
+                seed=seed,
+                pending=_mixture_frame(pending, self.domains) if pending else None,
+            )
+            frame = proposer.propose(context, int(q))
+        except ImportError as exc:
+            raise StudyError(f"proposer {name!r} is not available here ({exc})") from None
+        except (ProposalError, ObservationsError) as exc:
+            raise StudyError(f"proposer {name!r}: {exc}") from None
+        if len(frame) == 0:
+            raise StudyError(f"proposer {name!r} proposed no run")
+        first = len(self.runs())
+        runs = []
+        for i in range(len(frame)):
+            values = frame.iloc[i]
+            steps = values["steps"] if "steps" in frame.columns else cfg.proxy.steps
+            acq = values["acquisition_value"] if "acquisition_value" in frame.columns else None
+            runs.append(
+                {
+                    "name": f"r{first + i + 1:04d}",
+                    "mixture": {d: float(values[f"r:{d}"]) for d in self.domains},
+                    "steps": int(steps),
+                    "seed": _seed(cfg.seed, first + i + 1) % (2**31),
+                    "acquisition_value": None if acq is None or pd.isna(acq) else float(acq),
+                }
+            )
+        self.storage.add_proposal(self.id, number, name, seed, snapshot, runs)
+        # Stored by us, or by a concurrent driver that proposed this number first: either way
+        # the runs of proposal ``number`` are the ones to run.
+        return [r for r in self.runs() if r.proposal == number]
+
+    def tell(self, run_id: str, observations: pd.DataFrame | Observations) -> None:
+        """Store a run's observations and mark it completed, in one transaction.
+
+        ``observations``: tidy rows of this run (``target`` and ``value``; ``step``,
+        ``tokens``, ``metric`` optional; ``r:<domain>`` columns, if given, must match the
+        run's mixture). A run told already, or failed, is refused and nothing changes.
+        """
+        run = self._run(run_id)
+        if run.status in ("completed", "failed"):
+            raise StudyError(
+                f"run {run_id!r} is {run.status} already; its observations stay as they are"
+            )
+        frame = _tell_frame(run, observations, self.domains)
+        try:
+            obs = Observations.from_frame(frame)
+        except ObservationsError as exc:
+            raise StudyError(f"run {run_id!r}: {exc}") from None
+        self.storage.complete(self.id, run_id, obs.frame[list(TELL_COLUMNS)])
+
+    def fail(self, run_id: str, reason: str) -> None:
+        """Mark a proposed or running run failed, with its reason."""
+        run = self._run(run_id)
+        if not self.storage.fail(self.id, run_id, reason):
+            raise StudyError(f"run {run_id!r} is {run.status} already")
+
+    def _run(self, run_id: str) -> RunRecord:
+        if not isinstance(run_id, str):
+            raise StudyError(f"run_id must be a run name (a string), got {type(run_id).__name__}")
+        try:
+            return self.storage.run(self.id, run_id)
+        except StorageError as exc:
+            raise StudyError(f"study {self.name!r}: {exc}") from None
+
+    def release_dead(self) -> list[tuple[str, str]]:
+        """Re-queue (once) or fail the running runs whose worker died; returns what changed."""
+        ex = self.config.executor
+        return self.storage.release_dead(
+            self.id,
+            ex.stale_after_seconds,
+            ex.max_attempts,
+            lambda run: is_dead_locally(run.worker),
+        )
+
+    # ---------------------------------------------------------------- fit and optimise
+    def fit(self, progress: bool = False) -> Fit:
+        """The law's posterior on every completed run; a stored snapshot when one exists."""
+        import bayesmix as bm
+
+        obs = self.observations()
+        if obs is None:
+            raise StudyError(f"study {self.name!r} has no completed run to fit")
+        cfg = self.config.fit
+        key = runs_key(obs.run_ids)
+        found = self.storage.find_posterior(self.id, key, cfg.law, cfg.method)
+        if found is not None:
+            return Fit(self.load_posterior(found.id), found.id, True)
+        started = time.perf_counter()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            post = bm.fit(
+                obs,
+                law=cfg.law,
+                seed=self.config.seed,
+                method=cfg.method,
+                progress=progress,
+                **cfg.options,
+            )
+        summary = self.summarise(post)
+        summary["fit_seconds"] = time.perf_counter() - started
+        summary["warnings"] = sorted({str(w.message) for w in caught})
+        netcdf, path = self._posterior_payload(post, key)
+        snap = self.storage.add_posterior(
+            self.id,
+            key,
+            len(obs.run_ids),
+            cfg.law,
+            cfg.method,
+            bool(post.converged),
+            summary,
+            netcdf=netcdf,
+            path=path,
+        )
+        return Fit(post, snap, False)
+
+    def _posterior_payload(self, post: Posterior, key: str) -> tuple[bytes | None, str | None]:
+        if self.config.store_posteriors == "files":
+            folder = self.workdir / "posteriors"
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"{key[:16]}-{self.config.fit.law}-{self.config.fit.method}.nc"
+            post.save(path)
+            return None, str(path)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "posterior.nc"
+            post.save(path)
+            return path.read_bytes(), None
+
+    def load_posterior(self, snapshot: int) -> Posterior:
+        import bayesmix as bm
+
+        data, path = self.storage.posterior_bytes(snapshot)
+        if path is not None:
+            return bm.Posterior.load(path)
+        with tempfile.TemporaryDirectory() as tmp:
+            f = Path(tmp) / "posterior.nc"
+            f.write_bytes(data or b"")
+            return bm.Posterior.load(f)
+
+    def latest_posterior(self) -> tuple[Posterior, int] | None:
+        snaps = self.storage.posteriors(self.id)
+        if not snaps:
+            return None
+        return self.load_posterior(snaps[-1].id), snaps[-1].id
+
+    def optimal_mixture(self, posterior: Posterior) -> OptimalMixture:
+        obj = self.config.objective
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return posterior.optimal_mixture(
+                weights=obj.weights, step=obj.step, constraints=self.constraints(), ci=obj.ci
+            )
+
+    def summarise(self, post: Posterior) -> dict[str, Any]:
+        """What a snapshot records besides its draws: convergence and the optimal mixture."""
+        diag = post.diagnostics()
+        opt = self.optimal_mixture(post)
+        lo, hi = opt.objective_interval
+        return {
+            "method": post.method,
+            "converged": bool(post.converged),
+            "divergences": int(post.divergences),
+            "max_r_hat": _finite_or_none(diag["r_hat"].max()),
+            "min_ess_bulk": _finite_or_none(diag["ess_bulk"].min()),
+            "n_runs": len(post.observations.run_ids),
+            "mixture": {d: float(v) for d, v in opt.mixture.items()},
+            "intervals": {
+                d: {k: float(v) for k, v in row.items()} for d, row in opt.intervals.iterrows()
+            },
+            "expected_objective": float(opt.expected_objective),
+            "objective_interval": [float(lo), float(hi)],
+            "ci": self.config.objective.ci,
+        }
+
+
+# ------------------------------------------------------------------------------ helpers
+def _check_domains(cfg: StudyConfig, domains: list[str]) -> None:
+    for where, mapping in (
+        ("objective.weights", cfg.objective.weights or {}),
+        ("constraints.lower", cfg.constraints.lower),
+        ("constraints.upper", cfg.constraints.upper),
+    ):
+        unknown = [d for d in mapping if d not in domains]
+        if unknown:
+            raise ConfigError(
+                f"{cfg.name}: {where} names unknown domain(s) {', '.join(unknown)}; "
+                f"the data has {', '.join(domains)}"
+            )
+
+
+def _mixture_frame(runs: list[RunRecord], domains: list[str]) -> pd.DataFrame:
+    return pd.DataFrame([{f"r:{d}": r.mixture.get(d, 0.0) for d in domains} for r in runs])
+
+
+def _finite_or_none(v: Any) -> float | None:
+    f = float(v)
+    return f if np.isfinite(f) else None
+
+
+def _tell_frame(run: RunRecord, observations: Any, domains: list[str]) -> pd.DataFrame:
+    if isinstance(observations, Observations):
+        frame = observations.frame.copy()
+    elif isinstance(observations, pd.DataFrame):
+        frame = observations.copy()
+    else:
+        raise StudyError(
+            f"run {run.name!r}: observations must be a DataFrame or Observations, got "
+            f"{type(observations).__name__}"
+        )
+    if frame.empty:
+        raise StudyError(f"run {run.name!r}: no observation rows")
+    missing = [c for c in ("target", "value") if c not in frame.columns]
+    if missing:
+        raise StudyError(f"run {run.name!r}: observations lack column(s) {', '.join(missing)}")
+    if "run_id" in frame.columns:
+        other = sorted(set(frame["run_id"].astype(str)) - {run.name})
+        if other:
+            raise StudyError(f"run {run.name!r}: rows of other run(s) {', '.join(other[:3])}")
+    frame["run_id"] = run.name
+    for d in domains:
+        col = f"r:{d}"
+        if col in frame.columns:
+            given = pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype=float)
+            if not np.allclose(given, run.mixture.get(d, 0.0), atol=1e-3):
+                raise StudyError(
+                    f"run {run.name!r}: column {col!r} differs from the run's mixture "
+                    f"({run.mixture.get(d, 0.0):.4g})"
+                )
+        frame[col] = run.mixture.get(d, 0.0)
+    unknown = [c for c in frame.columns if str(c).startswith("r:") and c[2:] not in domains]
+    if unknown:
+        raise StudyError(f"run {run.name!r}: column(s) for unknown domain(s): {', '.join(unknown)}")
+    if "metric" not in frame.columns:
+        frame["metric"] = "loss"
+    return frame
+
+
+def storage_url_from_env() -> str:
+    return os.environ.get("BAYESMIX_STORAGE", DEFAULT_URL)

@@ -1,0 +1,177 @@
+"""What turns a proposed run into observations: a real proxy LM, or a known law.
+
+``ProxyTrainer`` trains CPU- or GPU-sized proxies through ``bayesmix.proxy.train_swarm`` (a
+pack of runs shares one process and, on a GPU, one stacked model). ``LawTrainer`` evaluates a
+law with known parameters (``bayesmix.laws.formulas``) plus noise instead of training: a dry
+run of a whole study in seconds, to check a configuration, a cluster or a database before
+spending GPU hours, and the trainer of the fault and Ray tests.
+
+Both return one ``Outcome`` per run: the tidy rows (``run_id, step, tokens, target, value,
+metric``) or the reason it failed. Nothing here imports the study's storage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+
+from bayesmix.study.config import KnownLaw, StudyConfig
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run to train: its name (the run_id of its rows), mixture, steps and seed."""
+
+    name: str
+    mixture: Mapping[str, float]
+    steps: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    name: str
+    rows: pd.DataFrame | None  # tidy rows, None when the run failed
+    reason: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.rows is not None
+
+
+class Trainer(Protocol):
+    def train(self, runs: Sequence[RunSpec]) -> list[Outcome]: ...
+
+
+def make_trainer(
+    config: StudyConfig,
+    domains: list[str],
+    shards: str | None,
+    out_dir: Path,
+    progress: bool = False,
+) -> Trainer:
+    if config.proxy.trainer == "law":
+        return LawTrainer(config.proxy.law, domains, config.proxy.steps)
+    if shards is None:
+        raise ValueError("trainer 'proxy' needs prepared shards; this study has none")
+    return ProxyTrainer(config, shards, out_dir, progress)
+
+
+# ------------------------------------------------------------------------------ proxies
+class ProxyTrainer:
+    """Real proxy LMs: one ``train_swarm`` call per pack of runs."""
+
+    def __init__(self, config: StudyConfig, shards: str, out_dir: Path, progress: bool) -> None:
+        self.config, self.shards, self.out_dir, self.progress = config, shards, out_dir, progress
+
+    def train(self, runs: Sequence[RunSpec]) -> list[Outcome]:
+        from bayesmix.proxy.train import ProxyRunConfig, train_swarm
+
+        steps = {r.steps for r in runs}
+        if len(steps) != 1:  # a packed swarm shares its step count
+            return [o for r in runs for o in self.train([r])]
+        cfg = ProxyRunConfig(**self.config.proxy.options)
+        results = train_swarm(
+            cfg,
+            self.shards,
+            [dict(r.mixture) for r in runs],
+            steps=steps.pop(),
+            size=self.config.proxy.size,
+            seeds=[r.seed for r in runs],
+            out_dir=self.out_dir,
+            run_ids=[r.name for r in runs],
+            progress=self.progress,
+        )
+        out = []
+        for res in results:
+            if res.ok and len(res.observations):
+                cols = ["run_id", "step", "tokens", "target", "value", "metric"]
+                out.append(Outcome(res.run_id, res.observations[cols].reset_index(drop=True)))
+            else:
+                out.append(Outcome(res.run_id, None, res.reason or "no observations recorded"))
+        return out
+
+
+# ------------------------------------------------------------------------------ known law
+class LawTrainer:
+    """Evaluates a known cross-domain BiMix law at log-spaced steps, with log-normal noise.
+
+    Targets are the training domains. The noise of a run depends only on the run's seed, so a
+    re-run (after its worker died) gives the same rows, as a real deterministic proxy would.
+    """
+
+    def __init__(self, law: KnownLaw, domains: list[str], reference_steps: int) -> None:
+        self.law, self.domains, self.reference = law, list(domains), float(reference_steps)
+        m = len(self.domains)
+        alpha_own = _per_domain(law.alpha, self.domains, "alpha")
+        self.alpha = np.full((m, m), law.cross) + np.diag(alpha_own - law.cross)
+        self.logk = np.log(_per_domain(law.loss, self.domains, "loss"))
+
+    def steps_of(self, steps: int) -> np.ndarray:
+        first = max(1.0, steps / 30)
+        grid = np.unique(np.round(np.geomspace(first, steps, self.law.points)))
+        return grid[grid >= 1]
+
+    def log_loss(self, mixture: Mapping[str, float], steps: np.ndarray) -> np.ndarray:
+        """(len(steps), T) noise-free log loss of ``mixture``."""
+        from bayesmix.laws import formulas
+
+        r = np.array([float(mixture.get(d, 0.0)) for d in self.domains])
+        m = len(self.domains)
+        return formulas.cross_log_loss(
+            np,
+            logk=self.logk,
+            alpha=self.alpha,
+            eps=np.full(m, self.law.eps),
+            r=np.repeat(r[None], len(steps), axis=0),
+            s_rel=steps / self.reference,
+            frac=np.full(m, self.law.frac),
+            beta=np.full(m, self.law.beta),
+        )
+
+    def train(self, runs: Sequence[RunSpec]) -> list[Outcome]:
+        out = []
+        for run in runs:
+            if self.law.seconds:
+                time.sleep(self.law.seconds)
+            steps = self.steps_of(run.steps)
+            noise_seed = int(hashlib.sha256(f"{run.name}:{run.seed}".encode()).hexdigest()[:8], 16)
+            rng = np.random.default_rng(noise_seed)
+            log_l = self.log_loss(run.mixture, steps)
+            values = np.exp(log_l + rng.normal(0.0, self.law.noise, log_l.shape))
+            rows = [
+                {
+                    "run_id": run.name,
+                    "step": float(s),
+                    "tokens": np.nan,
+                    "target": t,
+                    "value": float(values[i, j]),
+                    "metric": "loss",
+                }
+                for i, s in enumerate(steps)
+                for j, t in enumerate(self.domains)
+            ]
+            out.append(Outcome(run.name, pd.DataFrame(rows)))
+        return out
+
+    def objective(self, mixture: Mapping[str, float], weights: Mapping[str, float] | None) -> float:
+        """The true objective at the last step (regret in the report of a dry run)."""
+        loss = np.exp(self.log_loss(mixture, np.array([self.reference]))[0])
+        w = np.array([1.0 if weights is None else float(weights.get(d, 0.0)) for d in self.domains])
+        return float((loss * w).sum() / w.sum())
+
+
+def _per_domain(value: float | Mapping[str, float], domains: list[str], what: str) -> np.ndarray:
+    if isinstance(value, Mapping):
+        missing = [d for d in domains if d not in value]
+        if missing:
+            raise ValueError(f"proxy.law.{what}: no value for domain(s) {', '.join(missing)}")
+        return np.array([float(value[d]) for d in domains])
+    return np.full(len(domains), float(value))

@@ -1,0 +1,173 @@
+"""The code that executes runs, wherever it runs (a local process, a Ray task).
+
+``execute`` claims the named runs in the study's storage (a compare-and-set: a run another
+worker holds is skipped), keeps their heartbeats fresh from a thread while the trainer works,
+and stores each outcome (observations and completion in one transaction, or the failure
+reason). The worker, not the driver, writes results: a driver killed mid-batch loses nothing
+that its workers finished.
+
+Also a command, for the local executor's processes:
+``python -m bayesmix.study.worker --storage URL --study NAME --token T RUN [RUN ...]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import sys
+import threading
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from bayesmix.study.config import StudyConfig
+from bayesmix.study.storage import Storage, StorageError
+from bayesmix.study.trainers import RunSpec, make_trainer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerReport:
+    completed: list[str]
+    failed: list[str]
+    skipped: list[str]  # held by another worker, or done already
+
+
+def worker_id(token: str) -> str:
+    """host:pid:token; the driver finds a dead local worker by its pid, its runs by its token."""
+    return f"{socket.gethostname()}:{os.getpid()}:{token}"
+
+
+def is_dead_locally(worker: str | None) -> str | None:
+    """The reason a worker on this host is dead (its process is gone), or None if unknown."""
+    if not worker:
+        return None
+    parts = worker.split(":")
+    if len(parts) < 3 or parts[0] != socket.gethostname():
+        return None
+    try:
+        pid = int(parts[1])
+    except ValueError:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return f"worker {worker} is gone (process {pid} no longer exists)"
+    except PermissionError:
+        return None
+    return None
+
+
+class Heartbeat:
+    """Refreshes the heartbeat of the runs a worker holds, every ``interval`` seconds."""
+
+    def __init__(
+        self, storage: Storage, study_id: int, names: Sequence[str], worker: str, interval: float
+    ) -> None:
+        self.args = (study_id, list(names), worker)
+        self.storage, self.interval = storage, interval
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
+
+    def _beat(self) -> None:
+        while not self.stop.wait(self.interval):
+            try:
+                self.storage.heartbeat(*self.args)
+            except Exception as exc:  # a missed beat is retried; staleness is the driver's call
+                log.warning("heartbeat failed: %s", exc)
+
+    def __enter__(self) -> Heartbeat:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def execute(
+    storage_url: str,
+    study_name: str,
+    names: Sequence[str],
+    token: str,
+    progress: bool = False,
+) -> WorkerReport:
+    """Claim, train and store the runs ``names`` of a study (see the module docstring)."""
+    storage = Storage(storage_url, create=False)
+    try:
+        return _execute(storage, study_name, names, token, progress)
+    finally:
+        storage.close()
+
+
+def _execute(
+    storage: Storage, study_name: str, names: Sequence[str], token: str, progress: bool
+) -> WorkerReport:
+    study = storage.study(study_name)
+    config = StudyConfig.model_validate(study.config)
+    dset = storage.domain_set(study.id)
+    me = worker_id(token)
+    claimed = []
+    skipped = []
+    for name in names:
+        run = storage.claim(study.id, name, me)
+        (claimed if run is not None else skipped).append(run or name)
+    if not claimed:
+        return WorkerReport([], [], list(skipped))
+    specs = [RunSpec(r.name, r.mixture, r.steps, r.seed) for r in claimed]
+    completed, failed = [], []
+    with Heartbeat(
+        storage, study.id, [s.name for s in specs], me, config.executor.heartbeat_seconds
+    ):
+        try:
+            trainer = make_trainer(config, dset.domains, dset.shards, run_dir(config), progress)
+            outcomes = trainer.train(specs)
+        except Exception as exc:  # the trainer's failure is every claimed run's reason
+            reason = f"{type(exc).__name__}: {exc}"
+            log.debug("%s", traceback.format_exc())
+            for s in specs:
+                if storage.fail(study.id, s.name, reason, worker=me):
+                    failed.append(s.name)
+            return WorkerReport(completed, failed, list(skipped))
+    for o in outcomes:
+        try:
+            if o.ok:
+                storage.complete(study.id, o.name, o.rows, worker=me)
+                completed.append(o.name)
+            elif storage.fail(study.id, o.name, o.reason or "failed", worker=me):
+                failed.append(o.name)
+        except StorageError as exc:  # released as stale meanwhile, and taken by another
+            log.warning("%s", exc)
+            skipped.append(o.name)
+    return WorkerReport(completed, failed, list(skipped))
+
+
+def run_dir(config: StudyConfig) -> Path:
+    """Where proxy runs write checkpoints and results (a killed run resumes from there)."""
+    return Path(config.workdir or ".") / "runs"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bayesmix.study.worker")
+    parser.add_argument("--storage", required=True)
+    parser.add_argument("--study", required=True)
+    parser.add_argument("--token", required=True)
+    parser.add_argument("--progress", action="store_true")
+    parser.add_argument("runs", nargs="+")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    report = execute(args.storage, args.study, args.runs, args.token, args.progress)
+    print(
+        f"completed {len(report.completed)}, failed {len(report.failed)}, "
+        f"skipped {len(report.skipped)}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
