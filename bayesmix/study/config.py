@@ -198,6 +198,7 @@ class FitConfig(_Section):
     law: str = "bimix"
     method: Literal["nuts", "laplace", "svi"] = "nuts"
     options: dict[str, Any] = Field(default_factory=dict)  # e.g. num_warmup, num_samples
+    final: bool = True  # fit once more when the budget is spent (the recommendation)
 
     @field_validator("law")
     @classmethod

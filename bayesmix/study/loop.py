@@ -118,7 +118,7 @@ def run_study(
         ex.close()
     counts = study.counts()
     fit = None
-    if final_fit and counts["completed"]:
+    if final_fit and cfg.fit.final and counts["completed"]:
         fit = _fit(study, bar, progress, say, final=True)
     return LoopResult(counts, fit, events)
 
@@ -131,15 +131,25 @@ def _count(runs: list[Any]) -> dict[str, int]:
 
 
 def _after_task(study: Study, done: Finished, say: Callable[[str], None]) -> None:
-    """A worker ended: release the runs it still holds (it died, or stored no outcome)."""
+    """A worker ended: release the runs it still holds (it died, or stored no outcome).
+
+    A worker that died before it could claim its runs (a broken install, a bad config on that
+    node) leaves them proposed; that too is an attempt, or the loop would retry forever.
+    """
     token = done.task.token
-    for run in study.runs("running"):
-        if run.worker and run.worker.endswith(f":{token}"):
-            reason = done.error or "worker ended without storing an outcome"
-            new = study.storage.release(study.id, run, reason, study.config.executor.max_attempts)
-            if new is not None:
-                verb = "re-queued" if new == "proposed" else "failed"
-                say(f"run {run.name}: {reason}; {verb}")
+    max_attempts = study.config.executor.max_attempts
+    reason = done.error or "worker ended without storing an outcome"
+    held = [r for r in study.runs("running") if r.worker and r.worker.endswith(f":{token}")]
+    if done.error is not None:
+        for run in study.runs("proposed"):
+            if run.name in done.task.names:
+                claimed = study.storage.claim(study.id, run.name, f"driver:{token}")
+                if claimed is not None:
+                    held.append(claimed)
+    for run in held:
+        new = study.storage.release(study.id, run, reason, max_attempts)
+        if new is not None:
+            say(f"run {run.name}: {reason}; {'re-queued' if new == 'proposed' else 'failed'}")
 
 
 def _next_batch(

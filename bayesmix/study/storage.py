@@ -246,6 +246,8 @@ class Storage:
 
     def __init__(self, url: str = DEFAULT_URL, *, create: bool = True) -> None:
         self.url = normalise_url(url)
+        if not create and self.is_sqlite and not Path(make_url(self.url).database or "").is_file():
+            raise StorageError(f"storage {self.safe_url}: no such database file")
         self.engine = _engine(self.url)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
         try:

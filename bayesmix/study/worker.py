@@ -127,7 +127,7 @@ def _execute(
             trainer = make_trainer(config, dset.domains, dset.shards, run_dir(config), progress)
             outcomes = trainer.train(specs)
         except Exception as exc:  # the trainer's failure is every claimed run's reason
-            reason = f"{type(exc).__name__}: {exc}"
+            reason = describe(exc)
             log.debug("%s", traceback.format_exc())
             for s in specs:
                 if storage.fail(study.id, s.name, reason, worker=me):
@@ -146,6 +146,18 @@ def _execute(
     return WorkerReport(completed, failed, list(skipped))
 
 
+def describe(exc: BaseException) -> str:
+    """One line naming an exception and its cause."""
+    from pydantic import ValidationError
+
+    from bayesmix.study.config import format_error
+
+    if isinstance(exc, ValidationError):
+        return format_error(exc, "the study's stored config")
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
 def run_dir(config: StudyConfig) -> Path:
     """Where proxy runs write checkpoints and results (a killed run resumes from there)."""
     return Path(config.workdir or ".") / "runs"
@@ -160,7 +172,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("runs", nargs="+")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    report = execute(args.storage, args.study, args.runs, args.token, args.progress)
+    try:
+        report = execute(args.storage, args.study, args.runs, args.token, args.progress)
+    except Exception as exc:
+        # The driver records the log's last line as the runs' reason: make it the cause.
+        traceback.print_exc()
+        print(f"worker error: {describe(exc)}", file=sys.stderr)
+        return 1
     print(
         f"completed {len(report.completed)}, failed {len(report.failed)}, "
         f"skipped {len(report.skipped)}",

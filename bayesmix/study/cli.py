@@ -1,0 +1,302 @@
+"""`bayesmix study ...`: create, run, resume, status, report, list.
+
+Every command takes ``--storage URL`` (default: $BAYESMIX_STORAGE, else sqlite:///bayesmix.db
+in the working directory) and fails with one ``error: ...`` line on bad input.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+study_app = typer.Typer(
+    help="Studies: a persistent, resumable active-learning loop (create, run, resume, ...).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err = Console(stderr=True)
+
+DEFAULT_STORAGE = "sqlite:///bayesmix.db"
+StorageOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--storage", help="database URL (default: $BAYESMIX_STORAGE or sqlite:///bayesmix.db)"
+    ),
+]
+
+
+def fail(message: str) -> NoReturn:
+    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+def storage_url(given: str | None) -> str:
+    return given or os.environ.get("BAYESMIX_STORAGE") or DEFAULT_STORAGE
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Errors bad input causes: reported in one line, never as a traceback."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from bayesmix.inference import NotConvergedError
+
+    return (ValueError, FileNotFoundError, SQLAlchemyError, NotConvergedError)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _open(name: str, storage: str | None):  # -> Study
+    from bayesmix.study.study import Study
+
+    return Study.load(name, storage_url(storage))
+
+
+@study_app.command("create")
+def create_cmd(
+    config: Annotated[Path, typer.Argument(help="the study's YAML file")],
+    storage: StorageOpt = None,
+) -> None:
+    """Validate a study config, prepare its data, and store the new study."""
+    from bayesmix.study.study import Study
+
+    try:
+        study = Study.create(config, storage_url(storage), progress=err.is_terminal)
+    except user_errors() as exc:
+        fail(_one_line(exc))
+    dset = study.domain_set
+    natural = dset.natural
+    table = Table(
+        title=f"study {study.name} created in {study.storage.safe_url}", title_justify="left"
+    )
+    table.add_column("domain")
+    table.add_column("tokens", justify="right")
+    table.add_column("natural share", justify="right")
+    for d in dset.domains:
+        count = dset.token_counts.get(d)
+        table.add_row(d, f"{count:,.0f}" if count else "-", f"{natural[d]:.3f}")
+    console.print(table)
+    cfg = study.config
+    console.print(
+        f"budget {cfg.budget} runs in batches of {cfg.batch_size}; proposer {cfg.proposer.name} "
+        f"(first batch: {cfg.proposer.first}); law {cfg.fit.law} ({cfg.fit.method}); "
+        f"trainer {cfg.proxy.trainer}; executor {cfg.executor.kind}; files in {study.workdir}",
+        highlight=False,
+    )
+    console.print(f"next: bayesmix study run {study.name}", highlight=False)
+
+
+def _run(
+    name: str,
+    storage: str | None,
+    budget: int | None,
+    executor: str | None,
+    progress: bool,
+    resume: bool,
+) -> None:
+    from bayesmix.study.loop import run_study
+
+    if budget is not None and budget < 1:
+        fail(f"--budget must be a positive number of runs, got {budget}")
+    if executor is not None and executor not in ("local", "ray"):
+        fail(f"--executor must be local or ray, got {executor!r}")
+    try:
+        study = _open(name, storage)
+        if resume:
+            counts = study.counts()
+            console.print(
+                f"resuming {study.name}: " + ", ".join(f"{v} {k}" for k, v in counts.items() if v)
+                if any(counts.values())
+                else f"resuming {study.name}: no run yet",
+                highlight=False,
+            )
+        result = run_study(
+            study,
+            budget=budget,
+            executor=executor,
+            progress=progress and err.is_terminal,
+            console=err,
+        )
+    except user_errors() as exc:
+        fail(_one_line(exc))
+    except KeyboardInterrupt:
+        fail(f"interrupted; `bayesmix study resume {name}` continues where it stopped")
+    counts = result.counts
+    console.print(
+        f"study {study.name}: {counts['completed']} completed, {counts['failed']} failed",
+        highlight=False,
+    )
+    if result.fit is not None:
+        print_optimum(study, result.fit.snapshot)
+        if study.config.report:
+            from bayesmix.report import write_report
+
+            try:
+                path = write_report(study)
+            except user_errors() as exc:
+                fail(f"report: {_one_line(exc)}")
+            console.print(f"report: {path}", highlight=False)
+
+
+@study_app.command("run")
+def run_cmd(
+    name: Annotated[str, typer.Argument(help="study name")],
+    storage: StorageOpt = None,
+    budget: Annotated[
+        int | None, typer.Option(help="total runs of the study (default: the config's budget)")
+    ] = None,
+    executor: Annotated[
+        str | None, typer.Option(help="local | ray (default: the config's)")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="progress bars")] = True,
+) -> None:
+    """Run the active-learning loop until the study has its budget of runs."""
+    _run(name, storage, budget, executor, progress, resume=False)
+
+
+@study_app.command("resume")
+def resume_cmd(
+    name: Annotated[str, typer.Argument(help="study name")],
+    storage: StorageOpt = None,
+    budget: Annotated[int | None, typer.Option(help="total runs of the study")] = None,
+    executor: Annotated[
+        str | None, typer.Option(help="local | ray (default: the config's)")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="progress bars")] = True,
+) -> None:
+    """Continue a stopped or killed study: dead workers' runs are re-queued once, then failed."""
+    _run(name, storage, budget, executor, progress, resume=True)
+
+
+def print_optimum(study, snapshot: int | None = None) -> None:  # study: Study
+    snaps = study.storage.posteriors(study.id)
+    if not snaps:
+        console.print("no posterior yet (fit needs completed runs)")
+        return
+    snap = next((s for s in snaps if s.id == snapshot), snaps[-1])
+    s = snap.summary
+    ci = s.get("ci", 0.9)
+    natural = study.natural()
+    table = Table(
+        title=f"optimal mixture ({snap.law}, {snap.method}, {snap.n_runs} runs)",
+        title_justify="left",
+    )
+    for col in ("domain", "share", f"lo {ci:.0%}", f"hi {ci:.0%}", "natural", "uniform"):
+        table.add_column(col, justify="left" if col == "domain" else "right")
+    m = len(s["mixture"])
+    for d, share in s["mixture"].items():
+        iv = s["intervals"][d]
+        table.add_row(
+            d,
+            f"{share:.3f}",
+            f"{iv['lo']:.3f}",
+            f"{iv['hi']:.3f}",
+            f"{natural[d]:.3f}",
+            f"{1 / m:.3f}",
+        )
+    console.print(table)
+    lo, hi = s["objective_interval"]
+    console.print(
+        f"expected objective {s['expected_objective']:.4f} ({ci:.0%} interval {lo:.4f} to {hi:.4f})",
+        highlight=False,
+    )
+    if s["method"] == "nuts":
+        state = "converged" if s["converged"] else "did NOT converge: intervals not to be trusted"
+        console.print(
+            f"NUTS {state} (max r_hat {s['max_r_hat']}, min ess_bulk {s['min_ess_bulk']}, "
+            f"{s['divergences']} divergences)",
+            highlight=False,
+        )
+    else:
+        console.print(
+            f"approximate posterior ({s['method']}): no chains, so no R-hat; intervals are "
+            "those of the approximation",
+            highlight=False,
+        )
+
+
+@study_app.command("status")
+def status_cmd(
+    name: Annotated[str, typer.Argument(help="study name")],
+    storage: StorageOpt = None,
+    runs: Annotated[int, typer.Option(help="show the last N runs")] = 20,
+) -> None:
+    """Runs by status, the last runs, and the latest optimal mixture."""
+    try:
+        study = _open(name, storage)
+        counts = study.counts()
+        frame = study.runs_frame()
+    except user_errors() as exc:
+        fail(_one_line(exc))
+    cfg = study.config
+    total = sum(counts.values())
+    console.print(
+        f"study {study.name} ({study.storage.safe_url}): {total} of {cfg.budget} runs; "
+        + ", ".join(f"{v} {k}" for k, v in counts.items()),
+        highlight=False,
+    )
+    if len(frame):
+        table = Table(title=f"last {min(runs, len(frame))} runs", title_justify="left")
+        cols = ["run", "proposal", "status", "attempts", "acq."] + [
+            c[2:] for c in frame.columns if c.startswith("r:")
+        ]
+        for c in cols:
+            table.add_column(c, justify="left" if c in ("run", "status") else "right")
+        for _, r in frame.tail(runs).iterrows():
+            acq = r["acquisition_value"]
+            table.add_row(
+                r["run_id"],
+                str(r["proposal"]),
+                r["status"] + (f" ({r['reason'][:40]})" if r["status"] == "failed" else ""),
+                str(r["attempts"]),
+                "-" if acq is None or acq != acq else f"{acq:.3g}",
+                *(f"{r[c]:.3f}" for c in frame.columns if c.startswith("r:")),
+            )
+        console.print(table)
+    print_optimum(study)
+
+
+@study_app.command("report")
+def report_cmd(
+    name: Annotated[str, typer.Argument(help="study name")],
+    storage: StorageOpt = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="folder (default: <workdir>/report)")
+    ] = None,
+) -> None:
+    """Write the study's HTML report (self-contained) and its PNG figures."""
+    from bayesmix.report import write_report
+
+    try:
+        study = _open(name, storage)
+        path = write_report(study, out)
+    except user_errors() as exc:
+        fail(_one_line(exc))
+    console.print(f"report: {path}", highlight=False)
+
+
+@study_app.command("list")
+def list_cmd(storage: StorageOpt = None) -> None:
+    """The studies in a storage."""
+    from bayesmix.study.storage import Storage
+
+    try:
+        store = Storage(storage_url(storage), create=False)
+        studies = store.studies()
+        table = Table("study", "runs", "completed", "failed", "budget", title=store.safe_url)
+        for s in studies:
+            runs = store.runs(s.id)
+            done = sum(r.status == "completed" for r in runs)
+            failed = sum(r.status == "failed" for r in runs)
+            table.add_row(s.name, str(len(runs)), str(done), str(failed), str(s.config["budget"]))
+    except user_errors() as exc:
+        fail(_one_line(exc))
+    console.print(table)
