@@ -318,6 +318,11 @@ def _diagnostics_html(post: Posterior | None, snap: Any) -> str:
             "Markov chains, so R-hat and effective sample sizes do not apply; the intervals "
             "are those of the approximation. Fit with method nuts for checked intervals.</p>"
         )
+        if not s["converged"]:
+            head += (
+                '<p class="warn">The approximation\'s optimisation did NOT converge: its '
+                "intervals are not to be trusted.</p>"
+            )
         return head + _fit_table(s)
     cls = "ok" if s["converged"] else "warn"
     verdict = (

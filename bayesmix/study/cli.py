@@ -12,6 +12,7 @@ from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 study_app = typer.Typer(
@@ -32,7 +33,8 @@ StorageOpt = Annotated[
 
 
 def fail(message: str) -> NoReturn:
-    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    # Escaped: messages quote user input and lists, and rich would eat '[...]' as markup.
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(1)
 
 
@@ -205,7 +207,8 @@ def print_optimum(study, snapshot: int | None = None) -> None:  # study: Study
     console.print(table)
     lo, hi = s["objective_interval"]
     console.print(
-        f"expected objective {s['expected_objective']:.4f} ({ci:.0%} interval {lo:.4f} to {hi:.4f})",
+        f"expected objective {s['expected_objective']:.4f} "
+        f"({ci:.0%} interval {lo:.4f} to {hi:.4f})",
         highlight=False,
     )
     if s["method"] == "nuts":

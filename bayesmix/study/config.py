@@ -376,7 +376,7 @@ def format_error(exc: ValidationError, source: str) -> str:
     """pydantic's first error as one line: '<file>: <key.path>: <message> (got <value>)'."""
     errors = exc.errors()
     first = errors[0]
-    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    loc = ".".join(str(p) for p in first["loc"])
     msg = str(first["msg"]).removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         msg = "unknown key"
@@ -388,7 +388,8 @@ def format_error(exc: ValidationError, source: str) -> str:
         if len(shown) <= 60 and not isinstance(first["input"], dict):
             got = f" (got {shown})"
     more = f" [and {len(errors) - 1} more error(s)]" if len(errors) > 1 else ""
-    return f"{source}: {loc}: {msg}{got}{more}"
+    where = f"{loc}: " if loc else ""  # model-level checks name their keys in the message
+    return f"{source}: {where}{msg}{got}{more}"
 
 
 def parse_config(data: Any, source: str = "<config>", base: Path | None = None) -> StudyConfig:

@@ -89,8 +89,8 @@ class Study:
         """Validate the config, prepare its data, and store the new study."""
         from bayesmix.study.data import prepare_domains
 
-        store = storage if isinstance(storage, Storage) else Storage(storage)
         cfg = config if isinstance(config, StudyConfig) else load_config(config)
+        store = storage if isinstance(storage, Storage) else Storage(storage)
         if any(s.name == cfg.name for s in store.studies()):
             raise StorageError(
                 f"a study named {cfg.name!r} already exists in {store.safe_url} "
@@ -101,6 +101,7 @@ class Study:
         workdir.mkdir(parents=True, exist_ok=True)
         data = prepare_domains(cfg, workdir, progress)
         _check_domains(cfg, data.domains)
+        _check_feasible(cfg, data.domains, data.token_counts)
         store.create_study(cfg.name, cfg.to_json(), data.domains, data.token_counts, data.shards)
         return cls(store, cfg.name)
 
@@ -415,6 +416,24 @@ def _check_domains(cfg: StudyConfig, domains: list[str]) -> None:
                 f"{cfg.name}: {where} names unknown domain(s) {', '.join(unknown)}; "
                 f"the data has {', '.join(domains)}"
             )
+
+
+def _check_feasible(cfg: StudyConfig, domains: list[str], token_counts: dict[str, float]) -> None:
+    """Bounds and repetition caps that admit no mixture are a config error, found now."""
+    from bayesmix.optimize import Constraints
+
+    c = cfg.constraints
+    caps = c.target_tokens is not None
+    try:
+        Constraints(
+            lower=dict(c.lower),
+            upper=dict(c.upper),
+            token_counts=token_counts if caps else None,
+            target_tokens=c.target_tokens,
+            max_epochs=c.max_epochs,
+        ).bounds(domains)
+    except ValueError as exc:
+        raise ConfigError(f"{cfg.name}: constraints: {exc}") from None
 
 
 def _mixture_frame(runs: list[RunRecord], domains: list[str]) -> pd.DataFrame:
