@@ -1,67 +1,49 @@
-"""Fitting a law to observations, and the posterior that every later stage reads.
+"""Fitting a law to observations: MAP, Laplace, SVI or NUTS, and the Posterior they give.
 
-``fit`` runs NUTS from a Laplace approximation at the MAP (its draws seed the chains), or stops
-at an approximation (``method="laplace"`` or ``"svi"``) when speed matters more than exactness.
-``Posterior`` holds the draws as arviz InferenceData and answers predictions, diagnostics and
-the optimal mixture; it saves to one NetCDF file that also holds the observations and settings.
+Every method starts the same way: the MAP of the law's non-centred model, found by L-BFGS on
+the model's potential (the negative log joint density in unconstrained space, with exact JAX
+gradients), and the Laplace approximation there (the inverse Hessian of the potential).
+
+- ``method="laplace"``: draws from that Gaussian; seconds, approximate.
+- ``method="svi"``: a multivariate-normal variational posterior started at the MAP.
+- ``method="nuts"`` (default): NUTS chains started from dispersed Laplace draws, with the
+  Laplace covariance as the initial dense mass matrix, so warm-up starts in the typical set with
+  the right metric instead of spending its budget finding both.
+
+The hierarchy is sampled centred or non-centred as the data warrant (``LawSettings.centered``).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
 import warnings
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Callable, Mapping
+from functools import partial
+from typing import Any, Literal
 
+import jax
+import jax.numpy as jnp
 import numpy as np
-import pandas as pd
+from jax.flatten_util import ravel_pytree
+from numpyro.infer import MCMC, NUTS, SVI, Trace_ELBO, autoguide
+from numpyro.infer.initialization import init_to_value
+from numpyro.infer.util import constrain_fn, potential_energy, unconstrain_fn
 
-from bayesmix.observations import Observations, ObservationsError, ratio_column
-
-if TYPE_CHECKING:
-    from bayesmix.optimize import Constraints, OptimalMixture
+from bayesmix import jax_setup  # noqa: F401  (XLA flags and float64 before any computation)
+from bayesmix.laws import LawData, LawSettings, Prior, get_law
+from bayesmix.observations import Observations, ObservationsError
+from bayesmix.posterior import ConvergenceWarning, NotConvergedError, Posterior
 
 log = logging.getLogger(__name__)
 
 Method = Literal["nuts", "laplace", "svi"]
+METHODS = ("nuts", "laplace", "svi")
 
-R_HAT_MAX = 1.01
-ESS_MIN = 400
-MIX_TOLERANCE = 1e-3
-
-
-def _use_cpu_devices(n: int) -> None:
-    """Let NUTS chains run in parallel on CPU threads (must precede JAX's first computation)."""
-    flag = "--xla_force_host_platform_device_count"
-    if flag not in os.environ.get("XLA_FLAGS", ""):
-        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}={n}".strip()
+__all__ = ["ConvergenceWarning", "NotConvergedError", "Posterior", "fit"]
 
 
-_use_cpu_devices(max(4, os.cpu_count() or 1))
-
-import jax  # noqa: E402
-from numpyro.infer import MCMC, NUTS, SVI, Trace_ELBO, autoguide, init_to_median  # noqa: E402
-from numpyro.infer.util import unconstrain_fn  # noqa: E402
-
-from bayesmix.laws import LawData, LawSettings, Prior, get_law  # noqa: E402
-
-jax.config.update("jax_enable_x64", True)
-
-
-class NotConvergedError(RuntimeError):
-    """A posterior whose chains did not converge was used with strict=True."""
-
-
-class ConvergenceWarning(UserWarning):
-    """A posterior whose chains did not converge is being used."""
-
-
-# ---------------------------------------------------------------------------------- fitting
 def fit(
     obs: Observations,
     law: str = "bimix",
@@ -74,11 +56,13 @@ def fit(
     eps: float | Literal["learned"] = "learned",
     noise: Literal["student", "normal"] = "student",
     rank: int = 0,
+    centered: bool | None = None,
     reference_step: float | None = None,
     prior: Prior | None = None,
-    target_accept: float = 0.9,
-    max_tree_depth: int = 10,
-    svi_steps: int = 4000,
+    init: Posterior | None = None,
+    target_accept: float = 0.85,
+    max_tree_depth: int = 8,
+    svi_steps: int = 3000,
     progress: bool = True,
 ) -> Posterior:
     """Fit ``law`` to ``obs`` and return its posterior.
@@ -88,15 +72,25 @@ def fit(
         law: "bimix" (own share), "bimix-cross" (every share) or "loglinear".
         method: "nuts" (exact, with diagnostics), "laplace" (Gaussian at the MAP) or "svi"
             (multivariate-normal variational posterior): the last two are fast and approximate.
-        eps: floor added to proportions in r^-alpha (a number, or "learned").
+        num_chains, num_warmup, num_samples: NUTS chains and draws per chain (for the
+            approximations, num_chains x num_samples draws in one chain).
+        eps: floor in log(r + eps): a number, or "learned" (per target, pooled).
         noise: log-scale observation noise, "student" (heavy tails) or "normal".
-        rank: low-rank cross-domain exponents (0: full; use 2 to 4 for 64 domains).
+        rank: low-rank cross-domain exponents (0: full; 2 to 4 for 64 domains).
+        centered: force the centred (True) or non-centred (False) hierarchy; None decides
+            from the number of observations per target.
         prior: informative prior per site (warm starts, see ``bayesmix.reuse``).
+        init: an earlier posterior of the same law, domains and targets: its posterior mean
+            starts the MAP search (refits after a few more runs converge in a few iterations).
+        progress: show NUTS progress bars.
     """
     if not isinstance(obs, Observations):
         raise TypeError(f"fit expects Observations, got {type(obs).__name__}")
-    if method not in ("nuts", "laplace", "svi"):
-        raise ValueError(f"unknown method {method!r}; choose nuts, laplace or svi")
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    for name, value in (("num_chains", num_chains), ("num_samples", num_samples)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if len(obs.metrics) > 1:
         raise ObservationsError(
             f"observations hold several metrics {obs.metrics}: fit one, e.g. "
@@ -104,25 +98,38 @@ def fit(
         )
     law_obj = get_law(law)
     settings = LawSettings(
-        eps=eps, noise=noise, reference_step=reference_step or obs.max_step, rank=rank
+        eps=eps,
+        noise=noise,
+        reference_step=reference_step or obs.max_step,
+        rank=rank,
+        centered=centered,
     )
     data = LawData.from_observations(obs, settings)
     law_obj.check(data)
 
-    def model(data: LawData) -> None:
-        law_obj.model(data, settings, prior)
-
     started = time.perf_counter()
-    rng = jax.random.PRNGKey(seed)
-    rng_map, rng_init, rng_run = jax.random.split(rng, 3)
-    guide, params, losses = _laplace(model, data, rng_map, svi_steps if method == "svi" else 0)
-    info: dict[str, Any] = {"map_loss": float(losses[-1])}
-    if method == "nuts":
+    rng_init, rng_run = jax.random.split(jax.random.PRNGKey(seed))
+    model = partial(law_obj.model, data, settings, prior)
+    start = _warm_start(init, law, obs) if init is not None else None
+    laplace = find_map(model, start)
+    info: dict[str, Any] = {
+        "map_potential": laplace.potential,
+        "map_iterations": laplace.nit,
+        "map_flat": laplace.flat_map.tolist(),
+        "map_seconds": time.perf_counter() - started,
+    }
+    n_draws = num_chains * num_samples
+    if method == "laplace":
+        samples = laplace.sample(rng_run, n_draws)
+        stats = {"diverging": np.zeros((1, n_draws), dtype=bool)}
+        info["laplace_pd"] = laplace.positive_definite
+    elif method == "svi":
+        samples, info["svi_rel_change"] = _svi(model, laplace, rng_run, svi_steps, n_draws)
+        stats = {"diverging": np.zeros((1, n_draws), dtype=bool)}
+    else:
         samples, stats = _nuts(
             model,
-            data,
-            guide,
-            params,
+            laplace,
             rng_init,
             rng_run,
             num_chains,
@@ -132,17 +139,7 @@ def fit(
             max_tree_depth,
             progress,
         )
-    else:
-        draws = guide.sample_posterior(rng_run, params, sample_shape=(num_chains * num_samples,))
-        draws = _with_deterministic(model, data, draws)
-        samples = {k: np.asarray(v)[None] for k, v in draws.items()}
-        tail = np.asarray(losses[-max(10, len(losses) // 10) :])
-        info["loss_rel_change"] = (
-            float(np.abs(np.diff(tail)).mean() / (abs(tail.mean()) + 1e-9))
-            if len(tail) > 1
-            else 0.0
-        )
-        stats = {"diverging": np.zeros((1, num_chains * num_samples), dtype=bool)}
+    info["centered"] = data.centered
     info["fit_seconds"] = time.perf_counter() - started
     info.update(num_chains=num_chains, num_warmup=num_warmup, num_samples=num_samples, seed=seed)
     post = Posterior.from_samples(law, settings, method, samples, stats, obs, info)
@@ -151,43 +148,154 @@ def fit(
     return post
 
 
-def _laplace(model: Any, data: LawData, rng: Any, svi_steps: int) -> tuple[Any, Any, np.ndarray]:
-    """MAP by BFGS, then a Laplace approximation; with svi_steps, an MVN guide fitted by SVI."""
-    from numpyro.optim import Adam, Minimize
+# ------------------------------------------------------------------------------ MAP / Laplace
+class Laplace:
+    """The MAP of a model in unconstrained space and the Gaussian approximation around it.
 
-    if svi_steps:
-        guide = autoguide.AutoMultivariateNormal(model, init_loc_fn=init_to_median, init_scale=0.01)
-        svi = SVI(model, guide, Adam(0.01), Trace_ELBO())
-        result = svi.run(rng, svi_steps, data, progress_bar=False)
-        return guide, result.params, np.asarray(result.losses)
-    # BFGS alone stalls from the prior median on these models; Adam first finds the basin.
-    guide = autoguide.AutoLaplaceApproximation(model, init_loc_fn=init_to_median)
-    warm = SVI(model, guide, Adam(0.02), Trace_ELBO()).run(rng, 2000, data, progress_bar=False)
-    result = SVI(model, guide, Minimize(method="BFGS"), Trace_ELBO()).run(
-        rng, 1, data, progress_bar=False, init_params=warm.params
+    Works on the flat vector of every latent site's unconstrained value (``ravel_pytree``
+    order, which is also the order NUTS uses for its mass matrix).
+    """
+
+    def __init__(
+        self, model: Callable[[], None], z_map: Mapping[str, Any], potential: float, nit: int
+    ) -> None:
+        self.model = model
+        self.potential = potential
+        self.nit = nit
+        flat, self.unravel = ravel_pytree(dict(z_map))
+        self.flat_map = np.asarray(flat)
+        self.cov, self.positive_definite = _inverse_covariance(
+            np.asarray(_hessian(model, self.unravel)(flat))
+        )
+        constrain = partial(constrain_fn, model, (), {}, return_deterministic=True)
+        self._to_sites = jax.jit(jax.vmap(lambda v: constrain(self.unravel(v))))
+
+    def constrained(self, flat_draws: np.ndarray) -> dict[str, np.ndarray]:
+        """Unconstrained flat draws (N, d) -> every site's constrained value, deterministic too."""
+        sites = self._to_sites(jnp.asarray(flat_draws))
+        return {k: np.asarray(v) for k, v in sites.items()}
+
+    def flat_draws(self, rng: Any, n: int) -> np.ndarray:
+        chol = np.linalg.cholesky(self.cov)
+        z = np.asarray(jax.random.normal(rng, (n, len(self.flat_map))))
+        return self.flat_map + z @ chol.T
+
+    def sample(self, rng: Any, n: int) -> dict[str, np.ndarray]:
+        """n draws of every site, with a leading chain axis of 1 (arviz layout)."""
+        return {k: v[None] for k, v in self.constrained(self.flat_draws(rng, n)).items()}
+
+    def values(self) -> dict[str, np.ndarray]:
+        """Constrained values of every site at the MAP."""
+        return {k: v[0] for k, v in self.constrained(self.flat_map[None]).items()}
+
+
+def prior_centre(model: Callable[[], None]) -> dict[str, Any]:
+    """Each latent site at its prior mean (or a prior draw where the mean is not finite),
+    in unconstrained space: a deterministic, cheap start for the MAP search."""
+    from numpyro import handlers
+    from numpyro.distributions.transforms import biject_to
+
+    def centre() -> dict[str, Any]:
+        trace = handlers.trace(handlers.seed(model, 0)).get_trace()
+        z = {}
+        for name, site in trace.items():
+            if site["type"] != "sample" or site["is_observed"]:
+                continue
+            value = site["value"]
+            try:
+                mean = jnp.broadcast_to(site["fn"].mean, jnp.shape(value))
+                value = jnp.where(jnp.isfinite(mean), mean, value)
+            except NotImplementedError:
+                pass
+            z[name] = biject_to(site["fn"].support).inv(value)
+        return z
+
+    # Traced once under jit: running the model eagerly compiles every operation on its own.
+    return jax.jit(centre)()
+
+
+def find_map(model: Callable[[], None], start: np.ndarray | None = None) -> Laplace:
+    """MAP by L-BFGS on the potential from the prior centre (or the flat vector ``start``)."""
+    from scipy.optimize import minimize
+
+    flat0, unravel = ravel_pytree(prior_centre(model))
+    if start is not None and start.shape == flat0.shape:
+        flat0 = jnp.asarray(start)
+    value_and_grad = jax.jit(jax.value_and_grad(lambda v: _potential(model, unravel(v))))
+
+    def objective(v: np.ndarray) -> tuple[float, np.ndarray]:
+        value, grad = value_and_grad(v)
+        if not np.isfinite(value):
+            return np.inf, np.zeros_like(v)
+        return float(value), np.asarray(grad)
+
+    result = minimize(
+        objective,
+        np.asarray(flat0),
+        jac=True,
+        method="L-BFGS-B",
+        options={"maxiter": 20000, "maxfun": 40000, "ftol": 1e-11, "gtol": 1e-4},
     )
-    if not np.isfinite(result.losses[-1]) or result.losses[-1] > warm.losses[-1]:
-        result = warm
-    return guide, result.params, np.asarray(result.losses)
+    if not np.isfinite(result.fun):
+        raise RuntimeError("MAP search failed: the potential is not finite at the optimum")
+    return Laplace(model, unravel(jnp.asarray(result.x)), float(result.fun), result.nit)
 
 
-def _with_deterministic(model: Any, data: LawData, draws: Mapping[str, Any]) -> dict[str, Any]:
-    from numpyro.infer import Predictive
+def _potential(model: Callable[[], None], z: Mapping[str, Any]) -> Any:
+    return potential_energy(model, (), {}, z)
 
-    latent = {k: v for k, v in draws.items()}
-    det = Predictive(model, posterior_samples=latent, exclude_deterministic=False)(
-        jax.random.PRNGKey(0), data
+
+def _hessian(model: Callable[[], None], unravel: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return jax.jit(jax.hessian(lambda v: _potential(model, unravel(v))))
+
+
+def _inverse_covariance(hessian: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Inverse of a symmetric Hessian, eigenvalues floored where it is not positive definite."""
+    h = 0.5 * (hessian + hessian.T)
+    values, vectors = np.linalg.eigh(h)
+    positive = bool(values.min() > 0)
+    floor = max(values.max() * 1e-8, 1e-6)
+    values = np.maximum(values, floor)
+    return (vectors / values) @ vectors.T, positive
+
+
+def _warm_start(previous: Posterior, law: str, obs: Observations) -> np.ndarray | None:
+    """The MAP of an earlier fit of the same law, domains and targets (unconstrained, flat)."""
+    if previous.law != law or previous.domains != obs.domains or previous.targets != obs.targets:
+        raise ValueError(
+            "init must be a posterior of the same law, domains and targets "
+            f"(got {previous.law} over {len(previous.domains)} domains, "
+            f"{len(previous.targets)} targets)"
+        )
+    flat = previous.info.get("map_flat")
+    return None if flat is None else np.asarray(flat, dtype=float)
+
+
+# ------------------------------------------------------------------------------------- SVI
+def _svi(
+    model: Callable[[], None], laplace: Laplace, rng: Any, steps: int, n_draws: int
+) -> tuple[dict[str, np.ndarray], float]:
+    """An MVN variational posterior started at the MAP; returns draws and the ELBO's last drift."""
+    from numpyro.optim import Adam
+
+    values = laplace.values()
+    guide = autoguide.AutoMultivariateNormal(
+        model, init_loc_fn=init_to_value(values=values), init_scale=0.01
     )
-    out = dict(latent)
-    out.update({k: v for k, v in det.items() if k != "log_y"})
-    return out
+    result = SVI(model, guide, Adam(0.005), Trace_ELBO()).run(rng, steps, progress_bar=False)
+    losses = np.asarray(result.losses)
+    tail = losses[-max(10, len(losses) // 10) :]
+    drift = float(abs(tail[: len(tail) // 2].mean() - tail[len(tail) // 2 :].mean()))
+    latent = guide.sample_posterior(rng, result.params, sample_shape=(n_draws,))
+    z = jax.vmap(lambda p: unconstrain_fn(model, (), {}, p))(latent)
+    flat = jax.vmap(lambda zz: ravel_pytree(zz)[0])(z)
+    return {k: v[None] for k, v in laplace.constrained(np.asarray(flat)).items()}, drift
 
 
+# ------------------------------------------------------------------------------------ NUTS
 def _nuts(
-    model: Any,
-    data: LawData,
-    guide: Any,
-    params: Any,
+    model: Callable[[], None],
+    laplace: Laplace,
     rng_init: Any,
     rng_run: Any,
     num_chains: int,
@@ -197,23 +305,21 @@ def _nuts(
     max_tree_depth: int,
     progress: bool,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    # Chains start from draws of the Laplace approximation pulled halfway to the MAP:
-    # dispersed enough for R-hat to mean something, close enough to skip the long climb.
-    mode = guide.median(params)
-    starts = guide.sample_posterior(rng_init, params, sample_shape=(num_chains,))
-    inits: dict[str, list[Any]] = {}
-    for c in range(num_chains):
-        point = {k: 0.5 * (starts[k][c] + mode[k]) for k in mode}
-        u = unconstrain_fn(model, (data,), {}, point)
-        if not all(bool(np.all(np.isfinite(np.asarray(v)))) for v in u.values()):
-            u = unconstrain_fn(model, (data,), {}, mode)
-        for k, v in u.items():
-            inits.setdefault(k, []).append(v)
-    init_params = {k: jax.numpy.stack(v) for k, v in inits.items()}
+    # Chains start at Laplace draws pulled halfway to the MAP: dispersed enough for R-hat to
+    # mean something, close enough to skip the long climb into the typical set. The Laplace
+    # covariance is the first metric; warm-up adapts it from there.
+    flat = 0.5 * (laplace.flat_draws(rng_init, num_chains) + laplace.flat_map)
+    init_params = jax.vmap(laplace.unravel)(jnp.asarray(flat))
     kernel = NUTS(
-        model, target_accept_prob=target_accept, max_tree_depth=max_tree_depth, dense_mass=True
+        model,
+        target_accept_prob=target_accept,
+        max_tree_depth=max_tree_depth,
+        dense_mass=True,
+        inverse_mass_matrix=laplace.cov if laplace.positive_definite else None,
+        adapt_mass_matrix=os.environ.get("BM_ADAPT", "1") == "1" or not laplace.positive_definite,
     )
     chain_method = "parallel" if jax.local_device_count() >= num_chains else "sequential"
+    chain_method = os.environ.get("BM_CHAIN", chain_method)
     mcmc = MCMC(
         kernel,
         num_warmup=num_warmup,
@@ -222,420 +328,8 @@ def _nuts(
         chain_method=chain_method,
         progress_bar=progress,
     )
-    mcmc.run(rng_run, data, init_params=init_params, extra_fields=("diverging",))
+    mcmc.run(rng_run, init_params=init_params, extra_fields=("diverging", "num_steps"))
     samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
-    stats = {"diverging": np.asarray(mcmc.get_extra_fields(group_by_chain=True)["diverging"])}
+    extra = mcmc.get_extra_fields(group_by_chain=True)
+    stats = {k: np.asarray(v) for k, v in extra.items()}
     return samples, stats
-
-
-# -------------------------------------------------------------------------------- posterior
-@dataclass
-class Posterior:
-    """Draws of a law's parameters, the observations they came from, and what follows from them.
-
-    ``idata`` is the arviz InferenceData (posterior, sample_stats); ``observations`` the
-    fitted table; ``law``, ``settings`` and ``method`` say how it was fitted.
-    """
-
-    idata: Any
-    observations: Observations
-    law: str
-    settings: LawSettings
-    method: str
-    info: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_samples(
-        cls,
-        law: str,
-        settings: LawSettings,
-        method: str,
-        samples: Mapping[str, np.ndarray],
-        stats: Mapping[str, np.ndarray],
-        obs: Observations,
-        info: dict[str, Any],
-    ) -> Posterior:
-        import arviz as az
-
-        post = {k: np.asarray(v) for k, v in samples.items() if not k.startswith("_")}
-        idata = az.from_dict(posterior=post, sample_stats=dict(stats))
-        return cls(
-            idata=idata, observations=obs, law=law, settings=settings, method=method, info=info
-        )
-
-    # ------------------------------------------------------------------ properties
-    @property
-    def domains(self) -> list[str]:
-        return self.observations.domains
-
-    @property
-    def targets(self) -> list[str]:
-        return self.observations.targets
-
-    @property
-    def law_obj(self) -> Any:
-        return get_law(self.law)
-
-    @property
-    def num_draws(self) -> int:
-        p = self.idata.posterior
-        return int(p.sizes["chain"] * p.sizes["draw"])
-
-    @property
-    def divergences(self) -> int:
-        return int(np.asarray(self.idata.sample_stats["diverging"]).sum())
-
-    def diagnostics(self) -> pd.DataFrame:
-        """One row per scalar parameter: r_hat, ess_bulk, ess_tail (NaN for approximations)."""
-        import arviz as az
-
-        if self.method != "nuts":
-            names = _flat_names(self.idata.posterior)
-            nan = np.full(len(names), np.nan)
-            return pd.DataFrame({"r_hat": nan, "ess_bulk": nan, "ess_tail": nan}, index=names)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            summary = az.summary(self.idata, kind="diagnostics")
-        return summary[["r_hat", "ess_bulk", "ess_tail"]]
-
-    @property
-    def converged(self) -> bool:
-        """NUTS: every r_hat <= 1.01, every ess_bulk >= 400, no divergence.
-
-        Approximations (laplace, svi) have no chains to check: they count as converged when
-        the optimisation ended finite (and, for svi, flat), and ``convergence_message`` says
-        they are approximate.
-        """
-        if "_converged" in self.info:
-            return bool(self.info["_converged"])
-        if self.method == "nuts":
-            d = self.diagnostics()
-            ok = bool((d["r_hat"] <= R_HAT_MAX).all() and (d["ess_bulk"] >= ESS_MIN).all())
-            ok = ok and self.divergences == 0
-        else:
-            ok = bool(np.isfinite(self.info.get("map_loss", np.nan)))
-            ok = ok and self.info.get("loss_rel_change", 0.0) < 1e-3
-        self.info["_converged"] = ok
-        return ok
-
-    def convergence_message(self) -> str:
-        if self.method != "nuts":
-            state = "converged" if self.converged else "did NOT converge"
-            return f"approximate posterior ({self.method}); its optimisation {state}"
-        d = self.diagnostics()
-        worst = d["r_hat"].idxmax()
-        return (
-            f"posterior ({self.law}, NUTS) did NOT converge: max r_hat {d['r_hat'].max():.3f} "
-            f"({worst}), min ess_bulk {d['ess_bulk'].min():.0f}, {self.divergences} divergent "
-            "transitions; its intervals are not to be trusted (fit longer, or reparametrise)"
-        )
-
-    def check_usable(self, strict: bool = False) -> None:
-        """Warn loudly (or raise with strict=True) when the chains did not converge."""
-        if self.converged:
-            return
-        if strict:
-            raise NotConvergedError(self.convergence_message())
-        warnings.warn(self.convergence_message(), ConvergenceWarning, stacklevel=3)
-
-    # ------------------------------------------------------------------ draws
-    def draws(self, max_draws: int | None = None) -> dict[str, np.ndarray]:
-        """Law parameters with one leading draw axis (chains flattened), optionally thinned."""
-        out = {}
-        post = self.idata.posterior
-        for name in post.data_vars:
-            v = np.asarray(post[name])
-            out[name] = v.reshape(-1, *v.shape[2:])
-        d = self.num_draws
-        if max_draws is not None and max_draws < d:
-            keep = np.linspace(0, d - 1, max_draws).round().astype(int)
-            out = {k: v[keep] for k, v in out.items()}
-        if "eps" not in out:
-            n = next(iter(out.values())).shape[0]
-            out["eps"] = np.full(n, float(self.settings.eps))
-        return out
-
-    def s_rel(self, step: float | None) -> np.ndarray | None:
-        """Training progress relative to the reference step, or None without a step axis."""
-        if not self.observations.has_steps:
-            return None
-        ref = self.settings.reference_step or self.observations.max_step
-        s = ref if step is None else float(step)
-        if not np.isfinite(s) or s <= 0:
-            raise ValueError(f"step must be a positive number, got {step!r}")
-        return np.array([s / ref])
-
-    def own_onehot(self) -> np.ndarray:
-        own = np.zeros((len(self.targets), len(self.domains)))
-        for t, d in self.observations.target_domain.items():
-            own[self.targets.index(t), self.domains.index(d)] = 1.0
-        return own
-
-    def log_loss(
-        self,
-        r: np.ndarray,
-        step: float | None = None,
-        max_draws: int | None = None,
-        params: Mapping[str, np.ndarray] | None = None,
-    ) -> np.ndarray:
-        """Noise-free log loss per draw: (D, P, T) for mixtures r (P, M)."""
-        params = params if params is not None else self.draws(max_draws)
-        s_rel = self.s_rel(step)
-        if s_rel is not None:
-            s_rel = np.repeat(s_rel, len(r))
-        eps = params["eps"][:, None, None]
-        return self.law_obj.log_loss(
-            np, params, r[None], s_rel, own_onehot=self.own_onehot(), eps=eps
-        )
-
-    def mixture_matrix(self, mixtures: pd.DataFrame) -> np.ndarray:
-        """Validate a frame of mixtures (one r:<domain> column per domain) and return (P, M)."""
-        return mixture_matrix(mixtures, self.domains)
-
-    def predict(
-        self,
-        mixtures: pd.DataFrame,
-        step: float | None = None,
-        ci: float = 0.9,
-        *,
-        weights: Mapping[str, float] | None = None,
-        draws: bool = False,
-        max_draws: int | None = None,
-        seed: int = 0,
-        strict: bool = False,
-    ) -> pd.DataFrame:
-        """Predicted loss per (mixture, target): mean and the central ``ci`` interval.
-
-        The interval includes observation noise; ``mean`` is the posterior mean of the law.
-        With ``weights``, rows with target ``objective`` give the weighted sum of targets.
-        With ``draws=True``, one row per posterior draw (``draw``, ``value``) instead.
-        """
-        self.check_usable(strict)
-        if not 0 < ci < 1:
-            raise ValueError(f"ci must be in (0, 1), got {ci}")
-        r = self.mixture_matrix(mixtures)
-        run_ids = (
-            mixtures["run_id"].astype(str).to_numpy()
-            if "run_id" in mixtures.columns
-            else mixtures.index.astype(str).to_numpy()
-        )
-        params = self.draws(max_draws)
-        log_mean = self.log_loss(r, step, params=params)  # (D, P, T)
-        noise = self._noise(params, log_mean.shape, seed)
-        law_value = np.exp(log_mean)
-        predictive = np.exp(log_mean + noise)
-        names = list(self.targets)
-        if weights is not None:
-            w = objective_weights(weights, self.targets)
-            law_value = np.concatenate([law_value, (law_value @ w)[..., None]], axis=-1)
-            predictive = np.concatenate([predictive, (predictive @ w)[..., None]], axis=-1)
-            names.append("objective")
-        step_value = (
-            np.nan
-            if self.s_rel(step) is None
-            else float(step if step is not None else self.settings.reference_step)
-        )
-        n_p, n_t = law_value.shape[1], law_value.shape[2]
-        if draws:
-            d = law_value.shape[0]
-            return pd.DataFrame(
-                {
-                    "run_id": np.tile(np.repeat(run_ids, n_t), d),
-                    "target": np.tile(np.tile(names, n_p), d),
-                    "draw": np.repeat(np.arange(d), n_p * n_t),
-                    "value": law_value.reshape(-1),
-                    "predictive": predictive.reshape(-1),
-                    "step": step_value,
-                }
-            )
-        q = (1 - ci) / 2
-        return pd.DataFrame(
-            {
-                "run_id": np.repeat(run_ids, n_t),
-                "target": np.tile(names, n_p),
-                "mean": law_value.mean(axis=0).reshape(-1),
-                "lo": np.quantile(predictive, q, axis=0).reshape(-1),
-                "hi": np.quantile(predictive, 1 - q, axis=0).reshape(-1),
-                "step": step_value,
-            }
-        )
-
-    def _noise(
-        self, params: Mapping[str, np.ndarray], shape: tuple[int, ...], seed: int
-    ) -> np.ndarray:
-        rng = np.random.default_rng(seed)
-        sigma = params["sigma"][:, None, :]
-        if self.settings.noise == "student":
-            nu = params["nu"][:, None, None]
-            z = rng.standard_t(np.broadcast_to(nu, shape))
-        else:
-            z = rng.standard_normal(shape)
-        return sigma * z
-
-    def optimal_mixture(
-        self,
-        weights: Mapping[str, float] | None = None,
-        step: float | None = None,
-        constraints: Constraints | None = None,
-        ci: float = 0.9,
-        *,
-        max_draws: int | None = 1000,
-        strict: bool = False,
-    ) -> OptimalMixture:
-        """The mixture minimising sum_t w_t L_t at ``step``, and the distribution of optima.
-
-        See ``bayesmix.optimize.optimal_mixture``.
-        """
-        from bayesmix.optimize import optimal_mixture
-
-        self.check_usable(strict)
-        return optimal_mixture(
-            self, weights=weights, step=step, constraints=constraints, ci=ci, max_draws=max_draws
-        )
-
-    def to_prior(self, update: Any, **kwargs: Any) -> Any:
-        """The prior for a new domain set after ``update`` (see ``bayesmix.reuse``)."""
-        from bayesmix.reuse import prior_from_posterior
-
-        return prior_from_posterior(self, update, **kwargs)
-
-    # ------------------------------------------------------------------ persistence
-    def save(self, path: str | Path) -> Path:
-        """Write one NetCDF file: draws, sample stats, the observations and the settings."""
-        import xarray as xr
-
-        path = Path(path)
-        frame = self.observations.frame.reset_index(drop=True)
-        table = xr.Dataset({c: ("row", _netcdf_column(frame[c])) for c in frame.columns})
-        meta = {
-            "law": self.law,
-            "method": self.method,
-            "settings": self.settings.to_dict(),
-            "target_domain": self.observations.target_domain,
-            "columns": list(frame.columns),
-            "info": {k: v for k, v in self.info.items() if not k.startswith("_")},
-            "format": 1,
-        }
-        idata = self.idata.copy()
-        idata.add_groups(
-            {"observed_table": table}, warn_on_custom_groups=False
-        ) if _has_custom_group_flag() else idata.add_groups({"observed_table": table})
-        idata.posterior.attrs["bayesmix"] = json.dumps(meta, default=_json_default)
-        tmp = path.with_name(path.name + ".tmp")
-        idata.to_netcdf(str(tmp))
-        os.replace(tmp, path)
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path) -> Posterior:
-        """Read a file written by ``save``; everything needed to predict and optimise is in it."""
-        import arviz as az
-
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: no such posterior file")
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                idata = az.from_netcdf(str(path))
-            meta = json.loads(idata.posterior.attrs["bayesmix"])
-            table = idata["observed_table"]
-        except Exception as exc:
-            raise ValueError(f"{path}: not a bayesmix posterior file ({exc})") from exc
-        frame = pd.DataFrame({c: np.asarray(table[c]) for c in meta["columns"]})
-        for c in ("run_id", "target", "metric"):
-            frame[c] = frame[c].astype(str)
-        obs = Observations.from_frame(frame, meta["target_domain"])
-        settings = LawSettings(**meta["settings"])
-        import arviz as az2
-
-        core = az2.InferenceData(posterior=idata.posterior, sample_stats=idata.sample_stats)
-        return cls(
-            idata=core,
-            observations=obs,
-            law=meta["law"],
-            settings=settings,
-            method=meta["method"],
-            info=meta.get("info", {}),
-        )
-
-
-# ------------------------------------------------------------------------------- helpers
-def mixture_matrix(mixtures: pd.DataFrame, domains: list[str]) -> np.ndarray:
-    """(P, M) proportions from a frame with one r:<domain> column per domain; validated."""
-    if not isinstance(mixtures, pd.DataFrame):
-        raise TypeError(
-            f"mixtures must be a DataFrame with r:<domain> columns, got {type(mixtures).__name__}"
-        )
-    cols = [ratio_column(d) for d in domains]
-    missing = [c for c in cols if c not in mixtures.columns]
-    if missing:
-        raise ObservationsError(
-            f"mixtures lack column(s) {', '.join(missing)} (every domain "
-            "of the posterior needs one)"
-        )
-    unknown = [c for c in mixtures.columns if str(c).startswith("r:") and c not in cols]
-    if unknown:
-        raise ObservationsError(
-            f"mixtures have column(s) for unknown domain(s): {', '.join(unknown)}"
-        )
-    r = mixtures[cols].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
-    bad = ~np.isfinite(r) | (r < 0) | (r > 1)
-    if bad.any():
-        i, j = np.argwhere(bad)[0]
-        raise ObservationsError(
-            f"mixture row {mixtures.index[i]!r}, column {cols[j]!r}: "
-            f"{mixtures[cols[j]].iloc[i]!r} is not a proportion in [0, 1]"
-        )
-    sums = r.sum(axis=1)
-    off = np.abs(sums - 1) > MIX_TOLERANCE
-    if off.any():
-        i = int(np.argmax(off))
-        raise ObservationsError(
-            f"mixture row {mixtures.index[i]!r}: proportions sum to {sums[i]:.6g}, not 1"
-        )
-    return r / sums[:, None]
-
-
-def objective_weights(weights: Mapping[str, float] | None, targets: list[str]) -> np.ndarray:
-    """Weights over targets (equal by default); unknown targets and bad values are errors."""
-    if weights is None:
-        return np.full(len(targets), 1.0 / len(targets))
-    unknown = [t for t in weights if t not in targets]
-    if unknown:
-        raise ValueError(f"weights name unknown target(s): {', '.join(map(str, unknown))}")
-    w = np.array([float(weights.get(t, 0.0)) for t in targets])
-    if not np.all(np.isfinite(w)) or (w < 0).any() or w.sum() <= 0:
-        raise ValueError("weights must be finite, non-negative and not all zero")
-    return w
-
-
-def _flat_names(posterior: Any) -> list[str]:
-    names = []
-    for name in posterior.data_vars:
-        shape = posterior[name].shape[2:]
-        if not shape:
-            names.append(name)
-        else:
-            names += [f"{name}[{','.join(map(str, idx))}]" for idx in np.ndindex(*shape)]
-    return names
-
-
-def _netcdf_column(col: pd.Series) -> np.ndarray:
-    if pd.api.types.is_numeric_dtype(col):
-        return col.to_numpy(dtype=float)
-    return col.astype(str).to_numpy(dtype=object)
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
-def _has_custom_group_flag() -> bool:
-    import inspect
-
-    import arviz as az
-
-    return "warn_on_custom_groups" in inspect.signature(az.InferenceData.add_groups).parameters

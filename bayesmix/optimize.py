@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from bayesmix.observations import ratio_column
+from bayesmix.posterior import FORMULA_SITES
 
 if TYPE_CHECKING:
     from bayesmix.inference import Posterior
@@ -162,7 +163,7 @@ def own_share_optimum(
 ) -> np.ndarray:
     """Closed-form optimum of sum_t c_t (r_own(t) + eps)^(-alpha_t) over the box-simplex.
 
-    log_scale: (D, T) log(w_t K_t); alpha: (D, T); eps: (D,); own: (T,) each target's domain
+    log_scale: (D, T) log(w_t K_t); alpha, eps: (D, T); own: (T,) each target's domain
     index (distinct). KKT: c_t alpha_t (r + eps)^(-alpha_t - 1) = lambda, so
     r_own(t)(lambda) = clip((c_t alpha_t / lambda)^(1 / (1 + alpha_t)) - eps, lo, hi), which
     decreases in lambda: one bisection on log lambda per draw. Domains no target measures
@@ -173,7 +174,7 @@ def own_share_optimum(
     others = np.setdiff1d(np.arange(m), own)
     base = lo[others].sum()
     log_ca = log_scale + np.log(alpha)
-    e = eps[:, None]
+    e = eps
 
     def shares(log_lam: np.ndarray) -> np.ndarray:
         r = np.exp((log_ca - log_lam) / (1 + alpha)) - e
@@ -252,14 +253,14 @@ def optimal_mixture(
     """Per-draw optima (intervals) and the posterior-expected optimum (recommendation)."""
     import jax.numpy as jnp
 
-    from bayesmix.inference import objective_weights
+    from bayesmix.posterior import objective_weights
 
     if not 0 < ci < 1:
         raise ValueError(f"ci must be in (0, 1), got {ci}")
     domains, targets = posterior.domains, posterior.targets
     lo, hi = (constraints or Constraints()).bounds(domains)
     w = objective_weights(weights, targets)
-    params = posterior.draws(max_draws)
+    params = {k: v for k, v in posterior.draws(max_draws).items() if k in FORMULA_SITES}
     law = posterior.law_obj
     s_rel = posterior.s_rel(step)
     own_onehot = posterior.own_onehot()
@@ -272,9 +273,7 @@ def optimal_mixture(
     )
     if closed:
         logk = params["logk"] + (0.0 if s_rel is None else _log_step(params, s_rel))
-        per_draw = own_share_optimum(
-            np.log(w) + logk, params["alpha_own"], params["eps"], own, lo, hi
-        )
+        per_draw = own_share_optimum(np.log(w) + logk, params["alpha"], params["eps"], own, lo, hi)
         solver = "closed-form"
     else:
         per_draw = None
@@ -286,7 +285,7 @@ def optimal_mixture(
     w_j = jnp.asarray(w)
 
     def objective_one(p: Mapping[str, Any], r: Any) -> Any:
-        logl = law.log_loss(jnp, p, r[None], s_rel_j, own_onehot=onehot_j, eps=p["eps"])
+        logl = law.log_loss(jnp, p, r[None], s_rel_j, own_onehot=onehot_j)
         return (jnp.exp(logl[0]) * w_j).sum()
 
     start = _natural_start(posterior, lo, hi)

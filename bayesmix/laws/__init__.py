@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bayesmix import jax_setup  # noqa: F401  (XLA flags and float64 before any computation)
 from bayesmix.laws.base import Law, LawData, LawError, LawSettings, Prior
 from bayesmix.laws.bimix import BiMix, BiMixCross
 from bayesmix.laws.loglinear import LogLinear

@@ -2,16 +2,16 @@
 
 Own-share law, the paper's A folded into K (only four of its five parameters are identifiable):
 
-    L_t(r, s) = (r_own(t) + eps)^(-alpha_t) * K_t(s),   K_t(s) = B_t s^(-beta_t) + C_t
+    L_t(r, s) = (r_own(t) + eps_t)^(-alpha_t) * K_t(s),   K_t(s) = B_t s^(-beta_t) + C_t
 
 Cross-domain law (contains BiMix as alpha_tj = 0 for j != own(t)):
 
-    log L_t(r, s) = log K_t(s) - sum_j alpha_tj log(r_j + eps)
+    log L_t(r, s) = log K_t(s) - sum_j alpha_tj log(r_j + eps_t)
 
-Both are sampled with the covariates x_j = log(r_j + eps) centred on their mean over the
+Both are sampled with the covariates x_tj = log(r_j + eps_t) centred on their mean over the
 observed mixtures: log K at the centre is then nearly uncorrelated with the exponents, which
-is what lets NUTS move freely. The natural log K (at r_j + eps = 1) is recorded as a
-deterministic site, since the formula and every later stage use it.
+is what lets NUTS move freely. The natural log K (at r_j + eps_t = 1) is recorded as the
+deterministic site ``logk``, which the formula and every later stage use.
 """
 
 from __future__ import annotations
@@ -27,37 +27,19 @@ import numpyro.distributions as dist
 
 from bayesmix.laws import formulas
 from bayesmix.laws.base import LawData, LawError, LawSettings, Prior
-from bayesmix.laws.blocks import floor_eps, observe, pooled, step_law
+from bayesmix.laws.blocks import (
+    floor_eps,
+    log_k_at_centre,
+    normal_effects,
+    observe,
+    pooled,
+    step_law,
+)
 
 
-def _centred_log_r(data: LawData, eps: Any) -> tuple[jnp.ndarray, jnp.ndarray]:
-    x = jnp.log(jnp.asarray(data.r) + eps)
-    centre = x.mean(axis=0)
-    return x - centre, centre
-
-
-def _log_k(data: LawData, prior: Prior | None) -> jnp.ndarray:
-    """Log loss at the centre of the observed mixtures and the reference step, per target.
-
-    Centred on each target's mean observed log loss, so the offsets are small and not pooled:
-    pooling offsets that the centring already made alike puts a funnel at a zero scale.
-    """
-    loc, scale = np.zeros(data.n_targets), np.full(data.n_targets, 0.5)
-    if prior is not None and "logk_offset" in prior:
-        m, s = (np.asarray(v, dtype=float) for v in prior["logk_offset"])
-        loc, scale = np.where(np.isfinite(m), m, loc), np.where(np.isfinite(m), s, scale)
-    offset = numpyro.sample("logk_offset", dist.Normal(loc, scale).to_event(1))
-    return jnp.asarray(data.target_mean) + offset
-
-
-def _deviations(
-    name: str, scale: jnp.ndarray, shape: tuple[int, ...], centered: bool
-) -> jnp.ndarray:
-    """Zero-mean normal effects with a learned scale, centred or not (see ``pooled``)."""
-    if centered:
-        return numpyro.sample(name, dist.Normal(0.0, scale).expand(shape).to_event(len(shape)))
-    z = numpyro.sample(f"{name}_z", dist.Normal(0.0, 1.0).expand(shape).to_event(len(shape)))
-    return numpyro.deterministic(name, scale * z)
+def check_distinct_mixtures(data: LawData, law: str) -> None:
+    if len(np.unique(np.round(data.r, 6), axis=0)) < 2:
+        raise LawError(f"law {law!r} needs at least two distinct mixtures to identify exponents")
 
 
 class BiMix:
@@ -74,24 +56,19 @@ class BiMix:
                 f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''} "
                 "(pass target_domain to Observations.from_frame, or use law='bimix-cross')"
             )
-        distinct = np.unique(np.round(data.r, 6), axis=0)
-        if len(distinct) < 2:
-            raise LawError("law 'bimix' needs at least two distinct mixtures to identify alpha")
+        check_distinct_mixtures(data, self.name)
 
     def model(self, data: LawData, settings: LawSettings, prior: Prior | None = None) -> None:
-        eps = floor_eps(settings)
-        x, centre = _centred_log_r(data, eps)
-        own = jnp.asarray(data.own_onehot)
-        alpha = jnp.exp(
-            pooled("log_alpha", data.n_targets, np.log(0.05), 1.5, 1.0, prior, data.centered)
+        eps = floor_eps(data, settings, prior)
+        r_own = jnp.asarray(data.r_own)
+        centre = jnp.log(r_own + eps).mean(axis=0)
+        log_alpha = pooled(
+            "log_alpha", data.n_targets, np.log(0.05), 1.5, 1.0, prior, data.centered
         )
-        alpha = numpyro.deterministic("alpha_own", alpha)
-        logk_c = _log_k(data, prior)
+        alpha = numpyro.deterministic("alpha", jnp.exp(log_alpha))
+        logk = numpyro.deterministic("logk", log_k_at_centre(data, prior) + alpha * centre)
         frac, beta = step_law(data, prior)
-        alpha_m = formulas.own_alpha(alpha, own)
-        # log K at r + eps = 1: move the centring into the intercept.
-        numpyro.deterministic("logk", logk_c + (alpha_m * centre).sum(-1))
-        log_mean = formulas.cross_log_loss(jnp, logk_c, alpha_m, x, data.s_rel, frac, beta)
+        log_mean = formulas.bimix_log_loss(jnp, logk, alpha, eps, r_own, data.s_rel, frac, beta)
         observe(data, settings, log_mean, prior)
 
     def log_loss(
@@ -102,12 +79,17 @@ class BiMix:
         s_rel: Any | None,
         *,
         own_onehot: Any,
-        eps: Any,
     ) -> Any:
-        alpha = formulas.own_alpha(params["alpha_own"], own_onehot)
-        log_r = xp.log(r + eps)
-        return formulas.cross_log_loss(
-            xp, params["logk"], alpha, log_r, s_rel, params.get("frac"), params.get("beta")
+        r_own = xp.matmul(r, own_onehot.T)
+        return formulas.bimix_log_loss(
+            xp,
+            params["logk"],
+            params["alpha"],
+            params["eps"],
+            r_own,
+            s_rel,
+            params.get("frac"),
+            params.get("beta"),
         )
 
 
@@ -116,43 +98,40 @@ class BiMixCross:
 
     alpha_tj = a_j + d_tj (+ g_t where j = own(t)): a_j is domain j's effect shared by all
     targets, d_tj a target-specific deviation, both under zero-centred normal shrinkage with
-    learned scales; g_t >= 0 the extra own-domain exponent, partially pooled. With
-    ``settings.rank = k > 0`` the deviations are low rank, d = U V^T (for 64 domains x 52 tasks).
+    learned scales (so the law falls back to BiMix where the data show no cross effect); g_t > 0
+    the own-domain exponent, partially pooled. With ``settings.rank = k > 0`` the deviations
+    are low rank, d = U V^T (for 64 domains x 52 tasks).
     """
 
     name = "bimix-cross"
     own_share = False
 
     def check(self, data: LawData) -> None:
-        distinct = np.unique(np.round(data.r, 6), axis=0)
-        if len(distinct) < 2:
-            raise LawError("law 'bimix-cross' needs at least two distinct mixtures")
+        check_distinct_mixtures(data, self.name)
 
     def model(self, data: LawData, settings: LawSettings, prior: Prior | None = None) -> None:
         t, m = data.n_targets, data.n_domains
-        eps = floor_eps(settings)
-        x, centre = _centred_log_r(data, eps)
-        shared_scale = numpyro.sample("alpha_shared_tau", dist.HalfNormal(0.05))
-        shared = _deviations("alpha_shared", shared_scale, (m,), data.centered)
-        dev_scale = numpyro.sample("alpha_dev_tau", dist.HalfNormal(0.05))
+        eps = floor_eps(data, settings, prior)
+        r = jnp.asarray(data.r)
+        centre = jnp.log(r[:, None, :] + eps[None, :, None]).mean(axis=0)  # (T, M)
+        shared_tau = numpyro.sample("alpha_shared_tau", dist.HalfNormal(0.05))
+        shared = normal_effects("alpha_shared", 0.0, shared_tau, (m,), data.centered)
+        dev_tau = numpyro.sample("alpha_dev_tau", dist.HalfNormal(0.05))
         if settings.rank > 0:
             k = settings.rank
             u = numpyro.sample("alpha_u", dist.Normal(0, 1).expand([t, k]).to_event(2))
             v = numpyro.sample("alpha_v", dist.Normal(0, 1).expand([m, k]).to_event(2))
-            dev = dev_scale * (u @ v.T) / np.sqrt(k)
+            dev = dev_tau * (u @ v.T) / np.sqrt(k)
         else:
-            dev = _deviations("alpha_dev", dev_scale, (t, m), data.centered)
+            dev = normal_effects("alpha_dev", 0.0, dev_tau, (t, m), data.centered)
         own = jnp.asarray(data.own_onehot)
-        own_extra = jnp.exp(
-            pooled("log_alpha_own", t, np.log(0.03), 1.5, 1.0, prior, data.centered)
-        )
-        alpha = numpyro.deterministic(
-            "alpha", shared[None, :] + dev + formulas.own_alpha(own_extra, own)
-        )
-        logk_c = _log_k(data, prior)
+        log_own = pooled("log_alpha_own", t, np.log(0.03), 1.5, 1.0, prior, data.centered)
+        alpha = shared[None, :] + dev + jnp.exp(log_own)[:, None] * own
+        alpha = numpyro.deterministic("alpha", alpha)
+        logk = log_k_at_centre(data, prior) + (alpha * centre).sum(-1)
+        logk = numpyro.deterministic("logk", logk)
         frac, beta = step_law(data, prior)
-        numpyro.deterministic("logk", logk_c + (alpha * centre).sum(-1))
-        log_mean = formulas.cross_log_loss(jnp, logk_c, alpha, x, data.s_rel, frac, beta)
+        log_mean = formulas.cross_log_loss(jnp, logk, alpha, eps, r, data.s_rel, frac, beta)
         observe(data, settings, log_mean, prior)
 
     def log_loss(
@@ -163,14 +142,13 @@ class BiMixCross:
         s_rel: Any | None,
         *,
         own_onehot: Any = None,
-        eps: Any,
     ) -> Any:
-        log_r = xp.log(r + eps)
         return formulas.cross_log_loss(
             xp,
             params["logk"],
             params["alpha"],
-            log_r,
+            params["eps"],
+            r,
             s_rel,
             params.get("frac"),
             params.get("beta"),

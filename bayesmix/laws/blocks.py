@@ -1,9 +1,11 @@
-"""NumPyro building blocks the laws share: partially pooled vectors, the step law, the noise.
+"""NumPyro building blocks the laws share: pooled parameters, the floor eps, the step law, noise.
 
-Every per-target (or per-domain) parameter is drawn non-centred from a population
-distribution with its own mean and scale, so targets borrow strength from each other when
-data are few. Where an informative prior (a warm start) gives a location and scale for an
-entry, that entry is drawn from it instead of the population.
+Every per-target parameter is drawn from a population distribution with its own mean and
+scale, so targets borrow strength from each other when data are few. The draw is centred or
+non-centred (``LawData.centered``): non-centred where the data say little about each entry,
+centred where they pin it down, each the parametrisation without a funnel in its regime.
+Where an informative prior (a warm start) gives a location and scale for an entry, that entry
+is drawn from it instead of the population.
 """
 
 from __future__ import annotations
@@ -12,10 +14,27 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
+from numpyro.handlers import reparam
+from numpyro.infer.reparam import LocScaleReparam
 
 from bayesmix.laws.base import LawData, LawSettings, Prior
 
-DEFAULT_EPS = 1e-3
+EPS_PRIOR_CENTRE = 3e-3
+
+
+def normal_effects(
+    name: str,
+    loc: jnp.ndarray | float,
+    scale: jnp.ndarray | float,
+    shape: tuple[int, ...],
+    centered: bool,
+) -> jnp.ndarray:
+    """theta ~ N(loc, scale) elementwise over ``shape``, centred or non-centred."""
+    d = dist.Normal(loc, scale).expand(shape).to_event(len(shape))
+    if centered:
+        return numpyro.sample(name, d)
+    with reparam(config={name: LocScaleReparam(centered=0)}):
+        return numpyro.sample(name, d)
 
 
 def pooled(
@@ -24,15 +43,13 @@ def pooled(
     loc: float | np.ndarray,
     loc_scale: float,
     pop_scale: float,
-    prior: Prior | None = None,
-    centered: bool = False,
+    prior: Prior | None,
+    centered: bool,
 ) -> jnp.ndarray:
-    """theta_i ~ N(mu + loc_i, tau), mu ~ N(0, loc_scale), tau ~ HalfNormal(pop_scale).
+    """theta_i ~ N(loc_i + mu, tau), mu ~ N(0, loc_scale), tau ~ HalfNormal(pop_scale).
 
-    Non-centred (theta = mu + loc + tau z, z ~ N(0, 1)) where the data say little about each
-    theta_i, centred where they pin it down: each is the parametrisation without a funnel in
-    its regime. With ``prior[name] = (m, s)``, entries whose m is finite are drawn from
-    N(m_i, s_i) instead of the population (warm starts).
+    With ``prior[name] = (m, s)``, entries whose m is finite are drawn from N(m_i, s_i)
+    instead of the population (warm starts).
     """
     mu = numpyro.sample(f"{name}_mu", dist.Normal(0.0, loc_scale))
     tau = numpyro.sample(f"{name}_tau", dist.HalfNormal(pop_scale))
@@ -43,10 +60,21 @@ def pooled(
         informed = np.isfinite(m)
         centre = jnp.where(informed, np.nan_to_num(m), centre)
         scale = jnp.where(informed, np.nan_to_num(s, nan=1.0), scale)
-    if centered:
-        return numpyro.sample(name, dist.Normal(centre, scale).to_event(1))
-    z = numpyro.sample(f"{name}_z", dist.Normal(0.0, 1.0).expand([n]).to_event(1))
-    return numpyro.deterministic(name, centre + scale * z)
+    return normal_effects(name, centre, scale, (n,), centered)
+
+
+def floor_eps(data: LawData, settings: LawSettings, prior: Prior | None) -> jnp.ndarray:
+    """(T,) floor eps_t in log(r + eps_t): fixed, or learned per target and pooled.
+
+    A target's loss flattens out below some share of its domains: eps_t is that share, on a
+    log-normal population prior centred at 3e-3 (a wide one: 1e-5 to 1 at 2 sd).
+    """
+    if settings.eps != "learned":
+        return numpyro.deterministic("eps", jnp.full(data.n_targets, float(settings.eps)))
+    log_eps = pooled(
+        "log_eps", data.n_targets, np.log(EPS_PRIOR_CENTRE), 1.5, 1.0, prior, data.centered
+    )
+    return numpyro.deterministic("eps", jnp.exp(log_eps))
 
 
 def step_law(data: LawData, prior: Prior | None) -> tuple[jnp.ndarray | None, jnp.ndarray | None]:
@@ -54,20 +82,24 @@ def step_law(data: LawData, prior: Prior | None) -> tuple[jnp.ndarray | None, jn
     if data.s_rel is None:
         return None, None
     t = data.n_targets
-    frac = numpyro.deterministic(
-        "frac", _sigmoid(pooled("logit_frac", t, 0.0, 1.5, 1.0, prior, data.centered))
-    )
-    beta = numpyro.deterministic(
-        "beta", jnp.exp(pooled("log_beta", t, np.log(0.5), 1.0, 0.5, prior, data.centered))
-    )
-    return frac, beta
+    logit_f = pooled("logit_frac", t, 0.0, 1.5, 1.0, prior, data.centered)
+    frac = numpyro.deterministic("frac", 1.0 / (1.0 + jnp.exp(-logit_f)))
+    log_beta = pooled("log_beta", t, np.log(0.5), 1.0, 0.5, prior, data.centered)
+    return frac, numpyro.deterministic("beta", jnp.exp(log_beta))
 
 
-def floor_eps(settings: LawSettings) -> jnp.ndarray | float:
-    if settings.eps == "learned":
-        log_eps = numpyro.sample("log_eps", dist.Normal(np.log(DEFAULT_EPS), 1.5))
-        return numpyro.deterministic("eps", jnp.exp(log_eps))
-    return float(settings.eps)
+def log_k_at_centre(data: LawData, prior: Prior | None) -> jnp.ndarray:
+    """(T,) log loss at the centre of the observed mixtures and the reference step.
+
+    Centred on each target's mean observed log loss, so the offsets are small and not pooled:
+    pooling offsets that the centring already made alike puts a funnel at a zero scale.
+    """
+    loc, scale = np.zeros(data.n_targets), np.full(data.n_targets, 0.5)
+    if prior is not None and "logk_offset" in prior:
+        m, s = (np.asarray(v, dtype=float) for v in prior["logk_offset"])
+        loc, scale = np.where(np.isfinite(m), m, loc), np.where(np.isfinite(m), s, scale)
+    offset = numpyro.sample("logk_offset", dist.Normal(loc, scale).to_event(1))
+    return jnp.asarray(data.target_mean) + offset
 
 
 def observe(
@@ -78,9 +110,8 @@ def observe(
     log_mean: (P, T) noise-free log loss at every point and target.
     """
     t = data.n_targets
-    sigma = numpyro.deterministic(
-        "sigma", jnp.exp(pooled("log_sigma", t, np.log(0.02), 1.0, 0.5, prior, data.centered))
-    )
+    log_sigma = pooled("log_sigma", t, np.log(0.02), 1.0, 0.5, prior, data.centered)
+    sigma = numpyro.deterministic("sigma", jnp.exp(log_sigma))
     loc = log_mean[data.point, data.target]
     scale = sigma[data.target]
     if settings.noise == "student":
@@ -89,7 +120,3 @@ def observe(
     else:
         likelihood = dist.Normal(loc, scale)
     numpyro.sample("log_y", likelihood.to_event(1), obs=data.log_y)
-
-
-def _sigmoid(x: jnp.ndarray) -> jnp.ndarray:
-    return 1.0 / (1.0 + jnp.exp(-x))

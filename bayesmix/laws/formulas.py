@@ -49,22 +49,43 @@ def log_step_factor(xp: ModuleType, frac: Array, beta: Array, s_rel: Array | Non
     return xp.log1p(frac[..., None, :] * (s ** (-beta[..., None, :]) - 1.0))
 
 
-def cross_log_loss(
+def bimix_log_loss(
     xp: ModuleType,
     logk: Array,
     alpha: Array,
-    log_r: Array,
+    eps: Array,
+    r_own: Array,
     s_rel: Array | None = None,
     frac: Array | None = None,
     beta: Array | None = None,
 ) -> Array:
-    """Cross-domain BiMix: log L_t = log K_t(s) - sum_j alpha_tj log(r_j + eps).
+    """BiMix, own share: log L_t = log K_t(s) - alpha_t log(r_own(t) + eps_t).
 
-    logk: (..., T) log K_t at the reference step; alpha: (..., T, M); log_r: (P, M) the
-    covariates log(r_j + eps) (the models pass them centred, with logk adjusted to match).
-    BiMix's own-share law is the case alpha_tj = 0 for j != own(t) (see ``own_alpha``).
+    logk, alpha, eps: (..., T); r_own: (P, T), each target's own domain's share (``r @ own.T``
+    for the (T, M) one-hot map ``own``). The paper's A_t is folded into K_t: only four of its
+    five parameters are identifiable.
     """
-    mix = xp.matmul(log_r, xp.swapaxes(alpha, -1, -2))  # (..., P, T)
+    mix = alpha[..., None, :] * xp.log(r_own + eps[..., None, :])
+    return logk[..., None, :] - mix + log_step_factor(xp, frac, beta, s_rel)
+
+
+def cross_log_loss(
+    xp: ModuleType,
+    logk: Array,
+    alpha: Array,
+    eps: Array,
+    r: Array,
+    s_rel: Array | None = None,
+    frac: Array | None = None,
+    beta: Array | None = None,
+) -> Array:
+    """Cross-domain BiMix: log L_t = log K_t(s) - sum_j alpha_tj log(r_j + eps_t).
+
+    logk, eps: (..., T); alpha: (..., T, M); r: (P, M). BiMix's own-share law is the case
+    alpha_tj = 0 for every j but the target's own domain.
+    """
+    log_r = xp.log(r[..., :, None, :] + eps[..., None, :, None])  # (..., P, T, M)
+    mix = (log_r * alpha[..., None, :, :]).sum(-1)
     return logk[..., None, :] - mix + log_step_factor(xp, frac, beta, s_rel)
 
 
@@ -84,12 +105,3 @@ def loglinear_log_loss(
     """
     lin = xp.matmul(r, xp.swapaxes(A, -1, -2))  # (..., P, T)
     return xp.logaddexp(log_c[..., None, :], lin) + log_step_factor(xp, frac, beta, s_rel)
-
-
-def own_alpha(alpha_own: Array, own_onehot: Array) -> Array:
-    """(..., T) own-share exponents -> the (..., T, M) matrix with alpha_own at (t, own(t)).
-
-    own_onehot: (T, M) with a single 1 per row at the target's own training domain, given in
-    the namespace (and on the device) of alpha_own.
-    """
-    return alpha_own[..., :, None] * own_onehot

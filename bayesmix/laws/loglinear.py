@@ -19,8 +19,9 @@ import numpyro
 import numpyro.distributions as dist
 
 from bayesmix.laws import formulas
-from bayesmix.laws.base import LawData, LawError, LawSettings, Prior
-from bayesmix.laws.blocks import observe, pooled, step_law
+from bayesmix.laws.base import LawData, LawSettings, Prior
+from bayesmix.laws.bimix import check_distinct_mixtures
+from bayesmix.laws.blocks import normal_effects, observe, pooled, step_law
 
 
 class LogLinear:
@@ -28,20 +29,17 @@ class LogLinear:
     own_share = False
 
     def check(self, data: LawData) -> None:
-        if len(np.unique(np.round(data.r, 6), axis=0)) < 2:
-            raise LawError("law 'loglinear' needs at least two distinct mixtures")
+        check_distinct_mixtures(data, self.name)
 
     def model(self, data: LawData, settings: LawSettings, prior: Prior | None = None) -> None:
         t, m = data.n_targets, data.n_domains
         # c_t = min_loss_t * sigmoid(u_t): below every observed loss of the target.
         u = pooled("logit_c", t, 0.0, 1.5, 1.0, prior, data.centered)
-        log_c = numpyro.deterministic("log_c", np.log(data.target_min) + jax_log_sigmoid(u))
+        log_c = numpyro.deterministic("log_c", np.log(data.target_min) - jnp.logaddexp(0.0, -u))
         level = np.log(np.exp(data.target_mean) - 0.5 * data.target_min)
         b = pooled("A_level", t, level, 1.0, 0.5, prior, data.centered)
         shared_tau = numpyro.sample("A_shared_tau", dist.HalfNormal(1.0))
-        shared = shared_tau * numpyro.sample(
-            "A_shared_z", dist.Normal(0, 1).expand([m]).to_event(1)
-        )
+        shared = normal_effects("A_shared", 0.0, shared_tau, (m,), data.centered)
         dev_tau = numpyro.sample("A_dev_tau", dist.HalfNormal(1.0))
         if settings.rank > 0:
             k = settings.rank
@@ -49,12 +47,11 @@ class LogLinear:
             v_ = numpyro.sample("A_v", dist.Normal(0, 1).expand([m, k]).to_event(2))
             dev = dev_tau * (u_ @ v_.T) / np.sqrt(k)
         else:
-            dev = dev_tau * numpyro.sample("A_dev_z", dist.Normal(0, 1).expand([t, m]).to_event(2))
+            dev = normal_effects("A_dev", 0.0, dev_tau, (t, m), data.centered)
         A = numpyro.deterministic("A", b[:, None] + shared[None, :] + dev)
         frac, beta = step_law(data, prior)
-        log_mean = formulas.loglinear_log_loss(
-            jnp, log_c, A, jnp.asarray(data.r), data.s_rel, frac, beta
-        )
+        r = jnp.asarray(data.r)
+        log_mean = formulas.loglinear_log_loss(jnp, log_c, A, r, data.s_rel, frac, beta)
         observe(data, settings, log_mean, prior)
 
     def log_loss(
@@ -63,10 +60,3 @@ class LogLinear:
         return formulas.loglinear_log_loss(
             xp, params["log_c"], params["A"], r, s_rel, params.get("frac"), params.get("beta")
         )
-
-
-def jax_log_sigmoid(x: jnp.ndarray) -> jnp.ndarray:
-    return -jnp.logaddexp(0.0, -x)
-
-
-__all__ = ["LogLinear", "LawError"]

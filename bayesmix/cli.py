@@ -1,0 +1,186 @@
+"""The `bayesmix` command line: one typer app, each stage's commands mounted on it.
+
+Every command fails with one clear line (``error: ...``, exit code 1) on bad input and prints
+tables a person can read. Heavy imports (JAX, arviz, torch) happen inside the commands, so
+``bayesmix --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bayesmix.proxy.cli import proxy_app
+from bayesmix.study.cli import study_app
+
+app = typer.Typer(
+    help="bayesmix: the pretraining data mixture to use, with credible intervals.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(proxy_app, name="proxy")
+app.add_typer(study_app, name="study")
+
+console = Console()
+err = Console(stderr=True)
+
+# Errors a user can cause with bad input: reported in one line, never as a traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, KeyError)
+
+
+def fail(message: str) -> NoReturn:
+    """Print one clear error line and exit with status 1."""
+    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+def parse_assignments(items: list[str] | None, what: str) -> dict[str, float]:
+    """['web=0.1', 'code=0.2'] -> {'web': 0.1, 'code': 0.2}; a bad item is a clear error."""
+    out: dict[str, float] = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            fail(f"{what}: {item!r} is not domain=value")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            fail(f"{what}: {item!r}: {value!r} is not a number")
+    return out
+
+
+def mixture_table(frame, title: str) -> Table:  # frame: pandas DataFrame indexed by domain
+    """A rich table of a frame of shares (one row per domain), formatted to 3 decimals."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("domain")
+    for col in frame.columns:
+        table.add_column(str(col), justify="right")
+    for name, row in frame.iterrows():
+        table.add_row(str(name), *(f"{v:.3f}" for v in row.to_numpy(dtype=float)))
+    return table
+
+
+@app.command("fit")
+def fit_cmd(
+    observations: Annotated[Path, typer.Argument(help="tidy table (.csv or .parquet)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="posterior file to write (.nc)")],
+    law: Annotated[str, typer.Option(help="bimix | bimix-cross | loglinear")] = "bimix",
+    method: Annotated[str, typer.Option(help="nuts | laplace | svi")] = "nuts",
+    metric: Annotated[
+        str | None, typer.Option(help="metric to fit, if the table has several")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+) -> None:
+    """Fit a data-mixing law to observations and save its posterior."""
+    import bayesmix as bm
+
+    try:
+        obs = bm.Observations.read(observations)
+        if metric is not None or len(obs.metrics) > 1:
+            obs = obs.select(metric=metric or obs.metrics[0])
+        post = bm.fit(obs, law=law, method=method, seed=seed)
+        post.save(out)
+    except USER_ERRORS as exc:
+        fail(str(exc))
+    console.print(f"{obs!r}")
+    console.print(post.summary_line())
+    console.print(f"posterior written to {out}")
+
+
+@app.command("optimize")
+def optimize_cmd(
+    posterior: Annotated[Path, typer.Argument(help="posterior file written by `bayesmix fit`")],
+    ci: Annotated[float, typer.Option(help="credible level of the intervals")] = 0.9,
+    step: Annotated[float | None, typer.Option(help="training step to optimise at")] = None,
+    token_counts: Annotated[
+        Path | None, typer.Option(help="CSV with columns domain,token_count (repetition caps)")
+    ] = None,
+    target_tokens: Annotated[float | None, typer.Option(help="tokens of the target run")] = None,
+    max_epochs: Annotated[float | None, typer.Option(help="most epochs of any domain")] = None,
+    lower: Annotated[list[str] | None, typer.Option(help="domain=share lower bound")] = None,
+    upper: Annotated[list[str] | None, typer.Option(help="domain=share upper bound")] = None,
+    weight: Annotated[list[str] | None, typer.Option(help="target=weight of the objective")] = None,
+    strict: Annotated[bool, typer.Option(help="refuse a posterior that did not converge")] = False,
+) -> None:
+    """The optimal mixture with credible intervals, under bounds and repetition caps."""
+    import bayesmix as bm
+
+    counts = None
+    if token_counts is not None:
+        counts = read_token_counts(token_counts)
+    cons = bm.Constraints(
+        lower=parse_assignments(lower, "--lower"),
+        upper=parse_assignments(upper, "--upper"),
+        token_counts=counts,
+        target_tokens=target_tokens,
+        max_epochs=max_epochs,
+    )
+    weights = parse_assignments(weight, "--weight") or None
+    try:
+        post = bm.Posterior.load(posterior)
+        opt = post.optimal_mixture(
+            weights=weights, step=step, constraints=cons, ci=ci, strict=strict
+        )
+    except USER_ERRORS as exc:
+        fail(str(exc))
+    except bm.NotConvergedError as exc:
+        fail(str(exc))
+    console.print(post.summary_line())
+    frame = opt.as_frame().rename(columns={"lo": f"lo {ci:.0%}", "hi": f"hi {ci:.0%}"})
+    console.print(mixture_table(frame, f"optimal mixture ({opt.solver})"))
+    lo, hi = opt.objective_interval
+    console.print(
+        f"expected objective {opt.expected_objective:.4f} ({ci:.0%} interval {lo:.4f} to {hi:.4f})"
+    )
+
+
+def read_token_counts(path: Path) -> dict[str, float]:
+    """domain,token_count CSV -> mapping; clear errors for a missing file or columns."""
+    import pandas as pd
+
+    if not path.is_file():
+        fail(f"{path}: no such file")
+    try:
+        frame = pd.read_csv(path)
+    except Exception as exc:  # pandas raises many types for unreadable files
+        fail(f"{path}: cannot be read as CSV ({exc})")
+    if not {"domain", "token_count"} <= set(frame.columns):
+        fail(f"{path}: expected columns domain,token_count")
+    return dict(zip(frame["domain"].astype(str), frame["token_count"].astype(float), strict=True))
+
+
+@app.command("demo")
+def demo_cmd(
+    folder: Annotated[Path, typer.Option("--dir", help="folder for the demo's files")] = Path(
+        "bayesmix-demo"
+    ),
+    fresh: Annotated[bool, typer.Option(help="start over instead of resuming")] = False,
+    budget: Annotated[int | None, typer.Option(help="proxy runs (default: the demo's)")] = None,
+) -> None:
+    """A whole study on the built-in sample corpus: proxies, fit, proposals, report."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from bayesmix.study.demo import run_demo
+
+    if budget is not None and budget < 1:
+        fail(f"--budget must be a positive number of runs, got {budget}")
+    try:
+        run_demo(folder, fresh=fresh, budget=budget, progress=err.is_terminal, console=err)
+    except (*USER_ERRORS, SQLAlchemyError) as exc:
+        from rich.markup import escape
+
+        text = str(exc).strip()
+        fail(escape(text.splitlines()[0]) if text else type(exc).__name__)
+    except KeyboardInterrupt:
+        fail("interrupted; `bayesmix demo` again resumes where it stopped")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

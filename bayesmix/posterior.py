@@ -1,0 +1,490 @@
+"""The posterior of a fitted law: its draws, the observations behind them, and what follows.
+
+A ``Posterior`` holds the draws as arviz InferenceData and answers predictions, diagnostics and
+the optimal mixture; it saves to one NetCDF file that also holds the observations, the law and
+its settings, so that everything downstream works from the file alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from bayesmix.laws import LawSettings, get_law
+from bayesmix.laws.formulas import namespace
+from bayesmix.observations import Observations, ObservationsError, ratio_column
+
+if TYPE_CHECKING:
+    from bayesmix.optimize import Constraints, OptimalMixture
+
+R_HAT_MAX = 1.01
+ESS_MIN = 400
+MIX_TOLERANCE = 1e-3
+# The sites each law's formula reads (the rest are hyperparameters and noise).
+FORMULA_SITES = ("logk", "alpha", "eps", "frac", "beta", "log_c", "A")
+# Draws x mixtures x targets x domains evaluated at once by log_loss (memory bound).
+CHUNK_ELEMENTS = 20_000_000
+
+
+class NotConvergedError(RuntimeError):
+    """A posterior whose chains did not converge was used with strict=True."""
+
+
+class ConvergenceWarning(UserWarning):
+    """A posterior whose chains did not converge is being used."""
+
+
+@dataclass
+class Posterior:
+    """Draws of a law's parameters, the observations they came from, and what follows from them.
+
+    ``idata`` is the arviz InferenceData (posterior, sample_stats); ``observations`` the
+    fitted table; ``law``, ``settings`` and ``method`` say how it was fitted.
+    """
+
+    idata: Any
+    observations: Observations
+    law: str
+    settings: LawSettings
+    method: str
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_samples(
+        cls,
+        law: str,
+        settings: LawSettings,
+        method: str,
+        samples: Mapping[str, np.ndarray],
+        stats: Mapping[str, np.ndarray],
+        obs: Observations,
+        info: dict[str, Any],
+    ) -> Posterior:
+        import arviz as az
+
+        post = {k: np.asarray(v) for k, v in samples.items() if not k.startswith("_")}
+        idata = az.from_dict(posterior=post, sample_stats=dict(stats))
+        return cls(
+            idata=idata, observations=obs, law=law, settings=settings, method=method, info=info
+        )
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def domains(self) -> list[str]:
+        return self.observations.domains
+
+    @property
+    def targets(self) -> list[str]:
+        return self.observations.targets
+
+    @property
+    def law_obj(self) -> Any:
+        return get_law(self.law)
+
+    @property
+    def num_draws(self) -> int:
+        p = self.idata.posterior
+        return int(p.sizes["chain"] * p.sizes["draw"])
+
+    @property
+    def divergences(self) -> int:
+        return int(np.asarray(self.idata.sample_stats["diverging"]).sum())
+
+    def diagnostics(self) -> pd.DataFrame:
+        """One row per scalar parameter: r_hat, ess_bulk, ess_tail (NaN for approximations)."""
+        import arviz as az
+
+        if self.method != "nuts":
+            names = _flat_names(self.idata.posterior)
+            nan = np.full(len(names), np.nan)
+            return pd.DataFrame({"r_hat": nan, "ess_bulk": nan, "ess_tail": nan}, index=names)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            summary = az.summary(self.idata, kind="diagnostics", round_to="none")
+        return summary[["r_hat", "ess_bulk", "ess_tail"]]
+
+    @property
+    def converged(self) -> bool:
+        """NUTS: every r_hat <= 1.01, every ess_bulk >= 400, no divergence.
+
+        Approximations (laplace, svi) have no chains to check: they count as converged when
+        the MAP's Hessian is positive definite (and, for svi, the ELBO stopped moving), and
+        ``convergence_message`` says they are approximate.
+        """
+        if "_converged" not in self.info:
+            if self.method == "nuts":
+                d = self.diagnostics()
+                ok = bool((d["r_hat"] <= R_HAT_MAX).all() and (d["ess_bulk"] >= ESS_MIN).all())
+                ok = ok and self.divergences == 0
+            elif self.method == "laplace":
+                ok = bool(self.info.get("laplace_pd", False))
+            else:
+                ok = self.info.get("svi_rel_change", np.inf) < 1.0
+            self.info["_converged"] = ok
+        return bool(self.info["_converged"])
+
+    def convergence_message(self) -> str:
+        if self.method != "nuts":
+            state = "converged" if self.converged else "did NOT converge"
+            return f"approximate posterior ({self.method}); its optimisation {state}"
+        d = self.diagnostics()
+        if self.converged:
+            return (
+                f"posterior ({self.law}, NUTS) converged: max r_hat {d['r_hat'].max():.3f}, "
+                f"min ess_bulk {d['ess_bulk'].min():.0f}, no divergent transitions"
+            )
+        worst = d["r_hat"].idxmax()
+        return (
+            f"posterior ({self.law}, NUTS) did NOT converge: max r_hat {d['r_hat'].max():.3f} "
+            f"({worst}), min ess_bulk {d['ess_bulk'].min():.0f}, {self.divergences} divergent "
+            "transitions; its intervals are not to be trusted (fit longer, or reparametrise)"
+        )
+
+    def summary_line(self) -> str:
+        """One line for people: law, method, size, time and convergence."""
+        seconds = self.info.get("fit_seconds")
+        took = f" in {seconds:.0f} s" if seconds is not None else ""
+        flag = "" if self.converged else "WARNING: "
+        return (
+            f"{flag}law {self.law} by {self.method}{took}, {self.num_draws} draws: "
+            f"{self.convergence_message()}"
+        )
+
+    def check_usable(self, strict: bool = False) -> None:
+        """Warn loudly (or raise with strict=True) when the chains did not converge."""
+        if self.converged:
+            return
+        if strict:
+            raise NotConvergedError(self.convergence_message())
+        warnings.warn(self.convergence_message(), ConvergenceWarning, stacklevel=3)
+
+    # ------------------------------------------------------------------ draws
+    def draws(self, max_draws: int | None = None) -> dict[str, np.ndarray]:
+        """Every site's draws with one leading draw axis (chains flattened), evenly thinned."""
+        post = self.idata.posterior
+        out = {}
+        for name in post.data_vars:
+            v = np.asarray(post[name])
+            out[name] = v.reshape(-1, *v.shape[2:])
+        d = self.num_draws
+        if max_draws is not None and max_draws < d:
+            keep = np.linspace(0, d - 1, max_draws).round().astype(int)
+            out = {k: v[keep] for k, v in out.items()}
+        return out
+
+    def s_rel(self, step: float | None) -> np.ndarray | None:
+        """Training progress relative to the reference step, or None without a step axis."""
+        if not self.observations.has_steps:
+            return None
+        ref = self.settings.reference_step or self.observations.max_step
+        s = ref if step is None else float(step)
+        if not np.isfinite(s) or s <= 0:
+            raise ValueError(f"step must be a positive number, got {step!r}")
+        return np.array([s / ref])
+
+    def own_onehot(self) -> np.ndarray:
+        """(T, M): 1 at each target's own training domain (rows of zeros where none)."""
+        own = np.zeros((len(self.targets), len(self.domains)))
+        for t, d in self.observations.target_domain.items():
+            own[self.targets.index(t), self.domains.index(d)] = 1.0
+        return own
+
+    def log_loss(
+        self,
+        r: Any,
+        step: float | None = None,
+        *,
+        max_draws: int | None = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """Noise-free log loss per draw, (D, P, T), at mixtures r (P, M).
+
+        r may be a numpy array or a torch tensor; with a tensor the law is evaluated in torch
+        (draws moved to r's dtype and device), so gradients flow to r (BoTorch acquisition).
+        """
+        xp = namespace(r)
+        params = params if params is not None else self.draws(max_draws)
+        params = {k: _as(xp, v, r) for k, v in params.items() if k in FORMULA_SITES}
+        s_rel = self.s_rel(step)
+        if s_rel is not None:
+            s_rel = _as(xp, np.repeat(s_rel, r.shape[-2]), r)
+        own = _as(xp, self.own_onehot(), r)
+        n_draws = next(iter(params.values())).shape[0]
+        per_draw = r.shape[-2] * len(self.targets) * len(self.domains)
+        chunk = max(1, CHUNK_ELEMENTS // max(per_draw, 1))
+        parts = [
+            self.law_obj.log_loss(
+                xp, {k: v[i : i + chunk] for k, v in params.items()}, r, s_rel, own_onehot=own
+            )
+            for i in range(0, n_draws, chunk)
+        ]
+        return parts[0] if len(parts) == 1 else xp.concatenate(parts, 0)
+
+    def mixture_matrix(self, mixtures: pd.DataFrame) -> np.ndarray:
+        """Validate a frame of mixtures (one r:<domain> column per domain) and return (P, M)."""
+        return mixture_matrix(mixtures, self.domains)
+
+    def predict(
+        self,
+        mixtures: pd.DataFrame,
+        step: float | None = None,
+        ci: float = 0.9,
+        *,
+        weights: Mapping[str, float] | None = None,
+        draws: bool = False,
+        max_draws: int | None = None,
+        seed: int = 0,
+        strict: bool = False,
+    ) -> pd.DataFrame:
+        """Predicted loss per (mixture, target): mean and the central ``ci`` interval.
+
+        The interval includes observation noise; ``mean`` is the posterior mean of the law.
+        With ``weights``, rows with target ``objective`` give the weighted sum of targets.
+        With ``draws=True``, one row per posterior draw (``draw``, ``value``) instead.
+        """
+        self.check_usable(strict)
+        if not 0 < ci < 1:
+            raise ValueError(f"ci must be in (0, 1), got {ci}")
+        r = self.mixture_matrix(mixtures)
+        run_ids = (
+            mixtures["run_id"].astype(str).to_numpy()
+            if "run_id" in mixtures.columns
+            else mixtures.index.astype(str).to_numpy()
+        )
+        params = self.draws(max_draws)
+        log_mean = self.log_loss(r, step, params=params)  # (D, P, T)
+        noise = self._noise(params, log_mean.shape, seed)
+        law_value = np.exp(log_mean)
+        predictive = np.exp(log_mean + noise)
+        names = list(self.targets)
+        if weights is not None:
+            w = objective_weights(weights, self.targets)
+            law_value = np.concatenate([law_value, (law_value @ w)[..., None]], axis=-1)
+            predictive = np.concatenate([predictive, (predictive @ w)[..., None]], axis=-1)
+            names.append("objective")
+        step_value = (
+            np.nan
+            if self.s_rel(step) is None
+            else float(step if step is not None else self.settings.reference_step)
+        )
+        n_p, n_t = law_value.shape[1], law_value.shape[2]
+        if draws:
+            d = law_value.shape[0]
+            return pd.DataFrame(
+                {
+                    "run_id": np.tile(np.repeat(run_ids, n_t), d),
+                    "target": np.tile(np.tile(names, n_p), d),
+                    "draw": np.repeat(np.arange(d), n_p * n_t),
+                    "value": law_value.reshape(-1),
+                    "predictive": predictive.reshape(-1),
+                    "step": step_value,
+                }
+            )
+        q = (1 - ci) / 2
+        return pd.DataFrame(
+            {
+                "run_id": np.repeat(run_ids, n_t),
+                "target": np.tile(names, n_p),
+                "mean": law_value.mean(axis=0).reshape(-1),
+                "lo": np.quantile(predictive, q, axis=0).reshape(-1),
+                "hi": np.quantile(predictive, 1 - q, axis=0).reshape(-1),
+                "step": step_value,
+            }
+        )
+
+    def _noise(
+        self, params: Mapping[str, np.ndarray], shape: tuple[int, ...], seed: int
+    ) -> np.ndarray:
+        rng = np.random.default_rng(seed)
+        sigma = params["sigma"][:, None, :]
+        if self.settings.noise == "student":
+            nu = params["nu"][:, None, None]
+            z = rng.standard_t(np.broadcast_to(nu, shape))
+        else:
+            z = rng.standard_normal(shape)
+        return sigma * z
+
+    def optimal_mixture(
+        self,
+        weights: Mapping[str, float] | None = None,
+        step: float | None = None,
+        constraints: Constraints | None = None,
+        ci: float = 0.9,
+        *,
+        max_draws: int | None = 1000,
+        strict: bool = False,
+    ) -> OptimalMixture:
+        """The mixture minimising sum_t w_t L_t at ``step``, and the distribution of optima.
+
+        See ``bayesmix.optimize.optimal_mixture``.
+        """
+        from bayesmix.optimize import optimal_mixture
+
+        self.check_usable(strict)
+        return optimal_mixture(
+            self, weights=weights, step=step, constraints=constraints, ci=ci, max_draws=max_draws
+        )
+
+    def to_prior(self, update: Any, **kwargs: Any) -> Any:
+        """The prior for a new domain set after ``update`` (see ``bayesmix.reuse``)."""
+        from bayesmix.reuse import prior_from_posterior
+
+        return prior_from_posterior(self, update, **kwargs)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path) -> Path:
+        """Write one NetCDF file: draws, sample stats, the observations and the settings."""
+        import xarray as xr
+
+        path = Path(path)
+        frame = self.observations.frame.reset_index(drop=True)
+        table = xr.Dataset({c: ("row", _netcdf_column(frame[c])) for c in frame.columns})
+        meta = {
+            "law": self.law,
+            "method": self.method,
+            "settings": self.settings.to_dict(),
+            "target_domain": self.observations.target_domain,
+            "columns": list(frame.columns),
+            "info": {k: v for k, v in self.info.items() if not k.startswith("_")},
+            "format": 1,
+        }
+        idata = self.idata.copy()
+        idata.add_groups(
+            {"observed_table": table}, warn_on_custom_groups=False
+        ) if _has_custom_group_flag() else idata.add_groups({"observed_table": table})
+        idata.posterior.attrs["bayesmix"] = json.dumps(meta, default=_json_default)
+        tmp = path.with_name(path.name + ".tmp")
+        idata.to_netcdf(str(tmp))
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Posterior:
+        """Read a file written by ``save``; everything needed to predict and optimise is in it."""
+        import arviz as az
+
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such posterior file")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                idata = az.from_netcdf(str(path))
+            meta = json.loads(idata.posterior.attrs["bayesmix"])
+            table = idata["observed_table"]
+        except Exception as exc:
+            raise ValueError(f"{path}: not a bayesmix posterior file ({exc})") from exc
+        frame = pd.DataFrame({c: np.asarray(table[c]) for c in meta["columns"]})
+        for c in ("run_id", "target", "metric"):
+            frame[c] = frame[c].astype(str)
+        obs = Observations.from_frame(frame, meta["target_domain"])
+        settings = LawSettings(**meta["settings"])
+        import arviz as az2
+
+        core = az2.InferenceData(posterior=idata.posterior, sample_stats=idata.sample_stats)
+        return cls(
+            idata=core,
+            observations=obs,
+            law=meta["law"],
+            settings=settings,
+            method=meta["method"],
+            info=meta.get("info", {}),
+        )
+
+
+# ------------------------------------------------------------------------------- helpers
+def mixture_matrix(mixtures: pd.DataFrame, domains: list[str]) -> np.ndarray:
+    """(P, M) proportions from a frame with one r:<domain> column per domain; validated."""
+    if not isinstance(mixtures, pd.DataFrame):
+        raise TypeError(
+            f"mixtures must be a DataFrame with r:<domain> columns, got {type(mixtures).__name__}"
+        )
+    cols = [ratio_column(d) for d in domains]
+    missing = [c for c in cols if c not in mixtures.columns]
+    if missing:
+        raise ObservationsError(
+            f"mixtures lack column(s) {', '.join(missing)} (every domain "
+            "of the posterior needs one)"
+        )
+    unknown = [c for c in mixtures.columns if str(c).startswith("r:") and c not in cols]
+    if unknown:
+        raise ObservationsError(
+            f"mixtures have column(s) for unknown domain(s): {', '.join(unknown)}"
+        )
+    r = mixtures[cols].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
+    bad = ~np.isfinite(r) | (r < 0) | (r > 1)
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        raise ObservationsError(
+            f"mixture row {mixtures.index[i]!r}, column {cols[j]!r}: "
+            f"{mixtures[cols[j]].iloc[i]!r} is not a proportion in [0, 1]"
+        )
+    sums = r.sum(axis=1)
+    off = np.abs(sums - 1) > MIX_TOLERANCE
+    if off.any():
+        i = int(np.argmax(off))
+        raise ObservationsError(
+            f"mixture row {mixtures.index[i]!r}: proportions sum to {sums[i]:.6g}, not 1"
+        )
+    return r / sums[:, None]
+
+
+def objective_weights(weights: Mapping[str, float] | None, targets: list[str]) -> np.ndarray:
+    """Weights over targets (equal by default); unknown targets and bad values are errors."""
+    if weights is None:
+        return np.full(len(targets), 1.0 / len(targets))
+    unknown = [t for t in weights if t not in targets]
+    if unknown:
+        raise ValueError(f"weights name unknown target(s): {', '.join(map(str, unknown))}")
+    w = np.array([float(weights.get(t, 0.0)) for t in targets])
+    if not np.all(np.isfinite(w)) or (w < 0).any() or w.sum() <= 0:
+        raise ValueError("weights must be finite, non-negative and not all zero")
+    return w
+
+
+def _as(xp: Any, value: Any, like: Any) -> Any:
+    """value as an array of ``xp`` (for torch: like's dtype and device)."""
+    if xp is np:
+        return np.asarray(value)
+    if xp.__name__ == "torch":
+        return xp.as_tensor(np.asarray(value), dtype=like.dtype, device=like.device)
+    return xp.asarray(value)
+
+
+def _flat_names(posterior: Any) -> list[str]:
+    names = []
+    for name in posterior.data_vars:
+        shape = posterior[name].shape[2:]
+        if not shape:
+            names.append(name)
+        else:
+            names += [f"{name}[{','.join(map(str, idx))}]" for idx in np.ndindex(*shape)]
+    return names
+
+
+def _netcdf_column(col: pd.Series) -> np.ndarray:
+    if pd.api.types.is_numeric_dtype(col):
+        return col.to_numpy(dtype=float)
+    return col.astype(str).to_numpy(dtype=object)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def _has_custom_group_flag() -> bool:
+    import inspect
+
+    import arviz as az
+
+    return "warn_on_custom_groups" in inspect.signature(az.InferenceData.add_groups).parameters
