@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from bayesmix.cli import app
 from bayesmix.study import Study, parse_config
+from bayesmix.study.cli import study_app as app
 from bayesmix.study.trainers import LawTrainer, RunSpec
 
 CHROMIUM_FLAGS = [
@@ -74,7 +74,7 @@ def test_report_files_and_sections(fitted):
     root, study = fitted
     out = root / "out"
     result = CliRunner().invoke(
-        app, ["study", "report", "rep", "--storage", study.storage.url, "--out", str(out)]
+        app, ["report", "rep", "--storage", study.storage.url, "--out", str(out)]
     )
     assert result.exit_code == 0, result.output
     page = (out / "report.html").read_text()
@@ -86,7 +86,7 @@ def test_report_files_and_sections(fitted):
     assert "Convergence diagnostics" in page and "Approximate posterior (laplace)" in page
     assert "r0008" in page and "natural" in page
     # status prints the same recommendation the report shows
-    status = CliRunner().invoke(app, ["study", "status", "rep", "--storage", study.storage.url])
+    status = CliRunner().invoke(app, ["status", "rep", "--storage", study.storage.url])
     assert status.exit_code == 0 and "optimal mixture (bimix, laplace, 8 runs)" in status.output
 
 

@@ -81,7 +81,7 @@ def check_sigkill_resume(tmp_path, budget: int, kills: int, min_completed: int) 
     path = tmp_path / "fault.yaml"
     path.write_text(yaml.safe_dump(cfg))
     url = f"sqlite:///{tmp_path / 'fault.db'}"
-    cli = [sys.executable, "-m", "bayesmix.cli", "study"]
+    cli = [sys.executable, "-m", "bayesmix.study.cli"]
     subprocess.run([*cli, "create", str(path), "--storage", url], check=True, capture_output=True)
 
     rng = random.Random(20261123)

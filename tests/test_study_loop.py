@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import socket
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from rich.console import Console
 
 from bayesmix.study import Study, StudyError, parse_config, run_study
 from bayesmix.study.trainers import LawTrainer, RunSpec
@@ -99,9 +101,12 @@ def test_local_executor_runs_budget_exactly_once(tmp_path):
         want = law_rows(study, run).set_index(["step", "target"])["value"]
         got = obs.frame[obs.frame.run_id == run.name].set_index(["step", "target"])["value"]
         pd.testing.assert_series_equal(got.sort_index(), want.sort_index(), check_names=False)
-    # Asking for more budget later continues the same study.
-    more = run_study(study, budget=5, progress=False)
+    # Asking for more budget later continues the same study (with progress bars drawn).
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=100)
+    more = run_study(study, budget=5, progress=True, console=console)
     assert more.counts["completed"] == 5
+    assert "study loop" in screen.getvalue() and "5/5" in screen.getvalue()
 
 
 def test_dead_worker_requeued_once_then_failed(tmp_path):
@@ -149,3 +154,19 @@ def test_law_trainer_matches_formula():
     alpha = np.full((3, 3), law.cross) + np.diag([0.1 - law.cross] * 3)
     want = 2.0 * np.exp(-(alpha * np.log(r)[None, :]).sum(1))
     np.testing.assert_allclose(last[DOMAINS].to_numpy(), want, rtol=1e-9)
+
+
+@pytest.mark.slow
+def test_same_seed_same_bayesian_proposals(tmp_path):
+    """With the bayesmix proposer the proposals go through a fit and BoTorch: still the same."""
+    pytest.importorskip("bayesmix.proposers.bayesian", reason="the bayesmix proposer is absent")
+
+    def play(folder) -> list[dict[str, float]]:
+        folder.mkdir()
+        study = create(folder, proposer={"name": "bayesmix", "first": "dirichlet-swarm"})
+        for run in study.ask(4):
+            study.tell(run.name, law_rows(study, run))
+        return [r.mixture for r in study.ask(2, study.fit())]
+
+    a, b = play(tmp_path / "a"), play(tmp_path / "b")
+    assert a == b

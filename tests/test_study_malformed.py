@@ -16,8 +16,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from bayesmix.cli import app
 from bayesmix.study import Study, StudyError, parse_config
+from bayesmix.study.cli import study_app as app
 from bayesmix.study.storage import Storage
 
 BASE: dict[str, Any] = {
@@ -147,7 +147,7 @@ def test_malformed_config(world, case):
     text = mutation if isinstance(mutation, str) else yaml.safe_dump(mutation(BASE))
     path.write_text(text)
     before = Storage(url).fingerprint()
-    code, output = run_cli(["study", "create", str(path), "--storage", url])
+    code, output = run_cli(["create", str(path), "--storage", url])
     assert_one_clear_error(code, output, expect)
     if name not in ("empty-file", "yaml-syntax", "top-level-list", "top-level-scalar"):
         assert str(path) in output or name in ("paths-missing", "exists", "caps-infeasible")
@@ -156,17 +156,17 @@ def test_malformed_config(world, case):
 
 def test_missing_config_file(world):
     root, url, _ = world
-    code, output = run_cli(["study", "create", str(root / "nope.yaml"), "--storage", url])
+    code, output = run_cli(["create", str(root / "nope.yaml"), "--storage", url])
     assert_one_clear_error(code, output, "nope.yaml: no such config file")
 
 
 CLI_CASES: list[tuple[str, list[str], str]] = [
-    ("run-unknown", ["study", "run", "ghost"], "no study named 'ghost'"),
-    ("run-budget", ["study", "run", "base", "--budget", "0"], "--budget must be a positive"),
-    ("run-executor", ["study", "run", "base", "--executor", "slurm"], "--executor must be local"),
-    ("status-unknown", ["study", "status", "ghost"], "studies here: base"),
-    ("resume-unknown", ["study", "resume", "ghost"], "no study named 'ghost'"),
-    ("report-unknown", ["study", "report", "ghost"], "no study named 'ghost'"),
+    ("run-unknown", ["run", "ghost"], "no study named 'ghost'"),
+    ("run-budget", ["run", "base", "--budget", "0"], "--budget must be a positive"),
+    ("run-executor", ["run", "base", "--executor", "slurm"], "--executor must be local"),
+    ("status-unknown", ["status", "ghost"], "studies here: base"),
+    ("resume-unknown", ["resume", "ghost"], "no study named 'ghost'"),
+    ("report-unknown", ["report", "ghost"], "no study named 'ghost'"),
 ]
 
 
@@ -197,7 +197,7 @@ def test_bad_storage(world, storage, expect):
         storage = f"sqlite:///{root / 'notes.txt'}"
     elif storage == "MISSING":
         storage = f"sqlite:///{root / 'missing.db'}"
-    code, output = run_cli(["study", "status", "base", "--storage", storage])
+    code, output = run_cli(["status", "base", "--storage", storage])
     assert_one_clear_error(code, output, expect)
     assert not (root / "missing.db").exists()
 

@@ -194,3 +194,29 @@ def test_bad_urls_are_clear(tmp_path):
     with pytest.raises(StorageError, match="no such database file"):
         Storage(f"sqlite:///{tmp_path / 'x.db'}", create=False)
     assert not (tmp_path / "x.db").exists()
+
+
+def test_study_loop_on_postgres(tmp_path):
+    """The whole loop against PostgreSQL: worker processes claim, heartbeat and store there."""
+    from bayesmix.study import Study, parse_config, run_study
+
+    url = postgres_url()
+    cfg = parse_config(
+        {
+            "name": "pg-loop",
+            "data": {"domains": DOMAINS},
+            "proxy": {"trainer": "law", "steps": 100, "law": {"points": 2}},
+            "fit": {"final": False},
+            "proposer": {"name": "random-swarm"},
+            "batch_size": 2,
+            "budget": 2,
+            "executor": {"parallel": 2, "heartbeat_seconds": 0.5},
+            "report": False,
+            "workdir": str(tmp_path / "work"),
+        }
+    )
+    study = Study.create(cfg, url)
+    result = run_study(study, progress=False)
+    assert result.counts["completed"] == 2
+    assert study.storage.count_observations(study.id) == 2 * 2 * len(DOMAINS)
+    assert all(r.worker and r.attempts == 1 for r in study.runs())

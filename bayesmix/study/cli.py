@@ -303,3 +303,7 @@ def list_cmd(storage: StorageOpt = None) -> None:
     except user_errors() as exc:
         fail(_one_line(exc))
     console.print(table)
+
+
+if __name__ == "__main__":
+    study_app()
