@@ -120,16 +120,15 @@ class DirichletSwarm:
         centre = base**self.temperature
         centre = centre / centre.sum()
         taken = context.taken_array()
-        kept: list[np.ndarray] = []
+        out = np.zeros((0, context.m))
         for _ in range(MAX_REJECTION_ROUNDS):
-            draws = _dirichlet(rng, centre, self._draw_strengths(rng, 8 * n, context.m))
+            draws = _dirichlet(rng, centre, self._draw_strengths(rng, 2 * n + 64, context.m))
             draws = _zero_small(draws, self.minimum, lo)
-            draws = draws[_inside(draws, lo, hi)]
-            draws = _new_rows(draws, np.concatenate([taken, *kept]) if kept else taken)
-            kept.append(draws)
-            if sum(len(k) for k in kept) >= n:
+            draws = _new_rows(draws[_inside(draws, lo, hi)], taken)
+            out = _new_rows(np.concatenate([out, draws]), np.zeros((0, context.m)))
+            if len(out) >= n:
                 break
-        out = np.concatenate(kept)[:n]
+        out = out[:n]
         if len(out) < n:
             # Bounds too tight for rejection: project draws onto the feasible set instead.
             from bayesmix.optimize import project_to_box_simplex
@@ -144,17 +143,21 @@ class DirichletSwarm:
 
 
 def _new_rows(r: np.ndarray, taken: np.ndarray) -> np.ndarray:
-    """Rows of r that differ from every row of ``taken`` and from each other."""
+    """Rows of r that differ from every row of ``taken`` and from each other (first kept)."""
     if len(r) == 0:
         return r
-    keep = []
-    seen = list(taken)
-    for row in r:
-        if seen and np.abs(np.asarray(seen) - row).sum(axis=1).min() <= SAME_MIXTURE_L1:
-            continue
-        keep.append(row)
-        seen.append(row)
-    return np.asarray(keep).reshape(-1, r.shape[1])
+    # Sparse draws often collapse onto the same vertex or edge: exact duplicates after
+    # rounding far below any meaningful share.
+    _, first = np.unique(np.round(r, 9), axis=0, return_index=True)
+    r = r[np.sort(first)]
+    if len(taken) == 0:
+        return r
+    keep = np.ones(len(r), dtype=bool)
+    for start in range(0, len(r), 4096):
+        block = r[start : start + 4096]
+        d = np.abs(block[:, None, :] - taken[None, :, :]).sum(-1).min(axis=1)
+        keep[start : start + 4096] = d > SAME_MIXTURE_L1
+    return r[keep]
 
 
 def pick_from_pool(context: ProposalContext, r: np.ndarray, q: int, **extra: list) -> pd.DataFrame:

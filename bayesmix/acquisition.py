@@ -1,0 +1,394 @@
+"""Acquisition: which q proxy runs most improve the final mixture, chosen by name.
+
+The user's objective is F(x) = sum_t w_t L_t(x) at the target step (lower is better). Over
+the ensemble of posterior draws (``bayesmix.proposers.model.LawEnsembleModel``):
+
+- ``thompson``: per posterior draw d, the mixture that is optimal under theta_d; a batch is
+  q distinct draws' optima (closed form per draw for the own-share law). Cheap, diverse.
+- ``qlognei``: BoTorch's qLogNoisyExpectedImprovement on -F, the observed runs as baseline.
+- ``optimum-variance``: the expected reduction of the posterior variance of the optimal
+  mixture r* after observing the batch (``qOptimumVarianceReduction``): information aimed
+  at where the optimum is, not at the loss.
+
+``propose`` optimises any of them over the bounded simplex (sum r = 1, lo <= r <= hi from
+bounds, repetition caps and minimum shares) with BoTorch's ``optimize_acqf``, greedily one
+run at a time with the earlier ones pending, or picks from a pool with
+``optimize_acqf_discrete``. Each proposal carries ``expected_gain``: the posterior expected
+improvement of F over the best observed run, E_d[max(0, min_obs F_d - F_d(x))], in the
+objective's units.
+
+    import bayesmix as bm
+    batch = bm.propose(post, q=8, acquisition="qlognei")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from botorch.acquisition import AcquisitionFunction
+from botorch.acquisition.logei import qLogNoisyExpectedImprovement
+from botorch.acquisition.objective import LinearMCObjective
+from botorch.optim import optimize_acqf, optimize_acqf_discrete
+from botorch.sampling.index_sampler import IndexSampler
+from botorch.utils.transforms import concatenate_pending_points, t_batch_mode_transform
+from torch import Tensor
+
+from bayesmix.proposers.base import ProposalError, check_q, mixture_array, proposal_frame
+from bayesmix.proposers.model import DTYPE, LawEnsembleModel
+
+ACQUISITIONS = ("thompson", "qlognei", "optimum-variance")
+
+
+# --------------------------------------------------------------------------- objective
+def objective_weights(weights: Mapping[str, float] | None, targets: list[str]) -> np.ndarray:
+    """Weights over targets, normalised to sum to 1 (equal when None); bad input is an error."""
+    if weights is None:
+        return np.full(len(targets), 1.0 / len(targets))
+    unknown = [t for t in weights if t not in targets]
+    if unknown:
+        raise ProposalError(f"weights name unknown target(s): {', '.join(map(str, unknown))}")
+    w = np.array([float(weights.get(t, 0.0)) for t in targets])
+    if not np.all(np.isfinite(w)) or (w < 0).any() or w.sum() <= 0:
+        raise ProposalError("objective weights must be finite, non-negative and not all zero")
+    return w / w.sum()
+
+
+def member_objective(model: LawEnsembleModel, X: Tensor, w: Tensor) -> Tensor:
+    """F_d(x) = sum_t w_t L_t(x; theta_d): (D, P) for mixtures X (P, M)."""
+    return model.log_loss(X).exp() @ w
+
+
+# ------------------------------------------------------------------ information-based
+class qOptimumVarianceReduction(AcquisitionFunction):
+    r"""Expected reduction of the posterior variance of the optimal mixture by a batch X.
+
+    Over the ensemble, the optimum r*_d (each member's optimal mixture) and the log losses a
+    batch would show, Y_d = log L(X; theta_d) (q T values), are treated as jointly Gaussian;
+    observing y = Y + e, e ~ N(0, S) with S = diag(sigma_t^2) per target, then shrinks the
+    covariance of r* by the linear-Gaussian (ensemble Kalman) update, whose trace is
+
+        alpha(X) = tr( C_rY (C_YY + S)^{-1} C_Yr )
+                 = tr( R^T G (G + I)^{-1} R ),   G = Z Z^T,  Z = Y_c S^{-1/2},
+
+    with R, Y_c the member-centred r* and Y scaled by 1/sqrt(D) (the second form is the
+    first by the push-through identity: a D x D solve, whatever q T is). It is the variance
+    of the optimum's location that the batch is expected to remove: largest where members
+    that disagree about the optimum also disagree about the losses the batch will show.
+    Deterministic and smooth in X, unlike reweighting members by fantasised likelihoods,
+    which collapses onto single members when the noise is small. Pending points join the
+    batch: they will be observed too.
+    """
+
+    def __init__(
+        self,
+        model: LawEnsembleModel,
+        optima: Tensor,
+        noise: Tensor,
+        X_pending: Tensor | None = None,
+    ) -> None:
+        super().__init__(model=model)
+        if optima.shape[0] != model.ensemble_size:
+            raise ValueError("one optimal mixture per ensemble member is needed")
+        centred = optima.to(DTYPE) - optima.to(DTYPE).mean(0)
+        self.register_buffer("optima_c", centred / np.sqrt(model.ensemble_size))
+        self.register_buffer("noise", noise.to(DTYPE).clamp_min(1e-4))
+        self.variance_now = float((self.optima_c**2).sum())
+        self.set_X_pending(X_pending)
+
+    @concatenate_pending_points
+    @t_batch_mode_transform()
+    def forward(self, X: Tensor) -> Tensor:
+        log_f = self.model.posterior(X).values.log()  # b x D x q x T
+        b, d, q, t = log_f.shape
+        z = (log_f - log_f.mean(1, keepdim=True)) / (self.noise * np.sqrt(d))
+        z = z.reshape(b, d, q * t)
+        gram = z @ z.transpose(-1, -2)  # b x D x D
+        eye = torch.eye(d, dtype=gram.dtype, device=gram.device)
+        # G (G + I)^{-1} R = R - (G + I)^{-1} R
+        solved = torch.linalg.solve(gram + eye, self.optima_c.expand(b, d, -1))
+        kept = (self.optima_c * solved).sum((-1, -2))  # tr(R^T (G + I)^{-1} R)
+        return self.variance_now - kept
+
+
+# ------------------------------------------------------------------------ proposing
+@dataclass
+class AcquisitionSettings:
+    """How acquisition functions are evaluated and optimised.
+
+    mc_samples: IndexSampler draws for qLogNEI; num_restarts / raw_samples: starts of
+    ``optimize_acqf`` and the random points they are chosen from (the members' optima and
+    the observed runs are always among the latter); maxiter: SLSQP iterations per start.
+    """
+
+    mc_samples: int = 256
+    num_restarts: int = 6
+    raw_samples: int = 256
+    maxiter: int = 100
+
+
+def propose(
+    posterior: Any,
+    q: int,
+    acquisition: str = "qlognei",
+    *,
+    weights: Mapping[str, float] | None = None,
+    step: float | None = None,
+    constraints: Any = None,
+    pending: pd.DataFrame | None = None,
+    candidates: pd.DataFrame | None = None,
+    seed: int = 0,
+    max_draws: int = 256,
+    discrepancy: bool = False,
+    settings: AcquisitionSettings | None = None,
+) -> pd.DataFrame:
+    """The next q runs from a fitted posterior: one row per run (see the module docstring).
+
+    Returns ``r:<domain>`` columns, ``expected_gain``, ``acquisition_value`` (the value
+    when the run joins the batch: qlognei, the log expected improvement over the observed
+    runs and the batch's earlier runs; optimum-variance, the variance of r* removed by the
+    batch so far; thompson, NaN: it samples rather than maximises) and, with
+    ``candidates``, ``candidate`` (the pool row's label).
+    """
+    from bayesmix.optimize import Constraints
+
+    q = check_q(q)
+    if acquisition not in ACQUISITIONS:
+        raise ProposalError(
+            f"unknown acquisition {acquisition!r}; choose one of {', '.join(ACQUISITIONS)}"
+        )
+    settings = settings or AcquisitionSettings()
+    domains = list(posterior.domains)
+    lo, hi = (constraints or Constraints()).bounds(domains)
+    w_np = objective_weights(weights, list(posterior.targets))
+    model = LawEnsembleModel(
+        posterior, step, max_draws=max_draws, discrepancy=discrepancy, seed=seed
+    )
+    w = torch.as_tensor(w_np, dtype=DTYPE)
+    x_obs = torch.as_tensor(posterior.observations.mixtures().to_numpy(dtype=float), dtype=DTYPE)
+    x_pend = (
+        torch.as_tensor(mixture_array(pending, domains, "pending"), dtype=DTYPE)
+        if pending is not None and len(pending)
+        else None
+    )
+    pool = None
+    if candidates is not None:
+        pool_np = mixture_array(candidates, domains, "candidates")
+        taken = x_obs if x_pend is None else torch.cat([x_obs, x_pend])
+        dist = (torch.as_tensor(pool_np)[:, None, :] - taken[None]).abs().sum(-1).amin(1)
+        free = torch.nonzero(dist > 1e-6).squeeze(-1)
+        inside = torch.as_tensor(((pool_np >= lo - 1e-9) & (pool_np <= hi + 1e-9)).all(axis=1))[
+            free
+        ]
+        free = free[inside]
+        if len(free) < q:
+            raise ProposalError(
+                f"the pool has {len(free)} feasible mixture(s) not yet observed or pending, "
+                f"fewer than q={q}"
+            )
+        pool = (free, torch.as_tensor(pool_np, dtype=DTYPE)[free])
+
+    gen = np.random.default_rng([seed, len(x_obs), 7])
+    if acquisition == "thompson":
+        X, acq_values = _thompson(model, posterior, q, w_np, step, constraints, pool, gen)
+    else:
+        acq = _build(acquisition, model, posterior, w, x_obs, step, constraints, settings, seed)
+        if x_pend is not None:
+            acq.set_X_pending(x_pend)
+        if pool is not None:
+            X, acq_values = optimize_acqf_discrete(acq, q=q, choices=pool[1], unique=True)
+        else:
+            X, acq_values = _optimize_on_simplex(acq, model, q, lo, hi, x_obs, settings, gen)
+    X = X.detach()
+    gain = expected_gain(model, X, x_obs, w)
+    extra: dict[str, Any] = {
+        "acquisition_value": np.asarray(acq_values.detach(), dtype=float).reshape(-1),
+        "expected_gain": gain,
+    }
+    if pool is not None:
+        rows = _rows_in(pool[1], X)
+        extra["candidate"] = list(candidates.index[pool[0][rows].numpy()])
+    return proposal_frame(X.numpy(), domains, **extra)
+
+
+def _build(
+    name: str,
+    model: LawEnsembleModel,
+    posterior: Any,
+    w: Tensor,
+    x_obs: Tensor,
+    step: float | None,
+    constraints: Any,
+    settings: AcquisitionSettings,
+    seed: int,
+) -> AcquisitionFunction:
+    if name == "qlognei":
+        return qLogNoisyExpectedImprovement(
+            model=model,
+            X_baseline=x_obs,
+            sampler=IndexSampler(torch.Size([settings.mc_samples]), seed=seed),
+            objective=LinearMCObjective(-w),  # BoTorch maximises; lower loss is better
+            prune_baseline=True,
+            cache_root=False,
+        )
+    optima = member_optima(model, posterior, w.numpy(), step, constraints)
+    return qOptimumVarianceReduction(
+        model,
+        torch.as_tensor(optima, dtype=DTYPE),
+        torch.as_tensor(noise_scale(posterior, model), dtype=DTYPE),
+    )
+
+
+def member_optima(
+    model: LawEnsembleModel, posterior: Any, w: np.ndarray, step: float | None, constraints: Any
+) -> np.ndarray:
+    """(D, M) optimal mixture of each ensemble member (``Posterior.optimal_mixture``)."""
+    if "member_optima" not in model.__dict__:
+        weights = dict(zip(posterior.targets, w, strict=True))
+        per_draw = posterior.optimal_mixture(
+            weights=weights, step=step, constraints=constraints, max_draws=model.max_draws
+        ).draws.to_numpy(dtype=float)
+        if len(per_draw) != model.ensemble_size:
+            raise RuntimeError(
+                f"optimal_mixture returned {len(per_draw)} per-draw optima for "
+                f"{model.ensemble_size} ensemble members"
+            )
+        model.__dict__["member_optima"] = per_draw
+    return model.__dict__["member_optima"]
+
+
+def noise_scale(posterior: Any, model: LawEnsembleModel) -> np.ndarray:
+    """Per-target log-scale observation noise, read off the posterior predictive.
+
+    ``predict(draws=True)`` gives the law's value and a predictive draw (noise included)
+    per posterior draw; the robust spread (1.4826 MAD) of their log ratio is sigma_t.
+    """
+    obs = posterior.observations
+    mix = obs.mixtures().reset_index(drop=True).iloc[:64]
+    pred = posterior.predict(mix, model.step, draws=True, max_draws=64)
+    ratio = np.log(pred["predictive"].to_numpy() / pred["value"].to_numpy())
+    frame = pd.DataFrame({"target": pred["target"].to_numpy(), "z": ratio})
+    mad = frame.groupby("target", sort=False)["z"].agg(
+        lambda z: 1.4826 * np.median(np.abs(z - np.median(z)))
+    )
+    return mad.reindex(model.targets).to_numpy(dtype=float)
+
+
+def _thompson(
+    model: LawEnsembleModel,
+    posterior: Any,
+    q: int,
+    w: np.ndarray,
+    step: float | None,
+    constraints: Any,
+    pool: tuple[Tensor, Tensor] | None,
+    gen: np.random.Generator,
+) -> tuple[Tensor, Tensor]:
+    """q distinct members; each proposes its own optimum (or its best pool row)."""
+    members = gen.permutation(model.ensemble_size)
+    wt = torch.as_tensor(w, dtype=DTYPE)
+    chosen: list[Tensor] = []
+    if pool is not None:
+        with torch.no_grad():
+            f = member_objective(model, pool[1], wt)  # D x C
+        used: set[int] = set()
+        for d in members:
+            order = torch.argsort(f[d])
+            pick = next(int(i) for i in order if int(i) not in used)
+            used.add(pick)
+            chosen.append(pool[1][pick])
+            if len(chosen) == q:
+                break
+        return torch.stack(chosen), torch.full((len(chosen),), float("nan"))
+    optima = torch.tensor(member_optima(model, posterior, w, step, constraints), dtype=DTYPE)
+    for d in members:
+        cand = optima[d]
+        if any((cand - c).abs().sum() <= 1e-6 for c in chosen):
+            continue
+        chosen.append(cand)
+        if len(chosen) == q:
+            break
+    if len(chosen) < q:
+        raise ProposalError(
+            f"thompson sampling found only {len(chosen)} distinct optima among the "
+            f"{model.ensemble_size} draws; ask for fewer runs or use another acquisition"
+        )
+    return torch.stack(chosen), torch.full((q,), float("nan"))
+
+
+def _optimize_on_simplex(
+    acq: AcquisitionFunction,
+    model: LawEnsembleModel,
+    q: int,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    x_obs: Tensor,
+    settings: AcquisitionSettings,
+    gen: np.random.Generator,
+) -> tuple[Tensor, Tensor]:
+    """Greedy batch: q single-run optimisations, each with the earlier runs pending.
+
+    Starts are the best (by acquisition value) of random points of the bounded simplex, the
+    observed runs and the ensemble members' optima (when known), all projected inside the
+    bounds; ``optimize_acqf`` refines them under sum r = 1 and the bounds (SLSQP).
+    """
+    from bayesmix.optimize import project_to_box_simplex
+
+    m = len(lo)
+    bounds = torch.as_tensor(np.stack([lo, hi]), dtype=DTYPE)
+    equality = [(torch.arange(m), torch.ones(m, dtype=DTYPE), 1.0)]
+    base_pending = acq.X_pending
+    raw = [gen.dirichlet(np.ones(m), settings.raw_samples), x_obs.numpy()]
+    if "member_optima" in model.__dict__:
+        raw.append(model.__dict__["member_optima"])
+    raw_np = project_to_box_simplex(np.concatenate(raw), lo, hi)
+    raw_t = torch.as_tensor(raw_np, dtype=DTYPE)
+    chosen: list[Tensor] = []
+    values: list[Tensor] = []
+    for _ in range(q):
+        with torch.no_grad():
+            scores = torch.cat([acq(c[:, None, :]) for c in raw_t.split(256)])
+        top = torch.argsort(scores, descending=True)[: settings.num_restarts]
+        starts = raw_t[top][:, None, :]
+        cand, value = optimize_acqf(
+            acq,
+            bounds=bounds,
+            q=1,
+            num_restarts=len(top),
+            batch_initial_conditions=starts,
+            equality_constraints=equality,
+            options={"maxiter": settings.maxiter},
+        )
+        cand = torch.as_tensor(project_to_box_simplex(cand.detach().numpy(), lo, hi), dtype=DTYPE)
+        chosen.append(cand[0])
+        values.append(value.reshape(()))
+        pending = torch.stack(chosen)
+        acq.set_X_pending(pending if base_pending is None else torch.cat([base_pending, pending]))
+    acq.set_X_pending(base_pending)
+    return torch.stack(chosen), torch.stack(values)
+
+
+def expected_gain(model: LawEnsembleModel, X: Tensor, x_obs: Tensor, w: Tensor) -> np.ndarray:
+    """E_d[max(0, min_obs F_d - F_d(x))] per proposal: expected improvement over the best run."""
+    with torch.no_grad():
+        f_new = member_objective(model, X, w)  # D x q
+        best = member_objective(model, x_obs, w).amin(-1, keepdim=True)  # D x 1
+        return (best - f_new).clamp_min(0.0).mean(0).numpy()
+
+
+def _rows_in(pool: Tensor, X: Tensor) -> np.ndarray:
+    return (X[:, None, :] - pool[None]).abs().sum(-1).argmin(-1).numpy()
+
+
+__all__ = [
+    "ACQUISITIONS",
+    "AcquisitionSettings",
+    "expected_gain",
+    "objective_weights",
+    "propose",
+    "qOptimumVarianceReduction",
+]

@@ -1,0 +1,87 @@
+"""The ``bayesmix`` proposer: BoTorch acquisition over the law's posterior.
+
+Before any run is observed there is no posterior, so the first batch comes from a
+posterior-free design (the Olmix swarm by default). Afterwards the posterior in the context
+is used, or one is fitted to the context's observations (law and method configurable; pass
+``fit_options={"method": "nuts"}`` for exact intervals, the default Laplace approximation
+is what keeps refits between batches cheap).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from bayesmix.proposers.base import ProposalContext, ProposalError, check_q
+
+
+def fit_posterior(
+    context: ProposalContext, law: str, fit_options: dict[str, Any] | None = None
+) -> Any:
+    """The context's posterior, or one fitted to its observations (None without any)."""
+    if context.posterior is not None:
+        return context.posterior
+    if context.observations is None:
+        return None
+    if "posterior" not in context._cache:
+        import bayesmix as bm
+
+        options = {"method": "laplace", "progress": False, **(fit_options or {})}
+        context._cache["posterior"] = bm.fit(
+            context.observations, law=law, seed=context.seed, **options
+        )
+    return context._cache["posterior"]
+
+
+@dataclass
+class BayesMixProposer:
+    """Acquisition over the posterior of a data-mixing law (``bayesmix.acquisition``).
+
+    acquisition: "thompson", "qlognei" or "optimum-variance".
+    law, fit_options: how to fit a posterior when the context has none.
+    initial: the posterior-free proposer for the first batch.
+    max_draws: ensemble size; discrepancy: add a GP residual term to the ensemble.
+    """
+
+    acquisition: str = "qlognei"
+    law: str = "bimix"
+    fit_options: dict[str, Any] = field(default_factory=dict)
+    initial: str = "dirichlet-swarm"
+    max_draws: int = 256
+    discrepancy: bool = False
+    settings: Any = None
+    name: str = "bayesmix"
+
+    def __post_init__(self) -> None:
+        from bayesmix.acquisition import ACQUISITIONS
+
+        if self.acquisition not in ACQUISITIONS:
+            raise ProposalError(
+                f"unknown acquisition {self.acquisition!r}; choose one of {', '.join(ACQUISITIONS)}"
+            )
+
+    def propose(self, context: ProposalContext, q: int) -> pd.DataFrame:
+        q = check_q(q)
+        post = fit_posterior(context, self.law, self.fit_options)
+        if post is None:
+            from bayesmix.proposers import get_proposer
+
+            return get_proposer(self.initial).propose(context, q)
+        from bayesmix.acquisition import propose
+
+        return propose(
+            post,
+            q,
+            self.acquisition,
+            weights=context.weights,
+            step=context.step,
+            constraints=context.constraints,
+            pending=context.pending,
+            candidates=context.candidates,
+            seed=context.seed,
+            max_draws=self.max_draws,
+            discrepancy=self.discrepancy,
+            settings=self.settings,
+        )

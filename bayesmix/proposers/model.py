@@ -1,0 +1,157 @@
+"""The law's posterior as a BoTorch model: one ensemble member per posterior draw.
+
+For draws theta_1..theta_D of a fitted law, the model's output at a mixture x is the ensemble
+
+    f_d(x) = (L_1(x; theta_d), ..., L_T(x; theta_d))      d = 1..D
+
+(noise-free losses per target at the target step), so BoTorch's ``EnsemblePosterior`` and
+``IndexSampler`` make every Monte-Carlo acquisition function apply to it, and gradients flow
+to x through the law, which ``Posterior.log_loss`` evaluates in torch from the one formula
+in ``bayesmix.laws.formulas``.
+
+With ``discrepancy=True`` each member also carries a sample path of a GP fitted to the
+law's log-scale residuals at the observed runs (one independent GP per target, drawn by
+Matheron's rule so each path is a fixed smooth function of x):
+
+    log f_dt(x) = log L_t(x; theta_d) + g_dt(x),   g_t ~ GP posterior on the residuals
+
+which widens the ensemble where the parametric form misses the data.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from botorch.models.ensemble import EnsembleModel
+from torch import Tensor
+
+DTYPE = torch.float64
+
+
+class LawEnsembleModel(EnsembleModel):
+    """Posterior draws of a data-mixing law as a BoTorch ensemble over the simplex.
+
+    Inputs X: ``batch x n x M`` mixtures (columns in ``posterior.domains`` order).
+    Outputs: ``batch x D x n x T`` losses (targets in ``posterior.targets`` order).
+
+    Args:
+        posterior: a fitted ``bayesmix`` Posterior.
+        step: the step the outputs are taken at (None: the posterior's reference step).
+        max_draws: ensemble size D: the posterior's draws thinned evenly, as
+            ``posterior.draws(max_draws)`` and ``optimal_mixture(max_draws=...)`` thin them,
+            so member d and the d-th per-draw optimum belong to the same draw.
+        discrepancy: add a GP residual path per member (see the module docstring).
+    """
+
+    def __init__(
+        self,
+        posterior: Any,
+        step: float | None = None,
+        *,
+        max_draws: int | None = 256,
+        discrepancy: bool = False,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.law_posterior = posterior
+        self.step = step
+        self.max_draws = max_draws
+        self.params = posterior.draws(max_draws)
+        self.ensemble_size = next(iter(self.params.values())).shape[0]
+        self.domains = list(posterior.domains)
+        self.targets = list(posterior.targets)
+        self._num_outputs = len(self.targets)
+        self._torch_params: dict[str, Tensor] | None = None
+        self._step_cache: dict[tuple[str, float | None], float | None] = {}
+        self.paths: Any = None
+        if discrepancy:
+            self.paths = self._residual_paths(seed)
+
+    # ------------------------------------------------------------------ the law in torch
+    def log_loss(self, r: Tensor, step: float | None = None) -> Tensor:
+        """(D, P, T) log loss per member at mixtures r (P, M); differentiable in r.
+
+        The law's formula is evaluated through the posterior's law object (the ``Law``
+        protocol's ``log_loss``, the same call ``Posterior.log_loss`` makes) with the draws,
+        the own-domain map and the step converted to torch once: acquisition optimisers
+        call this thousands of times.
+        """
+        if self._torch_params is None:
+            post = self.law_posterior
+            self._torch_params = {
+                k: torch.as_tensor(np.asarray(v), dtype=r.dtype, device=r.device)
+                for k, v in self.params.items()
+                if np.issubdtype(np.asarray(v).dtype, np.number)
+            }
+            self._own = torch.as_tensor(post.own_onehot(), dtype=r.dtype, device=r.device)
+            self._law = post.law_obj
+        s_rel = self._s_rel(self.step if step is None else step, r)
+        out = self._law.log_loss(torch, self._torch_params, r, s_rel, own_onehot=self._own)
+        if self.paths is not None:
+            res = self.paths(r.to(DTYPE))  # (D, T, P)
+            out = out + res.transpose(-1, -2).to(out)
+        return out
+
+    def _s_rel(self, step: float | None, r: Tensor) -> Tensor | None:
+        key = ("s_rel", step)
+        if key not in self._step_cache:
+            s = self.law_posterior.s_rel(step)
+            self._step_cache[key] = None if s is None else float(np.asarray(s).reshape(-1)[0])
+        s = self._step_cache[key]
+        return None if s is None else torch.full(r.shape[:-1], s, dtype=r.dtype, device=r.device)
+
+    def forward(self, X: Tensor) -> Tensor:
+        batch, (n, m) = X.shape[:-2], X.shape[-2:]
+        if m != len(self.domains):
+            raise ValueError(f"X has {m} columns; the law has {len(self.domains)} domains")
+        flat = X.reshape(-1, m)
+        values = self.log_loss(flat).exp()  # (D, B*n, T)
+        values = values.reshape(self.ensemble_size, *batch, n, self._num_outputs)
+        return values.movedim(0, -3)  # batch x D x n x T
+
+    # ------------------------------------------------------------------ discrepancy
+    def _residual_paths(self, seed: int) -> Any:
+        """Matheron sample paths of per-target GPs on the law's log residuals."""
+        from botorch.fit import fit_gpytorch_mll
+        from botorch.models import SingleTaskGP
+        from botorch.sampling.pathwise import draw_matheron_paths
+        from gpytorch.mlls import ExactMarginalLogLikelihood
+
+        obs = self.law_posterior.observations
+        r, log_y = observed_log_losses(obs, self.targets, self.step, self.law_posterior)
+        x = torch.as_tensor(r, dtype=DTYPE)
+        with torch.no_grad():
+            law = self.log_loss_no_paths(x).mean(0)  # (P, T)
+        res = torch.as_tensor(log_y, dtype=DTYPE) - law
+        gp = SingleTaskGP(x, res)
+        fit_gpytorch_mll(ExactMarginalLogLikelihood(gp.likelihood, gp))
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            return draw_matheron_paths(gp, sample_shape=torch.Size([self.ensemble_size]))
+
+    def log_loss_no_paths(self, r: Tensor) -> Tensor:
+        paths, self.paths = self.paths, None
+        try:
+            return self.log_loss(r)
+        finally:
+            self.paths = paths
+
+
+def observed_log_losses(
+    obs: Any, targets: list[str], step: float | None, posterior: Any
+) -> tuple[np.ndarray, np.ndarray]:
+    """(P, M) mixtures and (P, T) observed log losses of the runs at the target step.
+
+    Runs with a step axis contribute their row at the reference step (the target step's
+    runs); runs without one contribute their single row.
+    """
+    frame = obs.frame
+    if obs.has_steps:
+        ref = step if step is not None else posterior.settings.reference_step or obs.max_step
+        frame = frame[np.isclose(frame["step"].to_numpy(dtype=float), float(ref))]
+    table = frame.pivot_table(index="run_id", columns="target", values="value", sort=False)
+    table = table.dropna()
+    mix = obs.mixtures().loc[table.index]
+    return mix.to_numpy(dtype=float), np.log(table[targets].to_numpy(dtype=float))

@@ -1,0 +1,253 @@
+"""Recommenders: the mixture to train on, from the runs observed so far.
+
+- ``posterior-optimum`` (ours): the mixture minimising the posterior expected objective
+  (``Posterior.optimal_mixture``), under the user's bounds and repetition caps.
+- ``olmix`` (Olmix's recipe): a point log-linear law per target, f_t(p) = c_t + exp(A_t . p)
+  (``formulas.loglinear_log_loss``), fitted with a Huber loss (delta 0.01) by L-BFGS, then
+  min_p sum_t w_t f_t(p) + 0.05 KL(p || p0) under the bounds and caps (SLSQP).
+- ``regmix`` (RegMix's recipe): one LightGBM regressor per target (gbdt, objective
+  regression, 1000 iterations, learning rate 0.01, seed 42, no early stopping), 100,000
+  simulated mixtures from RegMix's swarm, and the mean of the 100 with the lowest predicted
+  objective. Below 20 runs LightGBM's default leaf size allows no split, so the prediction
+  is constant: that is RegMix's recipe at small budgets, kept as is.
+
+With a pool (``context.candidates``) each recommender returns the pool row its model
+predicts best, since only pool rows have a known truth.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bayesmix.laws import formulas
+from bayesmix.proposers.base import ProposalContext, ProposalError, mixture_series
+from bayesmix.proposers.bayesian import fit_posterior
+
+
+def _wide(context: ProposalContext) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(N, M) mixtures and (N, T) losses of the observed runs at their final step."""
+    obs = context.observations
+    if obs is None or len(obs.run_ids) == 0:
+        raise ProposalError("a recommendation needs observed runs (the context has none)")
+    frame = obs.frame
+    if obs.has_steps:
+        last = frame.groupby("run_id")["step"].transform("max")
+        frame = frame[frame["step"] == last]
+        if context.step is not None:
+            frame = frame[np.isclose(frame["step"], float(context.step))]
+    table = frame.pivot_table(index="run_id", columns="target", values="value", sort=False)
+    table = table.dropna()
+    if len(table) == 0:
+        raise ProposalError("no observed run reached the target step")
+    targets = obs.targets
+    return obs.mixtures().loc[table.index].to_numpy(dtype=float), table[targets].to_numpy(), targets
+
+
+def _weights(context: ProposalContext, targets: list[str]) -> np.ndarray:
+    from bayesmix.acquisition import objective_weights
+
+    return objective_weights(context.weights, targets)
+
+
+def _best_in_pool(context: ProposalContext, predict: Any) -> pd.Series:
+    pool = context.candidate_array()
+    lo, hi = context.bounds()
+    ok = ((pool >= lo - 1e-9) & (pool <= hi + 1e-9)).all(axis=1)
+    if not ok.any():
+        raise ProposalError("no pool mixture satisfies the constraints")
+    values = np.where(ok, predict(pool), np.inf)
+    return mixture_series(pool[int(np.argmin(values))], context.domains)
+
+
+@dataclass
+class PosteriorOptimum:
+    """The posterior-expected optimum of a law fitted to the observations (ours)."""
+
+    law: str = "bimix"
+    fit_options: dict[str, Any] = field(default_factory=dict)
+    max_draws: int = 256
+    name: str = "posterior-optimum"
+
+    def recommend(self, context: ProposalContext) -> pd.Series:
+        post = fit_posterior(context, self.law, self.fit_options)
+        if post is None:
+            raise ProposalError("a recommendation needs observed runs (the context has none)")
+        if context.candidates is not None:
+            return _best_in_pool(context, lambda r: self._expected(post, context, r))
+        opt = post.optimal_mixture(
+            weights=context.weights,
+            step=context.step,
+            constraints=context.constraints,
+            max_draws=self.max_draws,
+        )
+        return mixture_series(opt.mixture.reindex(context.domains).to_numpy(), context.domains)
+
+    def _expected(self, post: Any, context: ProposalContext, r: np.ndarray) -> np.ndarray:
+        w = _weights(context, list(post.targets))
+        log_loss = post.log_loss(r, context.step, max_draws=self.max_draws)
+        return (np.exp(log_loss) @ w).mean(axis=0)
+
+
+# ---------------------------------------------------------------------------------- Olmix
+@dataclass
+class OlmixRecommender:
+    """Olmix: point log-linear law (Huber) + KL(p || p0) regulariser, under caps."""
+
+    kl_weight: float = 0.05
+    huber_delta: float = 0.01
+    name: str = "olmix"
+
+    def fit(self, r: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
+        """Per target, (log c_t, A_t) minimising the Huber loss of c_t + exp(A_t . r) - y.
+
+        L-BFGS (scipy, gradients from torch) from three starts, the irreducible part at 0.1,
+        0.5 and 0.9 of the smallest observed loss; per target the best start is kept (the
+        loss is a sum over targets of independent terms).
+        """
+        import torch
+        from scipy.optimize import minimize
+
+        x = torch.as_tensor(r, dtype=torch.float64)
+        yt = torch.as_tensor(y, dtype=torch.float64)
+        t, m = y.shape[1], r.shape[1]
+
+        def per_target(theta: torch.Tensor) -> torch.Tensor:
+            log_c, A = theta[:t], theta[t:].reshape(t, m)
+            pred = formulas.loglinear_log_loss(torch, log_c, A, x).exp()
+            huber = torch.nn.functional.huber_loss(
+                pred, yt, delta=self.huber_delta, reduction="none"
+            )
+            return huber.sum(0)
+
+        def fun(theta: np.ndarray) -> tuple[float, np.ndarray]:
+            th = torch.as_tensor(theta, dtype=torch.float64).requires_grad_(True)
+            loss = per_target(th).sum()
+            (g,) = torch.autograd.grad(loss, th)
+            return float(loss.detach()), g.numpy()
+
+        best = np.zeros(t + t * m)
+        best_loss = np.full(t, np.inf)
+        for share in (0.1, 0.5, 0.9):
+            c0 = share * y.min(axis=0)
+            level = np.log(np.maximum(y - c0, 1e-6)).mean(axis=0)
+            theta0 = np.concatenate([np.log(c0), np.repeat(level, m)])
+            res = minimize(fun, theta0, jac=True, method="L-BFGS-B", options={"maxiter": 500})
+            with torch.no_grad():
+                loss_t = per_target(torch.as_tensor(res.x)).numpy()
+            better = np.isfinite(loss_t) & (loss_t < best_loss)
+            best_loss = np.where(better, loss_t, best_loss)
+            cols = np.concatenate([better, np.repeat(better, m)])
+            best = np.where(cols, res.x, best)
+        return {"log_c": best[:t], "A": best[t:].reshape(t, m)}
+
+    def recommend(self, context: ProposalContext) -> pd.Series:
+        r, y, targets = _wide(context)
+        w = _weights(context, targets)
+        params = self.fit(r, y)
+        p0 = context.natural_vector()
+
+        def predict(x: np.ndarray) -> np.ndarray:
+            ll = formulas.loglinear_log_loss(np, params["log_c"], params["A"], x)
+            return np.exp(ll) @ w
+
+        if context.candidates is not None:
+            return _best_in_pool(context, predict)
+        return mixture_series(self._solve(params, w, p0, context, r), context.domains)
+
+    def _solve(
+        self,
+        params: dict[str, np.ndarray],
+        w: np.ndarray,
+        p0: np.ndarray,
+        context: ProposalContext,
+        r_obs: np.ndarray,
+    ) -> np.ndarray:
+        """min_p sum_t w_t f_t(p) + kl_weight KL(p || p0) over the bounded simplex."""
+        from scipy.optimize import minimize
+
+        from bayesmix.optimize import project_to_box_simplex
+
+        lo, hi = context.bounds()
+        log_p0 = np.log(np.maximum(p0, 1e-12))
+        A, c = params["A"], np.exp(params["log_c"])
+
+        def fun(p: np.ndarray) -> tuple[float, np.ndarray]:
+            p = np.maximum(p, 1e-12)
+            e = np.exp(A @ p)  # (T,)
+            value = float(w @ (c + e) + self.kl_weight * (p * (np.log(p) - log_p0)).sum())
+            grad = (w * e) @ A + self.kl_weight * (np.log(p) - log_p0 + 1.0)
+            return value, grad
+
+        starts = np.concatenate([p0[None], np.full((1, len(p0)), 1 / len(p0)), r_obs[:8]])
+        starts = project_to_box_simplex(starts, lo, hi)
+        best, best_v = starts[0], np.inf
+        for x0 in starts:
+            res = minimize(
+                fun,
+                x0,
+                jac=True,
+                method="SLSQP",
+                bounds=list(zip(np.maximum(lo, 1e-12), hi, strict=True)),
+                constraints=[{"type": "eq", "fun": lambda p: p.sum() - 1.0}],
+                options={"maxiter": 300, "ftol": 1e-12},
+            )
+            if np.isfinite(res.fun) and res.fun < best_v:
+                best, best_v = res.x, res.fun
+        return project_to_box_simplex(np.clip(best, 0, None)[None], lo, hi)[0]
+
+
+# --------------------------------------------------------------------------------- RegMix
+@dataclass
+class RegMixRecommender:
+    """RegMix: LightGBM per target, simulate mixtures, average the best predicted ones."""
+
+    num_simulated: int = 100_000
+    top_k: int = 100
+    lgbm_params: dict[str, Any] = field(
+        default_factory=lambda: {
+            "boosting_type": "gbdt",
+            "objective": "regression",
+            "n_estimators": 1000,
+            "learning_rate": 0.01,
+            "seed": 42,
+            "verbose": -1,
+        }
+    )
+    name: str = "regmix"
+
+    def recommend(self, context: ProposalContext) -> pd.Series:
+        import lightgbm as lgb
+
+        r, y, targets = _wide(context)
+        w = _weights(context, targets)
+        models = []
+        for t in range(len(targets)):
+            if w[t] == 0:
+                continue
+            model = lgb.LGBMRegressor(**self.lgbm_params, n_jobs=1)
+            model.fit(r, y[:, t])
+            models.append((w[t], model))
+
+        def predict(x: np.ndarray) -> np.ndarray:
+            return sum(wt * m.predict(x) for wt, m in models)
+
+        if context.candidates is not None:
+            return _best_in_pool(context, predict)
+        from bayesmix.proposers.swarms import regmix_swarm
+
+        swarm = regmix_swarm()
+        sim_ctx = ProposalContext(
+            context.domains,
+            constraints=context.constraints,
+            natural=context.natural,
+            seed=context.seed,
+        )
+        sims = swarm.sample(sim_ctx, self.num_simulated, np.random.default_rng([context.seed, 42]))
+        pred = predict(sims)
+        top = np.argsort(pred)[: self.top_k]
+        mixture = sims[top].mean(axis=0)
+        return mixture_series(mixture, context.domains)

@@ -1,0 +1,506 @@
+"""Active-learning benchmark: simple regret of the recommended mixture after each batch of runs.
+
+Every (cell, seed, proposer) trajectory asks its proposer for q runs at a time, gets their
+losses from an oracle instead of training proxies, refits the law (warm-started from the
+previous posterior when ``bm.fit`` accepts ``init=``), and scores every recommender's mixture
+by its simple regret (true objective minus the best achievable). Olmix's reference recipe,
+a Dirichlet swarm of K = 3(m+1) runs in one batch + Olmix's recommender, is run per seed too.
+
+Results are appended, one JSON line per (cell, seed, proposer, budget, recommender), to
+``results/<config>.jsonl``; a rerun skips what is there (resumable, run it in pieces). CPU
+seconds of each batch (proposal, fit, recommendations) are recorded with each line.
+
+    python studies/active_learning/run.py --config full [--cells synthetic-bimix-7 ...]
+        [--seeds 0-9] [--proposers ...]          # runs (or resumes) the benchmark
+    python studies/active_learning/run.py --config full --table   # writes the table only
+"""
+
+from __future__ import annotations
+
+import os
+
+# One thread per library: on a shared 2-core machine oversubscribed BLAS/XLA/torch thread
+# pools spin against each other and everything runs 3-10x slower. Set before any import.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+os.environ.setdefault(
+    "XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+)
+
+import argparse  # noqa: E402
+import inspect  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import socket  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from collections.abc import Iterable  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE.parents[2] / "shared" / "data"
+Q = 8
+
+
+# ------------------------------------------------------------------------------ config
+@dataclass(frozen=True)
+class Cell:
+    """One oracle: kind ("synthetic-bimix", "synthetic-cross", "regmix-landscape",
+    "regmix-pool"), number of domains m, objective target (None: mean of all targets)."""
+
+    kind: str
+    m: int
+    target: str | None = None
+    max_runs: int | None = None  # default: 4 (m + 1), rounded up to a batch
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}-{self.m}" + (f"-{self.target}" if self.target else "")
+
+    @property
+    def olmix_k(self) -> int:
+        return 3 * (self.m + 1)
+
+    def budgets(self) -> list[int]:
+        top = self.max_runs or 4 * (self.m + 1)
+        return list(range(Q, top + Q, Q))[: int(np.ceil(top / Q))]
+
+
+@dataclass(frozen=True)
+class Method:
+    """A proposer (with options) whose trajectory every listed recommender scores."""
+
+    proposer: str
+    options: dict[str, Any] = field(default_factory=dict)
+    recommenders: tuple[str, ...] = ("posterior-optimum", "olmix", "regmix")
+    label: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.label or self.proposer
+
+
+ALL_RECOMMENDERS = ("posterior-optimum", "olmix", "regmix")
+BAYESMIX = Method("bayesmix", {"acquisition": "thompson"}, ALL_RECOMMENDERS, "bayesmix-thompson")
+SWARMS = [
+    Method("dirichlet-swarm"),
+    Method("random-swarm"),
+    Method("uniform"),
+    Method("entropy"),
+]
+
+
+@dataclass
+class Config:
+    name: str
+    cells: list[Cell]
+    methods: list[Method]
+    seeds: list[int]
+    law: str = "bimix"
+    fit: dict[str, Any] = field(
+        default_factory=lambda: {"method": "laplace", "num_chains": 1, "num_samples": 256}
+    )
+    max_draws: int = 256
+    # methods run only on some cells (e.g. 64 domains: bayesmix against Olmix's recipe)
+    only: dict[str, list[str]] = field(default_factory=dict)
+
+
+def configs() -> dict[str, Config]:
+    bayesmix_variants = [
+        BAYESMIX,
+        Method("bayesmix", {"acquisition": "qlognei"}, ("posterior-optimum",), "bayesmix-qlognei"),
+        Method(
+            "bayesmix",
+            {"acquisition": "optimum-variance"},
+            ("posterior-optimum",),
+            "bayesmix-optimum-variance",
+        ),
+    ]
+    full_cells = [
+        Cell("synthetic-bimix", 7),
+        Cell("synthetic-cross", 7),
+        Cell("synthetic-bimix", 17),
+        Cell("synthetic-cross", 17),
+        Cell("regmix-landscape", 17),
+        Cell("regmix-pool", 17),
+        Cell("regmix-landscape", 17, "pile_cc"),
+        Cell("regmix-pool", 17, "pile_cc"),
+        Cell("synthetic-bimix", 64, max_runs=64),
+        Cell("synthetic-cross", 64, max_runs=64),
+    ]
+    big = [c.name for c in full_cells if c.m < 64]
+    return {
+        "full": Config(
+            "full",
+            full_cells,
+            [*bayesmix_variants, *SWARMS],
+            list(range(10)),
+            only={
+                "random-swarm": big,
+                "uniform": big,
+                "entropy": big,
+                "bayesmix-qlognei": big,
+                "bayesmix-optimum-variance": big,
+            },
+        ),
+        # CI: one small world, two seeds, the acceptance pair and one swarm.
+        "small": Config(
+            "small",
+            [Cell("synthetic-bimix", 4, max_runs=16)],
+            [
+                Method("bayesmix", {"acquisition": "thompson"}, ("posterior-optimum",)),
+                Method("dirichlet-swarm", recommenders=("posterior-optimum", "olmix")),
+            ],
+            [0, 1],
+            fit={"method": "laplace", "num_chains": 1, "num_samples": 64},
+            max_draws=64,
+        ),
+    }
+
+
+# ----------------------------------------------------------------------------- oracles
+def make_oracle(cell: Cell, seed: int, cache: Path) -> Any:
+    from bayesmix.oracles import PoolOracle, RegMixLandscape, SyntheticOracle
+
+    if cell.kind.startswith("synthetic-"):
+        law = {"synthetic-bimix": "bimix", "synthetic-cross": "bimix-cross"}[cell.kind]
+        return SyntheticOracle(
+            cell.m, law=law, world_seed=seed, optimum_cache=cache / "synthetic_optima.json"
+        )
+    if cell.m != 17:
+        raise ValueError(f"{cell.kind} has RegMix's 17 domains, not {cell.m}")
+    if cell.kind == "regmix-landscape":
+        return RegMixLandscape(
+            DATA / "regmix", cache=cache / "regmix_landscape.pt", target=cell.target
+        )
+    if cell.kind == "regmix-pool":
+        return PoolOracle(DATA / "regmix", target=cell.target)
+    raise ValueError(f"unknown cell kind {cell.kind!r}")
+
+
+def entropies(oracle: Any, seed: int) -> dict[str, float]:
+    """Per-domain entropies for BiMix's proposer: for RegMix's Pile domains the published
+    conditional-entropy mixture (softmax(H) = CE, so H = log CE up to a constant); synthetic
+    worlds have no text, so they get uninformative entropies ~ N(0, 0.5) from the seed."""
+    if oracle.name.startswith("regmix"):
+        table = pd.read_csv(DATA / "bimix_paper" / "pile_mixtures_table4.csv")
+        from bayesmix.observations import canonical_name
+
+        names = {"Github": "github", "GitHub": "github", "Wikipedia (en)": "wikipedia_en"}
+        table["domain"] = [names.get(d, canonical_name(d)) for d in table["domain"]]
+        ce = table.set_index("domain")["CE"]
+        return {d: float(np.log(ce[d])) for d in oracle.domains}
+    rng = np.random.default_rng([seed, 99])
+    return dict(zip(oracle.domains, rng.normal(0.0, 0.5, len(oracle.domains)), strict=True))
+
+
+# --------------------------------------------------------------------------- trajectory
+def _fit(obs: Any, config: Config, seed: int, previous: Any) -> Any:
+    import bayesmix as bm
+
+    options = dict(config.fit)
+    if previous is not None and "init" in inspect.signature(bm.fit).parameters:
+        options["init"] = previous  # warm start: cheap refits between batches
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return bm.fit(obs, law=config.law, seed=seed, progress=False, **options)
+
+
+def trajectory(
+    cell: Cell, seed: int, method: Method, config: Config, cache: Path, done: set[tuple]
+) -> Iterable[dict[str, Any]]:
+    """Yield one result line per (budget, recommender) not already in ``done``."""
+    import bayesmix as bm
+    from bayesmix.proposers import ProposalContext, get_proposer, get_recommender
+
+    oracle = make_oracle(cell, seed, cache)
+    pool = getattr(oracle, "candidates", None)
+    weights = {t: float(w) for t, w in zip(oracle.targets, oracle.weights, strict=True) if w > 0}
+    options = dict(method.options)
+    if method.proposer == "entropy":
+        options["entropies"] = entropies(oracle, seed)
+    if method.proposer == "bayesmix":
+        options.update(law=config.law, fit_options=config.fit, max_draws=config.max_draws)
+    proposer = get_proposer(method.proposer, **options)
+    recommenders = {
+        name: get_recommender(
+            name, **({"max_draws": config.max_draws} if name == "posterior-optimum" else {})
+        )
+        for name in method.recommenders
+    }
+    rng = np.random.default_rng([seed, 2024])
+    obs = post = None
+    for budget in cell.budgets():
+        started, wall = time.process_time(), time.perf_counter()
+        ctx = ProposalContext(
+            oracle.domains,
+            observations=obs,
+            posterior=post,
+            natural=oracle.natural,
+            weights=weights,
+            seed=seed,
+            candidates=pool,
+        )
+        batch = proposer.propose(ctx, Q)
+        r = batch[[f"r:{d}" for d in oracle.domains]].to_numpy()
+        ids = [f"{method.name}-{budget - Q + i}" for i in range(Q)]
+        new = bm.Observations.from_frame(oracle.observe(r, rng, ids))
+        obs = new if obs is None else obs.concat(new)
+        propose_cpu = time.process_time() - started
+        todo = [name for name in recommenders if (budget, name) not in done]
+        needs_post = method.proposer == "bayesmix" or "posterior-optimum" in todo
+        fit_started = time.process_time()
+        if needs_post:
+            post = _fit(obs, config, seed, post)
+        fit_cpu = time.process_time() - fit_started
+        ctx = ProposalContext(
+            oracle.domains,
+            observations=obs,
+            posterior=post,
+            natural=oracle.natural,
+            weights=weights,
+            seed=seed,
+            candidates=pool,
+        )
+        for name in todo:
+            rec_started = time.process_time()
+            mixture = recommenders[name].recommend(ctx).reindex(oracle.domains).to_numpy()
+            value = float(oracle.objective(mixture[None])[0])
+            yield {
+                "cell": cell.name,
+                "seed": seed,
+                "method": method.name,
+                "budget": budget,
+                "recommender": name,
+                "regret": value - oracle.best_value,
+                "objective": value,
+                "best": oracle.best_value,
+                "mixture": mixture.round(6).tolist(),
+                "cpu_s": {
+                    "propose": propose_cpu,
+                    "fit": fit_cpu,
+                    "recommend": time.process_time() - rec_started,
+                },
+                "wall_s": time.perf_counter() - wall,
+            }
+
+
+def olmix_reference(cell: Cell, seed: int, cache: Path) -> dict[str, Any]:
+    """Olmix's recipe: one Dirichlet swarm of K = 3(m+1) runs, Olmix's recommender."""
+    import bayesmix as bm
+    from bayesmix.proposers import ProposalContext, get_proposer, get_recommender
+
+    started = time.process_time()
+    oracle = make_oracle(cell, seed, cache)
+    weights = {t: float(w) for t, w in zip(oracle.targets, oracle.weights, strict=True) if w > 0}
+    pool = getattr(oracle, "candidates", None)
+    ctx = ProposalContext(
+        oracle.domains, natural=oracle.natural, weights=weights, seed=seed, candidates=pool
+    )
+    batch = get_proposer("dirichlet-swarm").propose(ctx, cell.olmix_k)
+    r = batch[[f"r:{d}" for d in oracle.domains]].to_numpy()
+    ids = [f"olmix-{i}" for i in range(len(r))]
+    obs = bm.Observations.from_frame(oracle.observe(r, np.random.default_rng([seed, 7]), ids))
+    ctx = ProposalContext(
+        oracle.domains,
+        observations=obs,
+        natural=oracle.natural,
+        weights=weights,
+        seed=seed,
+        candidates=pool,
+    )
+    mixture = get_recommender("olmix").recommend(ctx).reindex(oracle.domains).to_numpy()
+    value = float(oracle.objective(mixture[None])[0])
+    return {
+        "cell": cell.name,
+        "seed": seed,
+        "method": "olmix-recipe",
+        "budget": cell.olmix_k,
+        "recommender": "olmix",
+        "regret": value - oracle.best_value,
+        "objective": value,
+        "best": oracle.best_value,
+        "mixture": mixture.round(6).tolist(),
+        "cpu_s": {"total": time.process_time() - started},
+    }
+
+
+# ---------------------------------------------------------------------------------- run
+def load(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def run(
+    config: Config, out: Path, cache: Path, cells: list[str] | None, methods: list[str] | None
+) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cache.mkdir(parents=True, exist_ok=True)
+    rows = load(out)
+    done = {(r["cell"], r["seed"], r["method"], r["budget"], r["recommender"]) for r in rows}
+    header = {
+        "config": config.name,
+        "host": socket.gethostname(),
+        "python": platform.python_version(),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "law": config.law,
+        "fit": config.fit,
+    }
+    print(json.dumps(header), flush=True)
+    with out.open("a") as fh:
+        for cell in config.cells:
+            if cells and cell.name not in cells:
+                continue
+            for seed in config.seeds:
+                if (cell.name, seed, "olmix-recipe", cell.olmix_k, "olmix") not in done:
+                    line = olmix_reference(cell, seed, cache)
+                    fh.write(json.dumps(line) + "\n")
+                    fh.flush()
+                    print(
+                        f"{cell.name} seed {seed} olmix-recipe regret {line['regret']:.5f}",
+                        flush=True,
+                    )
+                for method in config.methods:
+                    if methods and method.name not in methods:
+                        continue
+                    if method.name in config.only and cell.name not in config.only[method.name]:
+                        continue
+                    mine = {
+                        (b, r)
+                        for (c, s, m, b, r) in done
+                        if (c, s, m) == (cell.name, seed, method.name)
+                    }
+                    wanted = {(b, r) for b in cell.budgets() for r in method.recommenders}
+                    if wanted <= mine:
+                        continue
+                    for line in trajectory(cell, seed, method, config, cache, mine):
+                        fh.write(json.dumps(line) + "\n")
+                        fh.flush()
+                        print(
+                            f"{cell.name} seed {seed} {method.name} n={line['budget']} "
+                            f"{line['recommender']} regret {line['regret']:.5f} "
+                            f"cpu {sum(line['cpu_s'].values()):.1f}s",
+                            flush=True,
+                        )
+
+
+# -------------------------------------------------------------------------------- table
+def table(rows: list[dict[str, Any]], config: Config) -> str:
+    """Markdown: mean regret per (method, recommender) and budget; runs needed to reach
+    Olmix's K = 3(m+1) regret; seeds where bayesmix beats the Dirichlet swarm."""
+    if not rows:
+        return "no results yet\n"
+    df = pd.DataFrame(rows)
+    out = [f"# Active-learning benchmark ({config.name})", ""]
+    cpu = sum(sum(r["cpu_s"].values()) for r in rows)
+    out.append(
+        f"{len(df)} result lines, {df.groupby(['cell', 'seed']).ngroups} (cell, seed) pairs, "
+        f"{cpu / 3600:.2f} CPU hours recorded; law `{config.law}`, fit `{config.fit}`, "
+        f"q = {Q}. Regret = true objective of the recommended mixture minus the best "
+        "achievable (nats, lower is better); mean over seeds (number of seeds in brackets)."
+    )
+    for cell_name, cdf in df.groupby("cell", sort=False):
+        m = int(cell_name.split("-")[2]) if cell_name.split("-")[2].isdigit() else 17
+        ref = cdf[cdf["method"] == "olmix-recipe"]
+        ref_regret = ref["regret"].mean() if len(ref) else np.nan
+        out += ["", f"## {cell_name}", ""]
+        out.append(
+            f"Olmix's recipe (Dirichlet swarm, K = 3(m+1) = {3 * (m + 1)} runs, Olmix's "
+            f"recommender): mean regret {ref_regret:.5f} over {len(ref)} seeds."
+        )
+        body = cdf[cdf["method"] != "olmix-recipe"]
+        if body.empty:
+            continue
+        budgets = sorted(body["budget"].unique())
+        out += [
+            "",
+            "| method | recommender | "
+            + " | ".join(f"n={b}" for b in budgets)
+            + " | runs to Olmix's K regret |",
+            "|---|---|" + "---:|" * (len(budgets) + 1),
+        ]
+        for (method, rec), g in body.groupby(["method", "recommender"], sort=False):
+            means = g.groupby("budget")["regret"].agg(["mean", "count"])
+            cells_ = [
+                f"{means.loc[b, 'mean']:.5f} ({int(means.loc[b, 'count'])})"
+                if b in means.index
+                else ""
+                for b in budgets
+            ]
+            reach = [b for b in budgets if b in means.index and means.loc[b, "mean"] <= ref_regret]
+            out.append(
+                f"| {method} | {rec} | "
+                + " | ".join(cells_)
+                + f" | {reach[0] if reach else '>' + str(budgets[-1])} |"
+            )
+        out += ["", _wins(body, m)]
+    return "\n".join(out) + "\n"
+
+
+def _wins(body: pd.DataFrame, m: int) -> str:
+    """Seeds (of those run) where bayesmix-thompson + posterior-optimum has lower regret than
+    the Dirichlet swarm (with Olmix's and with our recommender) at equal budget, n >= m+1."""
+    ours = body[
+        (body["method"] == "bayesmix-thompson") & (body["recommender"] == "posterior-optimum")
+    ]
+    lines = []
+    for rec in ("olmix", "posterior-optimum"):
+        theirs = body[(body["method"] == "dirichlet-swarm") & (body["recommender"] == rec)]
+        both = ours.merge(theirs, on=["seed", "budget"], suffixes=("", "_d"))
+        both = both[both["budget"] >= min(m + 1, both["budget"].max() if len(both) else 0)]
+        if both.empty:
+            continue
+        per = both.groupby("budget").apply(
+            lambda g: f"{int((g['regret'] < g['regret_d']).sum())}/{len(g)}", include_groups=False
+        )
+        lines.append(
+            f"bayesmix (thompson + posterior-optimum) beats dirichlet-swarm + {rec} in: "
+            + ", ".join(f"n={b}: {v}" for b, v in per.items())
+        )
+    return "  \n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", default="full", choices=sorted(configs()))
+    p.add_argument("--cells", nargs="*", help="cell names to run (default: all)")
+    p.add_argument("--methods", nargs="*", help="method names to run (default: all)")
+    p.add_argument("--seeds", help="e.g. 0-9 or 0,3,5 (default: the config's)")
+    p.add_argument("--law", help="law of the posterior (default: the config's)")
+    p.add_argument("--out", type=Path, help="results file (default results/<config>.jsonl)")
+    p.add_argument("--cache", type=Path, default=HERE / "cache")
+    p.add_argument("--table", action="store_true", help="only write the table")
+    a = p.parse_args(argv)
+    config = configs()[a.config]
+    if a.seeds:
+        config.seeds = _parse_seeds(a.seeds)
+    if a.law:
+        config.law = a.law
+    out = a.out or HERE / "results" / f"{config.name}.jsonl"
+    if not a.table:
+        run(config, out, a.cache, a.cells, a.methods)
+    text = table(load(out), config)
+    (out.with_suffix(".md")).write_text(text)
+    print(text)
+
+
+def _parse_seeds(spec: str) -> list[int]:
+    if "-" in spec:
+        lo, hi = spec.split("-")
+        return list(range(int(lo), int(hi) + 1))
+    return [int(s) for s in spec.split(",")]
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(HERE.parents[1]))
+    main()

@@ -1,0 +1,140 @@
+"""BoTorch over the law's posterior: the ensemble model, the acquisition functions, propose()."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import bayesmix as bm
+from bayesmix.acquisition import ACQUISITIONS, propose, qOptimumVarianceReduction
+from bayesmix.oracles import SyntheticOracle
+from bayesmix.proposers import ProposalContext, ProposalError, get_proposer, get_recommender
+from bayesmix.proposers.model import LawEnsembleModel
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # Small tensors: threads only add contention on a shared machine.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def world() -> SyntheticOracle:
+    return SyntheticOracle(5, law="bimix", world_seed=1)
+
+
+@pytest.fixture(scope="module")
+def fitted(world: SyntheticOracle) -> tuple[bm.Observations, object]:
+    ctx = ProposalContext(world.domains, natural=world.natural, seed=0)
+    first = get_proposer("uniform").propose(ctx, 10)
+    r = first[[f"r:{d}" for d in world.domains]].to_numpy()
+    frame = world.observe(r, np.random.default_rng(0), [f"run-{i}" for i in range(10)])
+    obs = bm.Observations.from_frame(frame)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        post = bm.fit(obs, method="laplace", progress=False, num_chains=1, num_samples=128)
+    return obs, post
+
+
+def shares(frame: pd.DataFrame, domains: list[str]) -> np.ndarray:
+    return frame[[f"r:{d}" for d in domains]].to_numpy()
+
+
+def test_ensemble_model_is_the_posterior_law_with_gradients(fitted) -> None:
+    _, post = fitted
+    model = LawEnsembleModel(post, max_draws=32)
+    x = torch.full((2, 3, 5), 0.2, dtype=torch.float64)
+    x[0, 0] = torch.tensor([0.5, 0.2, 0.1, 0.1, 0.1])
+    x.requires_grad_(True)
+    p = model.posterior(x)
+    assert p.values.shape == (2, 32, 3, len(post.targets))
+    expected = np.exp(post.log_loss(x.detach().reshape(-1, 5).numpy(), max_draws=32))
+    got = p.values.detach().movedim(1, 0).reshape(32, 6, -1).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-10)
+    p.mean.sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("acquisition", ACQUISITIONS)
+def test_each_acquisition_proposes_feasible_distinct_runs(fitted, acquisition: str) -> None:
+    _, post = fitted
+    domains = list(post.domains)
+    cons = bm.Constraints(lower={domains[0]: 0.1}, upper={domains[1]: 0.15})
+    out = propose(post, 3, acquisition, constraints=cons, max_draws=64, seed=0)
+    r = shares(out, domains)
+    assert r.shape == (3, 5)
+    np.testing.assert_allclose(r.sum(axis=1), 1.0, atol=1e-6)
+    assert (r[:, 0] >= 0.1 - 1e-6).all() and (r[:, 1] <= 0.15 + 1e-6).all()
+    assert (out["expected_gain"] >= 0).all()
+    assert np.abs(r[:, None] - r[None]).sum(-1)[np.triu_indices(3, 1)].min() > 1e-4
+
+
+def test_proposals_improve_on_the_observed_runs(fitted, world: SyntheticOracle) -> None:
+    obs, post = fitted
+    observed = world.objective(obs.mixtures().to_numpy())
+    out = propose(post, 2, "qlognei", max_draws=64, seed=0)
+    proposed = world.objective(shares(out, world.domains))
+    assert proposed.min() < observed.min()  # the law is right: its proposals are better
+
+
+def test_optimum_variance_grows_with_the_batch(fitted) -> None:
+    _, post = fitted
+    model = LawEnsembleModel(post, max_draws=64)
+    optima = torch.as_tensor(
+        post.optimal_mixture(max_draws=64).draws.to_numpy(), dtype=torch.float64
+    )
+    acq = qOptimumVarianceReduction(model, optima, torch.full((5,), 0.01))
+    x = torch.as_tensor(np.random.default_rng(0).dirichlet(np.ones(5), 4))
+    one, two, four = (float(acq(x[None, :k])) for k in (1, 2, 4))
+    assert 0 <= one <= two <= four <= acq.variance_now + 1e-12
+
+
+def test_pool_proposals_come_from_the_pool(fitted) -> None:
+    obs, post = fitted
+    pool = get_proposer("uniform").propose(ProposalContext(list(post.domains), seed=4), 20)
+    pool.index = [f"pool-{i}" for i in range(20)]
+    ctx = ProposalContext(list(post.domains), observations=obs, posterior=post, candidates=pool)
+    for acquisition in ("thompson", "optimum-variance"):
+        out = get_proposer("bayesmix", acquisition=acquisition, max_draws=64).propose(ctx, 3)
+        assert len(set(out["candidate"])) == 3
+        np.testing.assert_allclose(
+            shares(out, post.domains), shares(pool.loc[out["candidate"]], post.domains)
+        )
+    best = get_recommender("posterior-optimum", max_draws=64).recommend(ctx)
+    assert np.abs(shares(pool, post.domains) - best.to_numpy()).sum(1).min() < 1e-9
+
+
+def test_bayesmix_proposer_starts_without_a_posterior(world: SyntheticOracle) -> None:
+    ctx = ProposalContext(world.domains, natural=world.natural, seed=2)
+    out = get_proposer("bayesmix").propose(ctx, 4)
+    assert shares(out, world.domains).shape == (4, 5)
+
+
+def test_recommenders_beat_the_natural_mixture(fitted, world: SyntheticOracle) -> None:
+    obs, post = fitted
+    ctx = ProposalContext(world.domains, observations=obs, posterior=post, natural=world.natural)
+    natural = world.objective(np.array(list(world.natural.values())))[0]
+    ours = get_recommender("posterior-optimum", max_draws=64).recommend(ctx)
+    assert world.objective(ours.to_numpy())[0] < natural
+    for rec in (get_recommender("olmix"), get_recommender("regmix", num_simulated=2000)):
+        r = rec.recommend(ctx).to_numpy()
+        assert abs(r.sum() - 1) < 1e-9 and (r >= 0).all()
+
+
+def test_bad_input_to_propose(fitted) -> None:
+    _, post = fitted
+    with pytest.raises(ProposalError, match="unknown acquisition"):
+        propose(post, 2, "ucb")
+    with pytest.raises(ProposalError, match="q must be"):
+        propose(post, 0)
+    with pytest.raises(ProposalError, match="unknown target"):
+        propose(post, 1, weights={"nope": 1.0})
+    with pytest.raises(ValueError, match="lower bounds sum"):
+        propose(post, 1, constraints=bm.Constraints(lower={d: 0.3 for d in post.domains}))
