@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import html
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,6 +39,13 @@ def write_report(study: Study, out_dir: str | Path | None = None) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
+    with warnings.catch_warnings():
+        # The page states the posterior's convergence itself, in its diagnostics section.
+        warnings.simplefilter("ignore")
+        return _write(study, out_dir)
+
+
+def _write(study: Study, out_dir: str | Path | None) -> Path:
     out = Path(out_dir) if out_dir is not None else study.workdir / "report"
     out.mkdir(parents=True, exist_ok=True)
     obs = study.observations()

@@ -1,6 +1,7 @@
-"""End to end with real CPU-tiny proxies: the sample corpus, shards, proxy training in worker
-processes, observations in the store, a fit and the recommendation. The full ``bayesmix demo``
-(under 10 minutes on 2 cores) is the ``slow`` test below."""
+"""End to end with real CPU-tiny proxies: the sample corpus, shards, proxy training in a worker
+process (three proxies packed in one stacked model), observations in the store. The full
+``bayesmix demo`` (fits, proposals, report; under 10 minutes on 2 cores) is the ``slow`` test
+below."""
 
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ def test_study_with_real_tiny_proxies(tmp_path):
                     "threads": 1,
                 },
             },
-            "fit": {"method": "laplace"},
+            # Fits are tested on known laws (test_report); the slow demo test fits real proxies.
+            "fit": {"method": "laplace", "final": False},
             "proposer": {"name": "dirichlet-swarm"},
             "batch_size": 3,
             "budget": 3,
@@ -56,10 +58,7 @@ def test_study_with_real_tiny_proxies(tmp_path):
         first, last = losses.step.min(), losses.step.max()
         # the proxies learned something: held-out loss fell from the first evaluation
         assert losses[losses.step == last].value.mean() < losses[losses.step == first].value.mean()
-    assert result.fit is not None
-    summary = study.storage.posteriors(study.id)[-1].summary
-    assert abs(sum(summary["mixture"].values()) - 1) < 1e-6
-    assert set(summary["intervals"]) == set(study.domains)
+    assert [r.attempts for r in study.runs()] == [1, 1, 1]
 
 
 @pytest.mark.slow

@@ -70,14 +70,22 @@ def fitted(tmp_path_factory):
     return root, study
 
 
-def test_report_files_and_sections(fitted):
+@pytest.fixture(scope="module")
+def written(fitted):
+    """The report, written once through the CLI."""
     root, study = fitted
     out = root / "out"
     result = CliRunner().invoke(
         app, ["report", "rep", "--storage", study.storage.url, "--out", str(out)]
     )
     assert result.exit_code == 0, result.output
-    page = (out / "report.html").read_text()
+    return out / "report.html"
+
+
+def test_report_files_and_sections(fitted, written):
+    _, study = fitted
+    out = written.parent
+    page = written.read_text()
     for name in ("optimal_mixture", "observed_vs_predicted", "objective", "loss_curves"):
         assert (out / f"{name}.png").stat().st_size > 10_000
         assert f'id="{name}"' in page
@@ -90,11 +98,8 @@ def test_report_files_and_sections(fitted):
     assert status.exit_code == 0 and "optimal mixture (bimix, laplace, 8 runs)" in status.output
 
 
-def test_report_in_headless_chromium(fitted, tmp_path):
-    root, study = fitted
-    from bayesmix.report import write_report
-
-    page = write_report(study, root / "browser")
+def test_report_in_headless_chromium(written, tmp_path):
+    page = written
     browser = chromium()
     common = [browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
     dom = subprocess.run(

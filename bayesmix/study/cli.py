@@ -219,9 +219,13 @@ def print_optimum(study, snapshot: int | None = None) -> None:  # study: Study
             highlight=False,
         )
     else:
+        state = (
+            "intervals are those of the approximation"
+            if s["converged"]
+            else "its optimisation did NOT converge: intervals not to be trusted"
+        )
         console.print(
-            f"approximate posterior ({s['method']}): no chains, so no R-hat; intervals are "
-            "those of the approximation",
+            f"approximate posterior ({s['method']}): no chains, so no R-hat; {state}",
             highlight=False,
         )
 

@@ -26,6 +26,7 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Float,
     ForeignKey,
@@ -92,7 +93,7 @@ class ProposalRow(Base):
     number: Mapped[int] = mapped_column(Integer)
     proposer: Mapped[str] = mapped_column(String(64))
     posterior_id: Mapped[int | None] = mapped_column(ForeignKey("posteriors.id"), nullable=True)
-    seed: Mapped[int] = mapped_column(Integer)
+    seed: Mapped[int] = mapped_column(BigInteger)  # up to 2**32 (numpy seeds)
     created_at: Mapped[float] = mapped_column(Float)
 
 
@@ -107,7 +108,7 @@ class RunRow(Base):
     position: Mapped[int] = mapped_column(Integer)  # index within its proposal
     mixture: Mapped[dict] = mapped_column(JSON)
     steps: Mapped[int] = mapped_column(Integer)
-    seed: Mapped[int] = mapped_column(Integer)
+    seed: Mapped[int] = mapped_column(BigInteger)
     acquisition_value: Mapped[float | None] = mapped_column(Float, nullable=True)
     status: Mapped[str] = mapped_column(String(16), index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
