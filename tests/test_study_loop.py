@@ -170,3 +170,25 @@ def test_same_seed_same_bayesian_proposals(tmp_path):
 
     a, b = play(tmp_path / "a"), play(tmp_path / "b")
     assert a == b
+
+
+def test_example_configs_validate():
+    from pathlib import Path
+
+    from bayesmix.study import load_config
+
+    folder = Path(__file__).resolve().parents[1] / "configs" / "study"
+    names = sorted(p.name for p in folder.glob("*.yaml"))
+    assert {"demo.yaml", "dry-run.yaml", "gpu-cluster.yaml"} <= set(names)
+    for name in names:
+        cfg = load_config(folder / name)
+        assert cfg.budget >= (cfg.proposer.first_batch or cfg.batch_size)
+
+
+def test_gpu_slots():
+    from bayesmix.study.executors import gpu_slots
+
+    assert gpu_slots(["0", "1"], 1.0) == ["0", "1"]
+    assert gpu_slots(["0", "1", "2", "3"], 2.0) == ["0,1", "2,3"]
+    assert gpu_slots(["0", "1"], 0.5) == ["0", "0", "1", "1"]  # two proxies per GPU
+    assert gpu_slots([], 1.0) == []
