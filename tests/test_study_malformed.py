@@ -1,7 +1,8 @@
 """Malformed configs and inputs: each gives one clear error line, never a traceback, and never
 changes the database (a fingerprint of every table before and after).
 
-A table of 48 config and command-line cases (through the real CLI) and 22 Python-API cases.
+51 malformed configs and 12 bad commands or storages (through the real CLI), and 22 bad
+Python-API inputs (tell, fail, ask, load): 85 cases.
 """
 
 from __future__ import annotations
@@ -102,6 +103,7 @@ CONFIG_CASES: list[tuple[str, Any, str]] = [
     ("proposer-unknown", edit("proposer.name", "genetic"), "unknown proposer 'genetic'"),
     ("first-bayesian", edit("proposer.first", "bayesmix"), "the first batch needs a design"),
     ("first-batch-budget", edit("proposer.first_batch", 10), "exceeds the budget (4)"),
+    ("bayes-one-run", edit("proposer", {"name": "bayesmix", "first_batch": 1}), "at least two"),
     ("batch-zero", edit("batch_size", 0), "batch_size: Input should be greater than 0"),
     ("budget-negative", edit("budget", -5), "budget: Input should be greater than 0"),
     ("executor-kind", edit("executor.kind", "slurm"), "executor.kind: Input should be 'local'"),

@@ -310,6 +310,11 @@ class StudyConfig(_Section):
     @model_validator(mode="after")
     def _consistent(self) -> StudyConfig:
         first = self.proposer.first_batch or self.batch_size
+        if self.proposer.name == "bayesmix" and first < 2:
+            raise ValueError(
+                "proposer 'bayesmix' fits the law to the first batch, which needs at least two "
+                "runs (set proposer.first_batch or batch_size to 2 or more)"
+            )
         if first > self.budget:
             raise ValueError(f"the first batch ({first} runs) exceeds the budget ({self.budget})")
         if self.proxy.trainer == "proxy" and self.data.domains:

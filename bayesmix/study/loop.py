@@ -119,7 +119,10 @@ def run_study(
     counts = study.counts()
     fit = None
     if final_fit and cfg.fit.final and counts["completed"]:
-        fit = _fit(study, bar, progress, say, final=True)
+        try:
+            fit = _fit(study, bar, progress, say, final=True)
+        except ValueError as exc:  # e.g. too few distinct mixtures completed to fit the law
+            say(f"no recommendation yet: {exc}")
     return LoopResult(counts, fit, events)
 
 
