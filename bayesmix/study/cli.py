@@ -181,7 +181,7 @@ def resume_cmd(
 def print_optimum(study, snapshot: int | None = None) -> None:  # study: Study
     snaps = study.storage.posteriors(study.id)
     if not snaps:
-        console.print("no posterior yet (fit needs completed runs)")
+        console.print("no posterior yet")
         return
     snap = next((s for s in snaps if s.id == snapshot), snaps[-1])
     s = snap.summary

@@ -60,7 +60,7 @@ def run_study(
         if on_event is not None:
             on_event(msg)
         if progress:
-            bar.console.log(msg)
+            bar.console.print(msg, highlight=False)
         else:
             console.print(msg, highlight=False)
 
