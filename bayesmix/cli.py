@@ -137,6 +137,61 @@ def optimize_cmd(
     )
 
 
+@app.command("propose")
+def propose_cmd(
+    posterior: Annotated[Path, typer.Argument(help="posterior file written by `bayesmix fit`")],
+    q: Annotated[int, typer.Option("--q", help="runs to propose (one batch)")] = 8,
+    acq: Annotated[
+        str, typer.Option("--acq", help="thompson | qlognei | optimum-variance")
+    ] = "qlognei",
+    step: Annotated[float | None, typer.Option(help="target step of the objective")] = None,
+    token_counts: Annotated[
+        Path | None, typer.Option(help="CSV with columns domain,token_count (repetition caps)")
+    ] = None,
+    target_tokens: Annotated[float | None, typer.Option(help="tokens of the target run")] = None,
+    max_epochs: Annotated[float | None, typer.Option(help="most epochs of any domain")] = None,
+    lower: Annotated[list[str] | None, typer.Option(help="domain=share lower bound")] = None,
+    upper: Annotated[list[str] | None, typer.Option(help="domain=share upper bound")] = None,
+    weight: Annotated[list[str] | None, typer.Option(help="target=weight of the objective")] = None,
+    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="write the batch as CSV")] = None,
+) -> None:
+    """The next q proxy runs to train, each with its expected gain."""
+    import torch
+
+    import bayesmix as bm
+    from bayesmix.acquisition import propose
+
+    counts = read_token_counts(token_counts) if token_counts is not None else None
+    cons = bm.Constraints(
+        lower=parse_assignments(lower, "--lower"),
+        upper=parse_assignments(upper, "--upper"),
+        token_counts=counts,
+        target_tokens=target_tokens,
+        max_epochs=max_epochs,
+    )
+    weights = parse_assignments(weight, "--weight") or None
+    torch.set_num_threads(1)  # small tensors: threads only add contention
+    try:
+        post = bm.Posterior.load(posterior)
+        post.check_usable()
+        batch = propose(post, q, acq, weights=weights, step=step, constraints=cons, seed=seed)
+    except USER_ERRORS as exc:
+        fail(str(exc))
+    console.print(post.summary_line())
+    shares = batch[[f"r:{d}" for d in post.domains]].T
+    shares.index = list(post.domains)
+    shares.columns = [f"run {i + 1}" for i in range(len(batch))]
+    console.print(mixture_table(shares, f"{len(batch)} proposed runs ({acq})"))
+    gains = "  ".join(
+        f"run {i + 1}: {g:.4f}" for i, g in enumerate(batch["expected_gain"].to_numpy())
+    )
+    console.print(f"expected gain over the best observed run (objective units): {gains}")
+    if out is not None:
+        batch.to_csv(out, index=False)
+        console.print(f"proposals written to {out}")
+
+
 def read_token_counts(path: Path) -> dict[str, float]:
     """domain,token_count CSV -> mapping; clear errors for a missing file or columns."""
     import pandas as pd

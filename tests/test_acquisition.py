@@ -138,3 +138,23 @@ def test_bad_input_to_propose(fitted) -> None:
         propose(post, 1, weights={"nope": 1.0})
     with pytest.raises(ValueError, match="lower bounds sum"):
         propose(post, 1, constraints=bm.Constraints(lower={d: 0.3 for d in post.domains}))
+
+
+def test_cli_propose_prints_runs_with_their_expected_gain(fitted, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from bayesmix.cli import app
+
+    _, post = fitted
+    path = post.save(tmp_path / "post.nc")
+    runner = CliRunner()
+    ok = runner.invoke(app, ["propose", str(path), "--q", "2", "--acq", "thompson"])
+    assert ok.exit_code == 0, ok.output
+    assert "2 proposed runs (thompson)" in ok.output and "expected gain" in ok.output
+    for args, message in (
+        (["--q", "0"], "q must be a positive integer"),
+        (["--acq", "ucb"], "unknown acquisition"),
+        (["--lower", "d00=0.9", "--lower", "d01=0.9"], "lower bounds sum"),
+    ):
+        bad = runner.invoke(app, ["propose", str(path), *args])
+        assert bad.exit_code == 1 and message in bad.output, bad.output

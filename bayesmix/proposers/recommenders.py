@@ -111,8 +111,8 @@ class OlmixRecommender:
         import torch
         from scipy.optimize import minimize
 
-        x = torch.as_tensor(r, dtype=torch.float64)
-        yt = torch.as_tensor(y, dtype=torch.float64)
+        x = torch.tensor(r, dtype=torch.float64)
+        yt = torch.tensor(y, dtype=torch.float64)
         t, m = y.shape[1], r.shape[1]
 
         def per_target(theta: torch.Tensor) -> torch.Tensor:

@@ -57,7 +57,7 @@ class Cell:
     kind: str
     m: int
     target: str | None = None
-    max_runs: int | None = None  # default: 4 (m + 1), rounded up to a batch
+    max_runs: int | None = None  # default: Olmix's K = 3 (m + 1), rounded up to a batch
 
     @property
     def name(self) -> str:
@@ -68,7 +68,7 @@ class Cell:
         return 3 * (self.m + 1)
 
     def budgets(self) -> list[int]:
-        top = self.max_runs or 4 * (self.m + 1)
+        top = self.max_runs or self.olmix_k
         return list(range(Q, top + Q, Q))[: int(np.ceil(top / Q))]
 
 
@@ -155,7 +155,7 @@ def configs() -> dict[str, Config]:
             [Cell("synthetic-bimix", 4, max_runs=16)],
             [
                 Method("bayesmix", {"acquisition": "thompson"}, ("posterior-optimum",)),
-                Method("dirichlet-swarm", recommenders=("posterior-optimum", "olmix")),
+                Method("dirichlet-swarm", recommenders=("olmix",)),
             ],
             [0, 1],
             fit={"method": "laplace", "num_chains": 1, "num_samples": 64},
@@ -173,15 +173,15 @@ def make_oracle(cell: Cell, seed: int, cache: Path) -> Any:
         return SyntheticOracle(
             cell.m, law=law, world_seed=seed, optimum_cache=cache / "synthetic_optima.json"
         )
+    if cell.kind not in ("regmix-landscape", "regmix-pool"):
+        raise ValueError(f"unknown cell kind {cell.kind!r}")
     if cell.m != 17:
         raise ValueError(f"{cell.kind} has RegMix's 17 domains, not {cell.m}")
     if cell.kind == "regmix-landscape":
         return RegMixLandscape(
             DATA / "regmix", cache=cache / "regmix_landscape.pt", target=cell.target
         )
-    if cell.kind == "regmix-pool":
-        return PoolOracle(DATA / "regmix", target=cell.target)
-    raise ValueError(f"unknown cell kind {cell.kind!r}")
+    return PoolOracle(DATA / "regmix", target=cell.target)
 
 
 def entropies(oracle: Any, seed: int) -> dict[str, float]:
@@ -362,19 +362,21 @@ def run(
             if cells and cell.name not in cells:
                 continue
             for seed in config.seeds:
-                if (cell.name, seed, "olmix-recipe", cell.olmix_k, "olmix") not in done:
-                    line = olmix_reference(cell, seed, cache)
-                    fh.write(json.dumps(line) + "\n")
-                    fh.flush()
-                    print(
-                        f"{cell.name} seed {seed} olmix-recipe regret {line['regret']:.5f}",
-                        flush=True,
-                    )
-                for method in config.methods:
-                    if methods and method.name not in methods:
-                        continue
-                    if method.name in config.only and cell.name not in config.only[method.name]:
-                        continue
+                if (cell.name, seed, "olmix-recipe", cell.olmix_k, "olmix") in done:
+                    continue
+                line = olmix_reference(cell, seed, cache)
+                fh.write(json.dumps(line) + "\n")
+                fh.flush()
+                print(
+                    f"{cell.name} seed {seed} olmix-recipe regret {line['regret']:.5f}", flush=True
+                )
+            # Method-major, so that a run stopped early has every seed of the first methods.
+            for method in config.methods:
+                if methods and method.name not in methods:
+                    continue
+                if method.name in config.only and cell.name not in config.only[method.name]:
+                    continue
+                for seed in config.seeds:
                     mine = {
                         (b, r)
                         for (c, s, m, b, r) in done
