@@ -115,6 +115,52 @@ class qOptimumVarianceReduction(AcquisitionFunction):
         return self.variance_now - kept
 
 
+class EnsembleMean(AcquisitionFunction):
+    r"""-E_d[F_d(x)]: the posterior expected objective at one mixture, negated (BoTorch
+    maximises). Its maximiser is the recommended mixture; with the model's GP discrepancy
+    paths it is the recommendation that also trusts the data where the law misses them."""
+
+    def __init__(self, model: LawEnsembleModel, w: Tensor) -> None:
+        super().__init__(model=model)
+        self.register_buffer("w", w.to(DTYPE))
+        self.set_X_pending(None)
+
+    @t_batch_mode_transform(expected_q=1)
+    def forward(self, X: Tensor) -> Tensor:
+        values = self.model.posterior(X).values  # b x D x 1 x T
+        return -(values @ self.w).mean(dim=-2).squeeze(-1)
+
+
+def expected_optimum(
+    posterior: Any,
+    *,
+    weights: Mapping[str, float] | None = None,
+    step: float | None = None,
+    constraints: Any = None,
+    discrepancy: bool = False,
+    max_draws: int = 256,
+    seed: int = 0,
+    settings: AcquisitionSettings | None = None,
+) -> np.ndarray:
+    """argmin_x E_d[F_d(x)] over the bounded simplex, through the BoTorch model (so with the
+    GP discrepancy when asked); started from the law's own optimum, the members' optima and
+    the observed runs."""
+    from bayesmix.optimize import Constraints
+
+    settings = settings or AcquisitionSettings()
+    lo, hi = (constraints or Constraints()).bounds(list(posterior.domains))
+    w_np = objective_weights(weights, list(posterior.targets))
+    model = LawEnsembleModel(
+        posterior, step, max_draws=max_draws, discrepancy=discrepancy, seed=seed
+    )
+    member_optima(model, posterior, w_np, step, constraints)  # seeds the starts
+    x_obs = torch.as_tensor(posterior.observations.mixtures().to_numpy(dtype=float), dtype=DTYPE)
+    acq = EnsembleMean(model, torch.as_tensor(w_np, dtype=DTYPE))
+    gen = np.random.default_rng([seed, len(x_obs), 11])
+    X, _ = _optimize_on_simplex(acq, model, 1, lo, hi, x_obs, settings, gen)
+    return X[0].detach().numpy()
+
+
 # ------------------------------------------------------------------------ proposing
 @dataclass
 class AcquisitionSettings:
@@ -243,14 +289,32 @@ def _build(
     )
 
 
+def optimal_mixture(
+    posterior: Any,
+    weights: Mapping[str, float] | None,
+    step: float | None,
+    constraints: Any,
+    max_draws: int | None,
+) -> Any:
+    """``posterior.optimal_mixture(...)``, memoised on the posterior: a study asks for it
+    twice per batch (the recommendation, then Thompson's per-draw optima)."""
+    cache = posterior.__dict__.setdefault("_optimal_mixture_cache", {})
+    key = (repr(sorted((weights or {}).items())), step, repr(constraints), max_draws)
+    if key not in cache:
+        cache[key] = posterior.optimal_mixture(
+            weights=weights, step=step, constraints=constraints, max_draws=max_draws
+        )
+    return cache[key]
+
+
 def member_optima(
     model: LawEnsembleModel, posterior: Any, w: np.ndarray, step: float | None, constraints: Any
 ) -> np.ndarray:
     """(D, M) optimal mixture of each ensemble member (``Posterior.optimal_mixture``)."""
     if "member_optima" not in model.__dict__:
         weights = dict(zip(posterior.targets, w, strict=True))
-        per_draw = posterior.optimal_mixture(
-            weights=weights, step=step, constraints=constraints, max_draws=model.max_draws
+        per_draw = optimal_mixture(
+            posterior, weights, step, constraints, model.max_draws
         ).draws.to_numpy(dtype=float)
         if len(per_draw) != model.ensemble_size:
             raise RuntimeError(
@@ -387,6 +451,8 @@ def _rows_in(pool: Tensor, X: Tensor) -> np.ndarray:
 __all__ = [
     "ACQUISITIONS",
     "AcquisitionSettings",
+    "EnsembleMean",
+    "expected_optimum",
     "expected_gain",
     "objective_weights",
     "propose",

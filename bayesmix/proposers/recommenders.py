@@ -65,11 +65,16 @@ def _best_in_pool(context: ProposalContext, predict: Any) -> pd.Series:
 
 @dataclass
 class PosteriorOptimum:
-    """The posterior-expected optimum of a law fitted to the observations (ours)."""
+    """The posterior-expected optimum of a law fitted to the observations (ours).
+
+    discrepancy: also trust a GP on the law's residuals (``LawEnsembleModel``), and take the
+    optimum of the ensemble mean with it (``bayesmix.acquisition.expected_optimum``).
+    """
 
     law: str = "bimix"
     fit_options: dict[str, Any] = field(default_factory=dict)
     max_draws: int = 256
+    discrepancy: bool = False
     name: str = "posterior-optimum"
 
     def recommend(self, context: ProposalContext) -> pd.Series:
@@ -78,16 +83,40 @@ class PosteriorOptimum:
             raise ProposalError("a recommendation needs observed runs (the context has none)")
         if context.candidates is not None:
             return _best_in_pool(context, lambda r: self._expected(post, context, r))
-        opt = post.optimal_mixture(
-            weights=context.weights,
-            step=context.step,
-            constraints=context.constraints,
-            max_draws=self.max_draws,
-        )
+        if self.discrepancy:
+            from bayesmix.acquisition import expected_optimum
+
+            r = expected_optimum(
+                post,
+                weights=context.weights,
+                step=context.step,
+                constraints=context.constraints,
+                discrepancy=True,
+                max_draws=self.max_draws,
+                seed=context.seed,
+            )
+            return mixture_series(r, context.domains)
+        from bayesmix.acquisition import objective_weights, optimal_mixture
+
+        # Normalised weights, so the memo is shared with Thompson sampling's per-draw optima.
+        w = objective_weights(context.weights, list(post.targets))
+        weights = dict(zip(post.targets, w, strict=True))
+        opt = optimal_mixture(post, weights, context.step, context.constraints, self.max_draws)
         return mixture_series(opt.mixture.reindex(context.domains).to_numpy(), context.domains)
 
     def _expected(self, post: Any, context: ProposalContext, r: np.ndarray) -> np.ndarray:
         w = _weights(context, list(post.targets))
+        if self.discrepancy:
+            import torch
+
+            from bayesmix.proposers.model import LawEnsembleModel
+
+            model = LawEnsembleModel(
+                post, context.step, max_draws=self.max_draws, discrepancy=True, seed=context.seed
+            )
+            with torch.no_grad():
+                values = model.log_loss(torch.as_tensor(r, dtype=torch.float64)).exp().numpy()
+            return (values @ w).mean(axis=0)
         log_loss = post.log_loss(r, context.step, max_draws=self.max_draws)
         return (np.exp(log_loss) @ w).mean(axis=0)
 

@@ -36,7 +36,7 @@ import sys  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
 from collections.abc import Iterable  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
+from dataclasses import dataclass, field, replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -87,9 +87,12 @@ class Method:
 
 
 ALL_RECOMMENDERS = ("posterior-optimum", "olmix", "regmix")
-BAYESMIX = Method("bayesmix", {"acquisition": "thompson"}, ALL_RECOMMENDERS, "bayesmix-thompson")
+GP = "posterior-optimum+gp"
+BAYESMIX = Method(
+    "bayesmix", {"acquisition": "thompson"}, (*ALL_RECOMMENDERS, GP), "bayesmix-thompson"
+)
 SWARMS = [
-    Method("dirichlet-swarm"),
+    Method("dirichlet-swarm", recommenders=(*ALL_RECOMMENDERS, GP)),
     Method("random-swarm"),
     Method("uniform"),
     Method("entropy"),
@@ -121,6 +124,12 @@ def configs() -> dict[str, Config]:
             ("posterior-optimum",),
             "bayesmix-optimum-variance",
         ),
+        Method(
+            "bayesmix",
+            {"acquisition": "qlognei", "discrepancy": True},
+            ("posterior-optimum", GP),
+            "bayesmix-qlognei-gp",
+        ),
     ]
     full_cells = [
         Cell("synthetic-bimix", 7),
@@ -147,6 +156,7 @@ def configs() -> dict[str, Config]:
                 "entropy": big,
                 "bayesmix-qlognei": big,
                 "bayesmix-optimum-variance": big,
+                "bayesmix-qlognei-gp": big,
             },
         ),
         # CI: one small world, two seeds, the acceptance pair and one swarm.
@@ -217,7 +227,7 @@ def trajectory(
 ) -> Iterable[dict[str, Any]]:
     """Yield one result line per (budget, recommender) not already in ``done``."""
     import bayesmix as bm
-    from bayesmix.proposers import ProposalContext, get_proposer, get_recommender
+    from bayesmix.proposers import ProposalContext, get_proposer
 
     oracle = make_oracle(cell, seed, cache)
     pool = getattr(oracle, "candidates", None)
@@ -228,12 +238,7 @@ def trajectory(
     if method.proposer == "bayesmix":
         options.update(law=config.law, fit_options=config.fit, max_draws=config.max_draws)
     proposer = get_proposer(method.proposer, **options)
-    recommenders = {
-        name: get_recommender(
-            name, **({"max_draws": config.max_draws} if name == "posterior-optimum" else {})
-        )
-        for name in method.recommenders
-    }
+    recommenders = {name: make_recommender(name, config) for name in method.recommenders}
     rng = np.random.default_rng([seed, 2024])
     obs = post = None
     for budget in cell.budgets():
@@ -291,6 +296,21 @@ def trajectory(
             }
 
 
+def make_recommender(name: str, config: Config) -> Any:
+    """A recommender by benchmark name; "posterior-optimum+gp" adds the GP discrepancy."""
+    from bayesmix.proposers import get_recommender
+
+    if name.startswith("posterior-optimum"):
+        return get_recommender(
+            "posterior-optimum",
+            law=config.law,
+            fit_options=config.fit,
+            max_draws=config.max_draws,
+            discrepancy=name.endswith("+gp"),
+        )
+    return get_recommender(name)
+
+
 def olmix_reference(cell: Cell, seed: int, cache: Path) -> dict[str, Any]:
     """Olmix's recipe: one Dirichlet swarm of K = 3(m+1) runs, Olmix's recommender."""
     import bayesmix as bm
@@ -338,6 +358,15 @@ def load(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def _jax_compilation_cache(cache: Path) -> None:
+    """Keep XLA's compiled programs on disk: every fit of the same shape reuses them."""
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", str(cache / "jax"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
 def run(
     config: Config, out: Path, cache: Path, cells: list[str] | None, methods: list[str] | None
 ) -> None:
@@ -346,6 +375,7 @@ def run(
     torch.set_num_threads(1)
     out.parent.mkdir(parents=True, exist_ok=True)
     cache.mkdir(parents=True, exist_ok=True)
+    _jax_compilation_cache(cache)
     rows = load(out)
     done = {(r["cell"], r["seed"], r["method"], r["budget"], r["recommender"]) for r in rows}
     header = {
@@ -477,6 +507,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--config", default="full", choices=sorted(configs()))
     p.add_argument("--cells", nargs="*", help="cell names to run (default: all)")
     p.add_argument("--methods", nargs="*", help="method names to run (default: all)")
+    p.add_argument("--recommenders", nargs="*", help="recommenders to score (default: all)")
     p.add_argument("--seeds", help="e.g. 0-9 or 0,3,5 (default: the config's)")
     p.add_argument("--law", help="law of the posterior (default: the config's)")
     p.add_argument("--out", type=Path, help="results file (default results/<config>.jsonl)")
@@ -488,6 +519,12 @@ def main(argv: list[str] | None = None) -> None:
         config.seeds = _parse_seeds(a.seeds)
     if a.law:
         config.law = a.law
+    if a.recommenders:
+        keep = set(a.recommenders)
+        config.methods = [
+            replace(m, recommenders=tuple(r for r in m.recommenders if r in keep))
+            for m in config.methods
+        ]
     out = a.out or HERE / "results" / f"{config.name}.jsonl"
     if not a.table:
         run(config, out, a.cache, a.cells, a.methods)
