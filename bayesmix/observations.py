@@ -299,7 +299,8 @@ def _check_ratios(frame: pd.DataFrame, cols: list[str], renormalise_below: float
             runs,
             renormalise_below,
         )
-        arr[fixable] = arr[fixable] / sums[fixable, None]
+    # Rows within the tolerance are rescaled too, silently: laws see exact sums.
+    arr = arr / sums[:, None]
     out = pd.DataFrame(arr, columns=cols, index=frame.index)
     per_run = out.groupby(frame["run_id"]).nunique().max(axis=1)
     if (per_run > 1).any():

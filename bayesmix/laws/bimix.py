@@ -29,12 +29,15 @@ from bayesmix.laws import formulas
 from bayesmix.laws.base import LawData, LawError, LawSettings, Prior
 from bayesmix.laws.blocks import (
     floor_eps,
+    informed,
     log_k_at_centre,
     normal_effects,
     observe,
     pooled,
     step_law,
 )
+
+SHARED_SCALE = 0.1  # prior scale of a domain's exponent shared by all targets
 
 
 def check_distinct_mixtures(data: LawData, law: str) -> None:
@@ -96,11 +99,14 @@ class BiMix:
 class BiMixCross:
     """Cross-domain BiMix: every training domain's share may move every target's loss.
 
-    alpha_tj = a_j + d_tj (+ g_t where j = own(t)): a_j is domain j's effect shared by all
-    targets, d_tj a target-specific deviation, both under zero-centred normal shrinkage with
-    learned scales (so the law falls back to BiMix where the data show no cross effect); g_t > 0
-    the own-domain exponent, partially pooled. With ``settings.rank = k > 0`` the deviations
-    are low rank, d = U V^T (for 64 domains x 52 tasks).
+    Off the target's own domain, alpha_tj ~ N(a_j, tau): domain j's effect a_j is shared by
+    all targets (a_j ~ N(0, 0.1)), each target deviates from it under a learned scale tau,
+    so the law falls back to BiMix where the data show no cross effect. On the own domain,
+    alpha_t,own(t) = g_t > 0, partially pooled on the log scale. With ``settings.rank = k > 0``
+    the deviations are low rank, U V^T (for 64 domains x 52 tasks).
+
+    Sampling alpha_tj around a_j (rather than a_j + d_tj) leaves no ridge between the shared
+    and the specific effects once the data pin each alpha_tj.
     """
 
     name = "bimix-cross"
@@ -114,19 +120,27 @@ class BiMixCross:
         eps = floor_eps(data, settings, prior)
         r = jnp.asarray(data.r)
         centre = jnp.log(r[:, None, :] + eps[None, :, None]).mean(axis=0)  # (T, M)
-        shared_tau = numpyro.sample("alpha_shared_tau", dist.HalfNormal(0.05))
-        shared = normal_effects("alpha_shared", 0.0, shared_tau, (m,), data.centered)
-        dev_tau = numpyro.sample("alpha_dev_tau", dist.HalfNormal(0.05))
+        rows, cols = np.nonzero(data.own_onehot == 0)  # the cross entries
+        # A fixed scale for the shared effects: a learned one would form a funnel with them
+        # whichever way they were parametrised, as the data pin them in some regimes only.
+        shared = numpyro.sample(
+            "alpha_shared", dist.Normal(0.0, SHARED_SCALE).expand([m]).to_event(1)
+        )
+        cross_tau = numpyro.sample("alpha_cross_tau", dist.HalfNormal(0.1))
         if settings.rank > 0:
             k = settings.rank
             u = numpyro.sample("alpha_u", dist.Normal(0, 1).expand([t, k]).to_event(2))
             v = numpyro.sample("alpha_v", dist.Normal(0, 1).expand([m, k]).to_event(2))
-            dev = dev_tau * (u @ v.T) / np.sqrt(k)
+            cross = shared[cols] + cross_tau * (u @ v.T)[rows, cols] / np.sqrt(k)
         else:
-            dev = normal_effects("alpha_dev", 0.0, dev_tau, (t, m), data.centered)
-        own = jnp.asarray(data.own_onehot)
-        log_own = pooled("log_alpha_own", t, np.log(0.03), 1.5, 1.0, prior, data.centered)
-        alpha = shared[None, :] + dev + jnp.exp(log_own)[:, None] * own
+            loc, scale = informed("alpha_cross", shared[cols], cross_tau, prior)
+            cross = normal_effects("alpha_cross", loc, scale, (len(rows),), data.centered)
+        alpha = jnp.zeros((t, m)).at[rows, cols].set(cross)
+        has_own = np.flatnonzero(data.has_own)
+        if has_own.size:
+            log_own = pooled("log_alpha_own", t, np.log(0.05), 1.5, 1.0, prior, data.centered)
+            own_cols = data.own_onehot[has_own].argmax(axis=1)
+            alpha = alpha.at[has_own, own_cols].set(jnp.exp(log_own[has_own]))
         alpha = numpyro.deterministic("alpha", alpha)
         logk = log_k_at_centre(data, prior) + (alpha * centre).sum(-1)
         logk = numpyro.deterministic("logk", logk)

@@ -53,14 +53,23 @@ def pooled(
     """
     mu = numpyro.sample(f"{name}_mu", dist.Normal(0.0, loc_scale))
     tau = numpyro.sample(f"{name}_tau", dist.HalfNormal(pop_scale))
-    centre = mu + jnp.asarray(loc) * jnp.ones(n)
-    scale = tau * jnp.ones(n)
-    if prior is not None and name in prior:
-        m, s = (np.asarray(v, dtype=float) for v in prior[name])
-        informed = np.isfinite(m)
-        centre = jnp.where(informed, np.nan_to_num(m), centre)
-        scale = jnp.where(informed, np.nan_to_num(s, nan=1.0), scale)
+    centre, scale = informed(name, mu + jnp.asarray(loc) * jnp.ones(n), tau, prior)
     return normal_effects(name, centre, scale, (n,), centered)
+
+
+def informed(
+    name: str, loc: jnp.ndarray, scale: jnp.ndarray | float, prior: Prior | None
+) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Location and scale of a site's entries: the population's, or ``prior[name] = (m, s)``
+    where m is finite (warm starts: the old posterior stands in for the population)."""
+    scale = scale * jnp.ones_like(loc)
+    if prior is None or name not in prior:
+        return loc, scale
+    m, s = (np.asarray(v, dtype=float) for v in prior[name])
+    known = np.isfinite(m)
+    return jnp.where(known, np.nan_to_num(m), loc), jnp.where(
+        known, np.nan_to_num(s, nan=1.0), scale
+    )
 
 
 def floor_eps(data: LawData, settings: LawSettings, prior: Prior | None) -> jnp.ndarray:
