@@ -12,6 +12,7 @@ from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from bayesmix.proxy.cli import proxy_app
@@ -34,7 +35,8 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, K
 
 def fail(message: str) -> NoReturn:
     """Print one clear error line and exit with status 1."""
-    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    # Messages quote user input (paths, domain names with brackets): never parse it as markup.
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(1)
 
 

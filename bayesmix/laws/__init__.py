@@ -1,21 +1,47 @@
-"""Data-mixing laws as NumPyro models, chosen by name."""
+"""Data-mixing laws as NumPyro models, chosen by name.
+
+The package imports lazily: ``bayesmix.laws.formulas`` (numpy / torch formulas used by the
+proxy and acquisition code) must not pull in JAX and NumPyro.
+"""
 
 from __future__ import annotations
 
-from bayesmix import jax_setup  # noqa: F401  (XLA flags and float64 before any computation)
-from bayesmix.laws.base import Law, LawData, LawError, LawSettings, Prior
-from bayesmix.laws.bimix import BiMix, BiMixCross
-from bayesmix.laws.loglinear import LogLinear
+import importlib
+from typing import TYPE_CHECKING, Any
 
-LAWS: dict[str, type] = {"bimix": BiMix, "bimix-cross": BiMixCross, "loglinear": LogLinear}
+if TYPE_CHECKING:
+    from bayesmix.laws.base import Law
+
+_LAZY = {
+    "Law": "bayesmix.laws.base",
+    "LawData": "bayesmix.laws.base",
+    "LawError": "bayesmix.laws.base",
+    "LawSettings": "bayesmix.laws.base",
+    "Prior": "bayesmix.laws.base",
+}
+_LAWS = {
+    "bimix": ("bayesmix.laws.bimix", "BiMix"),
+    "bimix-cross": ("bayesmix.laws.bimix", "BiMixCross"),
+    "loglinear": ("bayesmix.laws.loglinear", "LogLinear"),
+}
+LAW_NAMES = tuple(_LAWS)
 
 
 def get_law(name: str) -> Law:
     """The law registered under ``name`` ("bimix", "bimix-cross", "loglinear")."""
-    try:
-        return LAWS[name]()
-    except KeyError:
-        raise LawError(f"unknown law {name!r}; choose one of {', '.join(LAWS)}") from None
+    from bayesmix import jax_setup  # noqa: F401  (XLA flags and float64 before any computation)
+    from bayesmix.laws.base import LawError
+
+    if name not in _LAWS:
+        raise LawError(f"unknown law {name!r}; choose one of {', '.join(_LAWS)}")
+    module, cls = _LAWS[name]
+    return getattr(importlib.import_module(module), cls)()
 
 
-__all__ = ["LAWS", "Law", "LawData", "LawError", "LawSettings", "Prior", "get_law"]
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'bayesmix.laws' has no attribute {name!r}")
+    return getattr(importlib.import_module(_LAZY[name]), name)
+
+
+__all__ = [*_LAZY, "LAW_NAMES", "get_law"]

@@ -17,6 +17,7 @@ import numpyro.distributions as dist
 from numpyro.handlers import reparam
 from numpyro.infer.reparam import LocScaleReparam
 
+from bayesmix import jax_setup  # noqa: F401  (XLA flags and float64 before JAX computes)
 from bayesmix.laws.base import LawData, LawSettings, Prior
 
 EPS_PRIOR_CENTRE = 3e-3
