@@ -38,7 +38,14 @@ from botorch.sampling.index_sampler import IndexSampler
 from botorch.utils.transforms import concatenate_pending_points, t_batch_mode_transform
 from torch import Tensor
 
-from bayesmix.proposers.base import ProposalError, check_q, mixture_array, proposal_frame
+from bayesmix.posterior import objective_weights as posterior_objective_weights
+from bayesmix.proposers.base import (
+    ProposalError,
+    check_posterior,
+    check_q,
+    mixture_array,
+    proposal_frame,
+)
 from bayesmix.proposers.model import DTYPE, LawEnsembleModel
 
 ACQUISITIONS = ("thompson", "qlognei", "optimum-variance")
@@ -46,15 +53,12 @@ ACQUISITIONS = ("thompson", "qlognei", "optimum-variance")
 
 # --------------------------------------------------------------------------- objective
 def objective_weights(weights: Mapping[str, float] | None, targets: list[str]) -> np.ndarray:
-    """Weights over targets, normalised to sum to 1 (equal when None); bad input is an error."""
-    if weights is None:
-        return np.full(len(targets), 1.0 / len(targets))
-    unknown = [t for t in weights if t not in targets]
-    if unknown:
-        raise ProposalError(f"weights name unknown target(s): {', '.join(map(str, unknown))}")
-    w = np.array([float(weights.get(t, 0.0)) for t in targets])
-    if not np.all(np.isfinite(w)) or (w < 0).any() or w.sum() <= 0:
-        raise ProposalError("objective weights must be finite, non-negative and not all zero")
+    """``bayesmix.posterior.objective_weights`` (which checks them), scaled to sum to 1: the
+    objective's units then do not depend on how the user wrote the weights."""
+    try:
+        w = posterior_objective_weights(weights, targets)
+    except ValueError as exc:
+        raise ProposalError(str(exc)) from None
     return w / w.sum()
 
 
@@ -203,6 +207,7 @@ def propose(
     from bayesmix.optimize import Constraints
 
     q = check_q(q)
+    check_posterior(posterior)
     if acquisition not in ACQUISITIONS:
         raise ProposalError(
             f"unknown acquisition {acquisition!r}; choose one of {', '.join(ACQUISITIONS)}"

@@ -140,6 +140,37 @@ def test_bad_input_to_propose(fitted) -> None:
         propose(post, 1, constraints=bm.Constraints(lower={d: 0.3 for d in post.domains}))
 
 
+def empty_posterior(post):
+    """The same posterior with its draws sliced away (0 draws)."""
+    import dataclasses
+
+    import arviz as az
+
+    core = az.InferenceData(
+        posterior=post.idata.posterior.isel(draw=slice(0, 0)),
+        sample_stats=post.idata.sample_stats.isel(draw=slice(0, 0)),
+    )
+    return dataclasses.replace(post, idata=core, info=dict(post.info))
+
+
+def test_the_three_user_errors_each_say_one_clear_thing(fitted) -> None:
+    """Issue 4: infeasible constraints, an empty posterior, q < 1 -> one clear error each."""
+    _, post = fitted
+    with pytest.raises(ValueError, match="lower bounds sum to 1.5") as infeasible:
+        propose(post, 2, "thompson", constraints=bm.Constraints(lower={"d00": 0.8, "d01": 0.7}))
+    with pytest.raises(ProposalError, match="posterior is empty") as empty:
+        propose(empty_posterior(post), 2, "thompson")
+    with pytest.raises(ProposalError, match="q must be a positive integer") as small:
+        propose(post, 0, "thompson")
+    messages = {str(e.value) for e in (infeasible, empty, small)}
+    assert len(messages) == 3 and all("\n" not in m for m in messages)
+    for q in (-1, 0, 1.5, True):
+        with pytest.raises(ProposalError, match="q must be"):
+            propose(post, q, "thompson")
+    with pytest.raises(ProposalError, match="no posterior"):
+        propose(None, 2, "thompson")
+
+
 def test_cli_propose_prints_runs_with_their_expected_gain(fitted, tmp_path) -> None:
     from typer.testing import CliRunner
 
@@ -158,3 +189,7 @@ def test_cli_propose_prints_runs_with_their_expected_gain(fitted, tmp_path) -> N
     ):
         bad = runner.invoke(app, ["propose", str(path), *args])
         assert bad.exit_code == 1 and message in bad.output, bad.output
+    empty = empty_posterior(post).save(tmp_path / "empty.nc")
+    bad = runner.invoke(app, ["propose", str(empty), "--q", "2", "--acq", "thompson"])
+    assert bad.exit_code == 1 and "posterior is empty" in bad.output, bad.output
+    assert "Traceback" not in bad.output

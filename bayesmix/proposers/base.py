@@ -179,6 +179,21 @@ def check_q(q: Any) -> int:
     return int(q)
 
 
+def check_posterior(posterior: Any) -> Any:
+    """A posterior a proposal can use: fitted, with draws and observed runs."""
+    if posterior is None:
+        raise ProposalError("no posterior: fit the law to observed runs first (bayesmix fit)")
+    draws = int(getattr(posterior, "num_draws", 0))
+    if draws < 1:
+        raise ProposalError(
+            "the posterior is empty (0 draws): refit it with num_samples >= 1 before proposing"
+        )
+    obs = posterior.observations
+    if obs is None or len(obs.run_ids) == 0:
+        raise ProposalError("the posterior holds no observed runs: fit it on runs first")
+    return posterior
+
+
 def mixture_array(frame: pd.DataFrame, domains: list[str], what: str) -> np.ndarray:
     """(P, M) proportions from a frame with one ``r:<domain>`` column per domain; validated."""
     if not isinstance(frame, pd.DataFrame):

@@ -277,7 +277,7 @@ def trajectory(
             rec_started = time.process_time()
             mixture = recommenders[name].recommend(ctx).reindex(oracle.domains).to_numpy()
             value = float(oracle.objective(mixture[None])[0])
-            yield {
+            line = {
                 "cell": cell.name,
                 "seed": seed,
                 "method": method.name,
@@ -293,7 +293,49 @@ def trajectory(
                     "recommend": time.process_time() - rec_started,
                 },
                 "wall_s": time.perf_counter() - wall,
+                "commit": COMMIT,
             }
+            if name == "posterior-optimum" and pool is None:
+                line["ci90"] = optimum_interval(post, weights, config, oracle.best_mixture)
+            yield line
+
+
+def optimum_interval(
+    post: Any, weights: dict[str, float], config: Config, truth: np.ndarray
+) -> dict[str, Any]:
+    """The 90 % credible intervals of the optimal mixture (per-draw optima; memoised, so the
+    recommendation already paid for them) and whether each holds the true optimum."""
+    from bayesmix.acquisition import objective_weights, optimal_mixture
+
+    w = objective_weights(weights, list(post.targets))
+    opt = optimal_mixture(
+        post, dict(zip(post.targets, w, strict=True)), None, None, config.max_draws
+    )
+    iv = opt.intervals.reindex(list(post.domains))
+    lo, hi = iv["lo"].to_numpy(float), iv["hi"].to_numpy(float)
+    inside = (truth >= lo - 1e-9) & (truth <= hi + 1e-9)
+    return {
+        "lo": lo.round(6).tolist(),
+        "hi": hi.round(6).tolist(),
+        "truth": np.asarray(truth).round(6).tolist(),
+        "covered": int(inside.sum()),
+        "width": float((hi - lo).mean()),
+    }
+
+
+def _commit() -> str:
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True
+        )
+        return out.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+COMMIT = _commit()
 
 
 def make_recommender(name: str, config: Config) -> Any:
@@ -434,7 +476,7 @@ def table(rows: list[dict[str, Any]], config: Config) -> str:
         return "no results yet\n"
     df = pd.DataFrame(rows)
     out = [f"# Active-learning benchmark ({config.name})", ""]
-    cpu = sum(sum(r["cpu_s"].values()) for r in rows)
+    cpu = _cpu_seconds(rows)
     out.append(
         f"{len(df)} result lines, {df.groupby(['cell', 'seed']).ngroups} (cell, seed) pairs, "
         f"{cpu / 3600:.2f} CPU hours recorded; law `{config.law}`, fit `{config.fit}`, "
@@ -479,6 +521,19 @@ def table(rows: list[dict[str, Any]], config: Config) -> str:
     return "\n".join(out) + "\n"
 
 
+def _cpu_seconds(rows: list[dict[str, Any]]) -> float:
+    """CPU seconds recorded: a batch's proposal and fit once (every recommender's line
+    repeats them), each recommendation once."""
+    batches: dict[tuple, float] = {}
+    total = 0.0
+    for r in rows:
+        cpu = r["cpu_s"]
+        key = (r["cell"], r["seed"], r["method"], r["budget"])
+        batches[key] = max(batches.get(key, 0.0), cpu.get("propose", 0.0) + cpu.get("fit", 0.0))
+        total += cpu.get("recommend", 0.0) + cpu.get("total", 0.0)
+    return total + sum(batches.values())
+
+
 def _wins(body: pd.DataFrame, m: int) -> str:
     """Seeds (of those run) where bayesmix-thompson + posterior-optimum has lower regret than
     the Dirichlet swarm (with Olmix's and with our recommender) at equal budget, n >= m+1."""
@@ -512,9 +567,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--law", help="law of the posterior (default: the config's)")
     p.add_argument("--out", type=Path, help="results file (default results/<config>.jsonl)")
     p.add_argument("--cache", type=Path, default=HERE / "cache")
+    p.add_argument("--max-runs", type=int, help="cap every cell's budget at this many runs")
     p.add_argument("--table", action="store_true", help="only write the table")
     a = p.parse_args(argv)
     config = configs()[a.config]
+    if a.max_runs:
+        config.cells = [
+            replace(c, max_runs=min(c.max_runs or c.olmix_k, a.max_runs)) for c in config.cells
+        ]
     if a.seeds:
         config.seeds = _parse_seeds(a.seeds)
     if a.law:
