@@ -62,6 +62,34 @@ def test_ensemble_model_is_the_posterior_law_with_gradients(fitted) -> None:
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
 
 
+def test_members_far_in_the_tails_keep_gradients_finite(fitted) -> None:
+    """A draw whose exponent for a never-observed domain is huge predicts losses that
+    overflow exp(); the ensemble caps the log loss, so the acquisition's gradients stay
+    finite (before, qLogNEI's SLSQP died on NaN gradients after a sparse Dirichlet swarm)."""
+    from bayesmix.proposers.model import LOG_LOSS_CAP
+
+    _, post = fitted
+    model = LawEnsembleModel(post, max_draws=8)
+    x = torch.full((1, 5), 0.2, dtype=torch.float64)
+    model.log_loss(x)  # converts the draws once
+
+    class Wild:
+        def __init__(self, law):
+            self.law = law
+
+        def log_loss(self, *args, **kwargs):
+            out = self.law.log_loss(*args, **kwargs)
+            return torch.cat([out[:1] * 1e4, -out[1:2] * 1e4, out[2:]])
+
+    model._law = Wild(model._law)
+    x = torch.tensor([[0.0, 0.25, 0.25, 0.25, 0.25]], dtype=torch.float64, requires_grad=True)
+    values = model.posterior(x[None]).values
+    assert torch.isfinite(values).all()
+    assert values.max() <= np.exp(LOG_LOSS_CAP) and values.min() >= np.exp(-LOG_LOSS_CAP)
+    values.sum().backward()
+    assert torch.isfinite(x.grad).all()
+
+
 @pytest.mark.parametrize("acquisition", ACQUISITIONS)
 def test_each_acquisition_proposes_feasible_distinct_runs(fitted, acquisition: str) -> None:
     _, post = fitted

@@ -27,6 +27,7 @@ import torch
 from botorch.models.ensemble import EnsembleModel
 from torch import Tensor
 
+LOG_LOSS_CAP = 30.0
 DTYPE = torch.float64
 
 
@@ -92,7 +93,10 @@ class LawEnsembleModel(EnsembleModel):
         if self.paths is not None:
             res = self.paths(r.to(DTYPE))  # (D, T, P)
             out = out + res.transpose(-1, -2).to(out)
-        return out
+        # A member far out in the tails (a domain no run has shown leaves its exponent to
+        # the prior) can predict losses that over- or underflow exp(): inf - inf is NaN in
+        # the acquisition's gradients. Losses beyond e^+-LOG_LOSS_CAP nats are cut there.
+        return out.clamp(-LOG_LOSS_CAP, LOG_LOSS_CAP)
 
     def _s_rel(self, step: float | None, r: Tensor) -> Tensor | None:
         key = ("s_rel", step)
