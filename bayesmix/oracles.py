@@ -30,6 +30,8 @@ import pandas as pd
 
 from bayesmix.laws import formulas
 from bayesmix.observations import Observations, ratio_column
+from bayesmix.posterior import _as  # one conversion of law parameters to xp arrays
+from bayesmix.proposers.base import run_table
 
 log = logging.getLogger(__name__)
 
@@ -189,8 +191,27 @@ def cached_optimum(
 
 
 # ---------------------------------------------------------------------------- synthetic
+class _WeightedObjective:
+    """The objective of an oracle with a ``log_loss`` (numpy or torch) and target ``weights``:
+    F(r) = sum_t w_t exp(log L_t(r)), the noise-free weighted loss (lower is better)."""
+
+    weights: np.ndarray
+
+    def log_loss(self, r: Any) -> Any:
+        raise NotImplementedError
+
+    def torch_objective(self, r: Any) -> Any:
+        import torch
+
+        w = torch.as_tensor(self.weights, dtype=r.dtype)
+        return torch.exp(self.log_loss(r)) @ w
+
+    def objective(self, r: np.ndarray) -> np.ndarray:
+        return np.exp(self.log_loss(np.atleast_2d(r))) @ self.weights
+
+
 @dataclass
-class SyntheticOracle:
+class SyntheticOracle(_WeightedObjective):
     """A known law with known parameters: the own-share or the cross-domain BiMix law.
 
     Parameters are drawn once from ``world_seed`` (one target per domain):
@@ -260,15 +281,6 @@ class SyntheticOracle:
             xp, p["logk"], p["alpha"], p["eps"], r, s_rel, p["frac"], p["beta"]
         )
 
-    def torch_objective(self, r: Any) -> Any:
-        import torch
-
-        w = torch.as_tensor(self.weights, dtype=r.dtype)
-        return torch.exp(self.log_loss(r)) @ w
-
-    def objective(self, r: np.ndarray) -> np.ndarray:
-        return np.exp(self.log_loss(np.atleast_2d(r))) @ self.weights
-
     def observe(
         self,
         r: np.ndarray,
@@ -291,12 +303,6 @@ class SyntheticOracle:
         clean = self.log_loss(rr, at)
         vals = np.exp(clean + self.noise * rng.standard_normal(clean.shape))
         return tidy_frame(rr, vals, self.domains, self.targets, ids, steps=at)
-
-
-def _as(xp: Any, value: Any, like: Any) -> Any:
-    if xp.__name__ == "torch":
-        return xp.as_tensor(np.asarray(value), dtype=like.dtype, device=like.device)
-    return xp.asarray(value)
 
 
 # ------------------------------------------------------------------------------ RegMix
@@ -327,17 +333,8 @@ def regmix_natural(data_dir: str | Path, domains: list[str]) -> dict[str, float]
     return {d: float(p[d]) for d in domains}
 
 
-def _wide(obs: Observations) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """(P, M) mixtures and (P, T) losses of single-step observations, runs in table order."""
-    frame = obs.frame
-    table = frame.pivot_table(index="run_id", columns="target", values="value", sort=False)
-    targets = obs.targets
-    mix = obs.mixtures().loc[table.index]
-    return mix.to_numpy(dtype=float), table[targets].to_numpy(dtype=float), targets
-
-
 @dataclass
-class RegMixLandscape:
+class RegMixLandscape(_WeightedObjective):
     """A smooth landscape of RegMix's loss: L_t(r) = exp(law_t(r) + g(r)).
 
     law_t: the cross-domain law (``formulas.cross_log_loss``) fitted by least squares on the
@@ -394,7 +391,7 @@ class RegMixLandscape:
             if path.exists():
                 return torch.load(path, weights_only=False)
         obs = load_regmix_runs(self.data_dir)
-        r, y, targets = _wide(obs)
+        r, y, targets = run_table(obs)
         if self.target is not None and self.target not in targets:
             raise ValueError(f"unknown target {self.target!r}; have {targets}")
         w = np.array([1.0 if self.target in (None, t) else 0.0 for t in targets])
@@ -435,15 +432,6 @@ class RegMixLandscape:
             shift = self._gp.posterior(rt).mean  # (P, 1): the same for every target
         out = law + shift
         return out.detach().numpy() if as_numpy else out
-
-    def torch_objective(self, r: Any) -> Any:
-        import torch
-
-        w = torch.as_tensor(self.weights, dtype=r.dtype)
-        return torch.exp(self.log_loss(r)) @ w
-
-    def objective(self, r: np.ndarray) -> np.ndarray:
-        return np.exp(self.log_loss(np.atleast_2d(r))) @ self.weights
 
     def observe(
         self, r: np.ndarray, rng: np.random.Generator, run_ids: list[str], **_: Any
@@ -541,7 +529,7 @@ class PoolOracle:
     def __post_init__(self) -> None:
         self.name = "regmix-pool" + (f"-{self.target}" if self.target else "")
         obs = load_regmix_runs(self.data_dir)
-        self.pool_x, self.pool_y, self.targets = _wide(obs)
+        self.pool_x, self.pool_y, self.targets = run_table(obs)
         self.domains = obs.domains
         if self.target is not None and self.target not in self.targets:
             raise ValueError(f"unknown target {self.target!r}; have {self.targets}")

@@ -179,6 +179,26 @@ def check_q(q: Any) -> int:
     return int(q)
 
 
+def run_table(
+    obs: Observations, step: float | None = None
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(P, M) mixtures and (P, T) losses of the observed runs, targets in ``obs.targets``
+    order: with a step axis, the rows at ``step`` (None: each run's last row); runs that
+    miss a target there are left out."""
+    frame = obs.frame
+    if obs.has_steps:
+        if step is None:
+            last = frame.groupby("run_id")["step"].transform("max")
+            frame = frame[frame["step"] == last]
+        else:
+            frame = frame[np.isclose(frame["step"].to_numpy(dtype=float), float(step))]
+    table = frame.pivot_table(index="run_id", columns="target", values="value", sort=False)
+    targets = list(obs.targets)
+    table = table.reindex(columns=targets).dropna()
+    mix = obs.mixtures().loc[table.index]
+    return mix.to_numpy(dtype=float), table.to_numpy(dtype=float), targets
+
+
 def check_posterior(posterior: Any) -> Any:
     """A posterior a proposal can use: fitted, with draws and observed runs."""
     if posterior is None:

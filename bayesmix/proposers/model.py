@@ -146,16 +146,12 @@ class LawEnsembleModel(EnsembleModel):
 def observed_log_losses(
     obs: Any, targets: list[str], step: float | None, posterior: Any
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(P, M) mixtures and (P, T) observed log losses of the runs at the target step.
+    """(P, M) mixtures and (P, T) observed log losses of the runs at the target step
+    (runs with a step axis: their row at the target, else the reference step)."""
+    from bayesmix.proposers.base import run_table
 
-    Runs with a step axis contribute their row at the reference step (the target step's
-    runs); runs without one contribute their single row.
-    """
-    frame = obs.frame
-    if obs.has_steps:
-        ref = step if step is not None else posterior.settings.reference_step or obs.max_step
-        frame = frame[np.isclose(frame["step"].to_numpy(dtype=float), float(ref))]
-    table = frame.pivot_table(index="run_id", columns="target", values="value", sort=False)
-    table = table.dropna()
-    mix = obs.mixtures().loc[table.index]
-    return mix.to_numpy(dtype=float), np.log(table[targets].to_numpy(dtype=float))
+    if obs.has_steps and step is None:
+        step = posterior.settings.reference_step or obs.max_step
+    r, y, names = run_table(obs, step)
+    order = [names.index(t) for t in targets]
+    return r, np.log(y[:, order])

@@ -24,27 +24,19 @@ import numpy as np
 import pandas as pd
 
 from bayesmix.laws import formulas
-from bayesmix.proposers.base import ProposalContext, ProposalError, mixture_series
+from bayesmix.proposers.base import ProposalContext, ProposalError, mixture_series, run_table
 from bayesmix.proposers.bayesian import fit_posterior
 
 
 def _wide(context: ProposalContext) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """(N, M) mixtures and (N, T) losses of the observed runs at their final step."""
+    """(N, M) mixtures and (N, T) losses of the observed runs at the target step."""
     obs = context.observations
     if obs is None or len(obs.run_ids) == 0:
         raise ProposalError("a recommendation needs observed runs (the context has none)")
-    frame = obs.frame
-    if obs.has_steps:
-        last = frame.groupby("run_id")["step"].transform("max")
-        frame = frame[frame["step"] == last]
-        if context.step is not None:
-            frame = frame[np.isclose(frame["step"], float(context.step))]
-    table = frame.pivot_table(index="run_id", columns="target", values="value", sort=False)
-    table = table.dropna()
-    if len(table) == 0:
+    r, y, targets = run_table(obs, context.step)
+    if len(r) == 0:
         raise ProposalError("no observed run reached the target step")
-    targets = obs.targets
-    return obs.mixtures().loc[table.index].to_numpy(dtype=float), table[targets].to_numpy(), targets
+    return r, y, targets
 
 
 def _weights(context: ProposalContext, targets: list[str]) -> np.ndarray:

@@ -240,10 +240,9 @@ def trajectory(
     proposer = get_proposer(method.proposer, **options)
     recommenders = {name: make_recommender(name, config) for name in method.recommenders}
     rng = np.random.default_rng([seed, 2024])
-    obs = post = None
-    for budget in cell.budgets():
-        started, wall = time.process_time(), time.perf_counter()
-        ctx = ProposalContext(
+
+    def context(obs: Any, post: Any) -> ProposalContext:
+        return ProposalContext(
             oracle.domains,
             observations=obs,
             posterior=post,
@@ -252,6 +251,11 @@ def trajectory(
             seed=seed,
             candidates=pool,
         )
+
+    obs = post = None
+    for budget in cell.budgets():
+        started, wall = time.process_time(), time.perf_counter()
+        ctx = context(obs, post)
         batch = proposer.propose(ctx, Q)
         r = batch[[f"r:{d}" for d in oracle.domains]].to_numpy()
         ids = [f"{method.name}-{budget - Q + i}" for i in range(Q)]
@@ -264,15 +268,7 @@ def trajectory(
         if needs_post:
             post = _fit(obs, config, seed, post)
         fit_cpu = time.process_time() - fit_started
-        ctx = ProposalContext(
-            oracle.domains,
-            observations=obs,
-            posterior=post,
-            natural=oracle.natural,
-            weights=weights,
-            seed=seed,
-            candidates=pool,
-        )
+        ctx = context(obs, post)
         for name in todo:
             rec_started = time.process_time()
             mixture = recommenders[name].recommend(ctx).reindex(oracle.domains).to_numpy()
