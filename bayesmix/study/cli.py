@@ -1,4 +1,4 @@
-"""`bayesmix study ...`: create, run, resume, status, report, list.
+"""`bayesmix study ...`: create, run, resume, status, report, list, update, save-model.
 
 Every command takes ``--storage URL`` (default: $BAYESMIX_STORAGE, else sqlite:///bayesmix.db
 in the working directory) and fails with one ``error: ...`` line on bad input.
@@ -288,6 +288,88 @@ def report_cmd(
     except user_errors() as exc:
         fail(_one_line(exc))
     console.print(f"report: {path}", highlight=False)
+
+
+@study_app.command("update")
+def update_cmd(
+    name: Annotated[str, typer.Argument(help="study name")],
+    add: Annotated[
+        list[str] | None, typer.Option("--add", help="new domain with its tokens: code_rust:1.2e9")
+    ] = None,
+    remove: Annotated[list[str] | None, typer.Option("--remove", help="domain to remove")] = None,
+    split: Annotated[
+        list[str] | None,
+        typer.Option("--split", help="parent=part:tokens,part:tokens (parts sum to the parent)"),
+    ] = None,
+    merge: Annotated[
+        list[str] | None, typer.Option("--merge", help="a,b=merged (tokens: their sum)")
+    ] = None,
+    revise: Annotated[
+        list[str] | None, typer.Option("--revise", help="domain whose content changed [:tokens]")
+    ] = None,
+    prior: Annotated[
+        Path | None,
+        typer.Option("--prior", help="saved posterior (models/NAME) to start from instead"),
+    ] = None,
+    storage: StorageOpt = None,
+) -> None:
+    """Change the study's domain set (a new version): the old posterior becomes the prior."""
+    from bayesmix.domains import DomainUpdate, DomainUpdateError
+
+    try:
+        upd = DomainUpdate.parse(
+            add=add or [],
+            remove=remove or [],
+            split=split or [],
+            merge=merge or [],
+            revise=revise or [],
+        )
+        study = _open(name, storage)
+        old = study.domain_set
+        rec = study.update(upd, prior=prior)
+    except (DomainUpdateError, *user_errors()) as exc:
+        fail(_one_line(exc))
+    table = Table(
+        title=f"study {study.name}: domain set v{old.version} -> v{rec.version} ({upd.describe()})",
+        title_justify="left",
+    )
+    table.add_column("domain")
+    table.add_column("tokens", justify="right")
+    table.add_column("natural share", justify="right")
+    natural = rec.natural
+    for d in rec.domains:
+        count = rec.token_counts.get(d)
+        table.add_row(d, f"{count:,.0f}" if count else "-", f"{natural[d]:.3f}")
+    console.print(table)
+    source = f"the saved posterior {prior}" if prior else "the study's latest posterior"
+    console.print(
+        f"the next fit starts from {source} (bayesmix.reuse); next: bayesmix study run {name}",
+        highlight=False,
+    )
+
+
+@study_app.command("save-model")
+def save_model_cmd(
+    name: Annotated[str, typer.Argument(help="study name")],
+    out: Annotated[Path, typer.Argument(help="folder, e.g. models/NAME")],
+    data: Annotated[str, typer.Option(help="one line on the data behind the runs")] = "",
+    storage: StorageOpt = None,
+) -> None:
+    """Save the study's latest posterior with a model card, to serve as a later prior."""
+    from bayesmix.reuse import save_model
+
+    try:
+        study = _open(name, storage)
+        latest = study.latest_posterior()
+        if latest is None:
+            fail(f"study {name!r} has no posterior yet: run it first")
+        post, _ = latest
+        version = study.domain_set.version
+        text = data or f"study {study.name} ({study.storage.safe_url}), domain set v{version}"
+        folder = save_model(post, out, data=text, token_counts=study.domain_set.token_counts)
+    except user_errors() as exc:
+        fail(_one_line(exc))
+    console.print(f"model: {folder} (posterior.nc, MODEL_CARD.md)", highlight=False)
 
 
 @study_app.command("list")

@@ -356,6 +356,87 @@ class Storage:
                 row.id, row.version, list(row.domains), dict(row.token_counts), row.shards
             )
 
+    def add_domain_set(
+        self,
+        study_id: int,
+        expected_version: int,
+        domains: list[str],
+        token_counts: dict[str, float],
+        shards: str | None,
+        update: dict[str, Any],
+    ) -> DomainSetRecord:
+        """Store the next version of a study's domain set and the update that made it, in one
+        transaction; refused (nothing written) if the latest version is no longer
+        ``expected_version`` or runs are still proposed or running."""
+        now = time.time()
+        with self.session() as s:
+            latest = s.scalar(
+                select(func.max(DomainSetRow.version)).where(DomainSetRow.study_id == study_id)
+            )
+            if latest != expected_version:
+                raise StorageError(
+                    f"the domain set changed meanwhile (version {latest}, expected "
+                    f"{expected_version}); nothing was updated"
+                )
+            busy = s.scalar(
+                select(func.count(RunRow.id)).where(
+                    RunRow.study_id == study_id, RunRow.status.in_(["proposed", "running"])
+                )
+            )
+            if busy:
+                raise StorageError(
+                    f"{busy} run(s) are proposed or running over the current domain set: run "
+                    "or fail them before updating it; nothing was updated"
+                )
+            row = DomainSetRow(
+                study_id=study_id,
+                version=expected_version + 1,
+                domains=list(domains),
+                token_counts=dict(token_counts),
+                shards=shards,
+                created_at=now,
+            )
+            s.add(row)
+            s.add(
+                MetaRow(
+                    key=f"domain_update:{study_id}:{expected_version + 1}",
+                    value=json.dumps(update, default=_json_default),
+                )
+            )
+            s.flush()
+            return DomainSetRecord(
+                row.id, row.version, list(row.domains), dict(row.token_counts), row.shards
+            )
+
+    def domain_updates(self, study_id: int) -> dict[int, dict[str, Any]]:
+        """The update that made each version (> 1) of a study's domain set."""
+        prefix = f"domain_update:{study_id}:"
+        with self.session() as s:
+            rows = s.scalars(select(MetaRow).where(MetaRow.key.startswith(prefix))).all()
+            return {int(r.key[len(prefix) :]): json.loads(r.value) for r in rows}
+
+    def run_versions(self, study_id: int) -> dict[str, int]:
+        """Run name -> the version of the domain set it was proposed over."""
+        with self.session() as s:
+            rows = s.execute(
+                select(RunRow.name, DomainSetRow.version)
+                .join(DomainSetRow, RunRow.domain_set_id == DomainSetRow.id)
+                .where(RunRow.study_id == study_id)
+            ).all()
+            return {name: int(v) for name, v in rows}
+
+    def domain_sets(self, study_id: int) -> list[DomainSetRecord]:
+        with self.session() as s:
+            rows = s.scalars(
+                select(DomainSetRow)
+                .where(DomainSetRow.study_id == study_id)
+                .order_by(DomainSetRow.version)
+            ).all()
+            return [
+                DomainSetRecord(r.id, r.version, list(r.domains), dict(r.token_counts), r.shards)
+                for r in rows
+            ]
+
     # ---------------------------------------------------------------- proposals and runs
     def add_proposal(
         self,

@@ -180,7 +180,12 @@ class Study:
         frame = self.storage.observations(self.id)
         if frame.empty:
             return None
-        obs = Observations.from_frame(frame)
+        if self.domain_set.version > 1:
+            obs = self._across_versions(frame, self.domain_set.version)
+            if obs is None:
+                return None
+        else:
+            obs = Observations.from_frame(frame)
         if all_metrics:
             return obs
         metric = metric or self.config.objective.metric
@@ -189,6 +194,114 @@ class Study:
                 f"study {self.name!r}: no observations of metric {metric!r} (have {obs.metrics})"
             )
         return obs.select(metric=metric)
+
+    # ---------------------------------------------------------------- domain updates
+    def update(self, update: Any, prior: str | Path | None = None) -> DomainSetRecord:
+        """Apply a ``DomainUpdate`` to the study's domain set and store the new version.
+
+        Every check runs before anything is written: a malformed update (unknown domain,
+        split parts whose token counts do not add up, removing every domain, ...), a config
+        that names a removed domain, infeasible caps, runs still in flight, or an unusable
+        ``prior`` leave the study unchanged. ``prior``: a saved posterior (a file, or a
+        ``models/NAME`` folder) over the current domains to start the new version from,
+        instead of the study's latest snapshot.
+        """
+        from bayesmix.domains import DomainSet, DomainUpdate, DomainUpdateError
+
+        if not isinstance(update, DomainUpdate):
+            raise StudyError(f"update must be a DomainUpdate, got {type(update).__name__}")
+        rec = self.domain_set
+        counts = {d: n for d, n in rec.token_counts.items() if d in rec.domains and n and n > 0}
+        try:
+            old = DomainSet(tuple(rec.domains), counts, rec.version)
+            new = old.apply(update)
+        except DomainUpdateError as exc:
+            raise StudyError(f"study {self.name!r}: {exc}; nothing was changed") from None
+        creates = [op.kind for op in update.ops if op.kind in ("add", "split", "merge")]
+        if creates and rec.shards:
+            raise StudyError(
+                f"study {self.name!r} trains proxies on prepared shards; an update that "
+                f"creates domains ({', '.join(sorted(set(creates)))}) needs their text, which "
+                "`study update` cannot prepare yet; nothing was changed"
+            )
+        try:
+            _check_domains(self.config, list(new.domains))
+            _check_feasible(self.config, list(new.domains), dict(new.token_counts))
+        except ConfigError as exc:
+            raise StudyError(f"after the update: {exc}; nothing was changed") from None
+        prior_path, snapshot = None, None
+        if prior is not None:
+            from bayesmix.reuse import load_model
+
+            try:
+                post = load_model(prior)
+            except (FileNotFoundError, ValueError) as exc:
+                raise StudyError(f"--prior {prior}: {exc}; nothing was changed") from None
+            if list(post.domains) != list(rec.domains):
+                raise StudyError(
+                    f"--prior {prior}: its domains ({', '.join(post.domains)}) are not the "
+                    f"study's current ones ({', '.join(rec.domains)}); nothing was changed"
+                )
+            prior_path = str(Path(post.info.get("_loaded_from", prior)).resolve())
+        else:
+            for snap in reversed(self.storage.posteriors(self.id)):
+                if list(snap.summary.get("mixture", {})) == list(rec.domains):
+                    snapshot = snap.id
+                    break
+        record = {
+            "update": update.to_dict(),
+            "describe": update.describe(),
+            "from_version": rec.version,
+            "prior_snapshot": snapshot,
+            "prior_path": prior_path,
+        }
+        try:
+            return self.storage.add_domain_set(
+                self.id, rec.version, list(new.domains), dict(new.token_counts), rec.shards, record
+            )
+        except StorageError as exc:
+            raise StudyError(f"study {self.name!r}: {exc}") from None
+
+    def _across_versions(self, frame: pd.DataFrame, upto: int) -> Observations | None:
+        """Completed runs of versions <= ``upto``, mapped onto version ``upto`` where exact
+        (``bayesmix.reuse.map_observations``); None when none maps."""
+        from bayesmix.domains import DomainSet, DomainUpdate
+        from bayesmix.reuse import map_observations
+
+        sets = {d.version: d for d in self.storage.domain_sets(self.id)}
+        updates = self.storage.domain_updates(self.id)
+        versions = self.storage.run_versions(self.id)
+        mixtures = {r.name: r.mixture for r in self.runs("completed")}
+        base = [c for c in frame.columns if not str(c).startswith("r:")]
+        own_share = self.config.fit.law == "bimix"
+        parts: list[Observations] = []
+        for v in sorted(x for x in sets if x <= upto):
+            names = {n for n, ver in versions.items() if ver == v and n in mixtures}
+            sub = frame.loc[frame["run_id"].isin(names), base].copy()
+            if sub.empty:
+                continue
+            for d in sets[v].domains:
+                sub[f"r:{d}"] = sub["run_id"].map(lambda n, d=d: float(mixtures[n].get(d, 0.0)))
+            obs: Observations | None = Observations.from_frame(sub)
+            for w in range(v + 1, upto + 1):
+                prev = sets[w - 1]
+                counts = {
+                    k: x for k, x in prev.token_counts.items() if k in prev.domains and x and x > 0
+                }
+                ds = DomainSet(tuple(prev.domains), counts, w - 1)
+                upd = DomainUpdate.from_dict(updates[w]["update"])
+                assert obs is not None
+                obs = map_observations(obs, upd, domain_set=ds, own_share=own_share).observations
+                if obs is None:
+                    break
+            if obs is not None:
+                parts.append(obs)
+        if not parts:
+            return None
+        out = parts[0]
+        for p in parts[1:]:
+            out = out.concat(p)
+        return out
 
     # ---------------------------------------------------------------- ask / tell
     def ask(self, q: int, posterior: Posterior | Fit | None = None) -> list[RunRecord]:
@@ -312,14 +425,16 @@ class Study:
         if obs is None:
             raise StudyError(f"study {self.name!r} has no completed run to fit")
         cfg = self.config.fit
-        key = runs_key(obs.run_ids)
+        version = self.domain_set.version
+        key = runs_key(obs.run_ids if version == 1 else [*obs.run_ids, f"@domain-set-v{version}"])
         found = self.storage.find_posterior(self.id, key, cfg.law, cfg.method)
         if found is not None:
             return Fit(self.load_posterior(found.id), found.id, True)
         started = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            post = bm.fit(
+            warm = self._warm_fit(progress) if version > 1 else None
+            post = warm or bm.fit(
                 obs,
                 law=cfg.law,
                 seed=self.config.seed,
@@ -343,6 +458,54 @@ class Study:
             path=path,
         )
         return Fit(post, snap, False)
+
+    def _warm_fit(self, progress: bool) -> Posterior | None:
+        """After a domain update: the fit warm-started from the posterior the update recorded
+        (``bayesmix.reuse.warm_fit``); None when the update recorded no prior."""
+        from bayesmix.domains import DomainSet, DomainUpdate
+        from bayesmix.reuse import load_model, warm_fit
+
+        version = self.domain_set.version
+        rec = self.storage.domain_updates(self.id).get(version)
+        if rec is None or (rec.get("prior_snapshot") is None and rec.get("prior_path") is None):
+            return None
+        update = DomainUpdate.from_dict(rec["update"])
+        prev = self.storage.domain_set(self.id, version - 1)
+        counts = {k: x for k, x in prev.token_counts.items() if k in prev.domains and x and x > 0}
+        ds = DomainSet(tuple(prev.domains), counts, version - 1)
+        metric = self.config.objective.metric
+        frame = self.storage.observations(self.id)
+        versions = self.storage.run_versions(self.id)
+        current = {n for n, v in versions.items() if v == version}
+        new_obs = None
+        sub = frame[frame["run_id"].isin(current)]
+        if not sub.empty:
+            new_obs = Observations.from_frame(sub).select(metric=metric)
+        if rec.get("prior_path"):
+            old = load_model(rec["prior_path"])
+            old_obs = None  # the model's own observations travel with it
+        else:
+            old = self.load_posterior(int(rec["prior_snapshot"]))
+            old_obs = self._across_versions(frame[~frame["run_id"].isin(current)], version - 1)
+            old_obs = old_obs.select(metric=metric) if old_obs is not None else None
+            if old_obs is None:
+                old_obs = old.observations
+        cfg = self.config.fit
+        try:
+            return warm_fit(
+                old,
+                update,
+                new_obs,
+                old_observations=old_obs,
+                domain_set=ds,
+                law=cfg.law,
+                seed=self.config.seed,
+                method=cfg.method,
+                progress=progress,
+                **cfg.options,
+            )
+        except ValueError as exc:
+            raise StudyError(f"study {self.name!r}: warm start after the update: {exc}") from None
 
     def _posterior_payload(self, post: Posterior, key: str) -> tuple[bytes | None, str | None]:
         if self.config.store_posteriors == "files":
