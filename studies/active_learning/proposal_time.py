@@ -10,7 +10,7 @@ so), every time from a cold posterior (the memoised per-draw
 optima are dropped, so Thompson sampling pays for them). CPU and wall seconds; the
 machine's load average is recorded, since wall time on a shared 2-core machine depends on it.
 
-    python studies/active_learning/proposal_time.py      # writes results/proposal_time.{jsonl,md}
+    python studies/active_learning/proposal_time.py [17 64]   # results/proposal_time.{jsonl,md}
 """
 
 from __future__ import annotations
@@ -115,18 +115,19 @@ def _stop(signum: int, frame: object) -> None:
 signal.signal(signal.SIGALRM, _stop)
 
 
-def table(rows: list[dict], header: dict) -> str:
+def table(rows: list[dict]) -> str:
     out = [
         "# Proposal time, q = 8",
         "",
-        f"Host `{header['host']}`, {header['cpus']} CPUs, started {header['started']} UTC, "
-        f"commit `{header['commit']}`, one thread per library, niced; load average at start "
-        f"{header['load']}. Seconds of one call each (cold: no memoised per-draw optima).",
+        "One call each, cold (no memoised per-draw optima), one thread per library, niced, "
+        "on a shared 2-core machine: the load average (other users' jobs) is in each row, and "
+        "wall time grows with it; CPU time is this process's own.",
         "",
-        "| domains | observed runs | what | CPU s | wall s | target (wall) | x baseline (CPU) |",
-        "|---:|---:|---|---:|---:|---:|---:|",
+        "| domains | observed runs | what | CPU s | wall s | target (wall) | x baseline (CPU) "
+        "| host, start (UTC), commit, load |",
+        "|---:|---:|---|---:|---:|---:|---:|---|",
     ]
-    for m in SIZES:
+    for m in sorted({r["m"] for r in rows}):
         mine = [r for r in rows if r["m"] == m]
         base = next(r for r in mine if r["what"].startswith("dirichlet"))["cpu_s"]
         for r in mine:
@@ -139,15 +140,18 @@ def table(rows: list[dict], header: dict) -> str:
             ratio = "" if r["what"].startswith("fit") else f"{r['cpu_s'] / max(base, 1e-6):.0f}"
             out.append(
                 f"| {m} | {r['runs']} | {r['what']} | {r['cpu_s']:.2f} | {r['wall_s']:.2f} "
-                f"| {target} | {ratio} |"
+                f"| {target} | {ratio} | {r['host']}, {r['started']}, {r['commit']}, "
+                f"{r['load']} |"
             )
     return "\n".join(out) + "\n"
 
 
-def main() -> None:
+def main(argv: list[str]) -> None:
+    """Measure the sizes named (default: all), replace their rows, rewrite the table."""
     import torch
 
     torch.set_num_threads(1)
+    sizes = [int(a) for a in argv] or list(SIZES)
     cache = HERE / "cache"
     cache.mkdir(exist_ok=True)
     bench._jax_compilation_cache(cache)
@@ -158,19 +162,19 @@ def main() -> None:
         "commit": bench.COMMIT,
         "load": " ".join(f"{x:.2f}" for x in os.getloadavg()),
     }
-    rows = []
-    for m in SIZES:
-        rows += measure(m, cache)
-        for r in rows[-5:]:
+    path = HERE / "results" / "proposal_time.jsonl"
+    old = bench.load(path)
+    rows = [r for r in old if r["m"] not in sizes]
+    for m in sizes:
+        new = [{**header, **r} for r in measure(m, cache)]
+        for r in new:
             print(json.dumps(r), flush=True)
-    results = HERE / "results"
-    (results / "proposal_time.jsonl").write_text(
-        "".join(json.dumps({**header, **r}) + "\n" for r in rows)
-    )
-    text = table(rows, header)
-    (results / "proposal_time.md").write_text(text)
+        rows += new
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    text = table(sorted(rows, key=lambda r: r["m"]))
+    (HERE / "results" / "proposal_time.md").write_text(text)
     print(text)
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
