@@ -530,6 +530,13 @@ def _cpu_seconds(rows: list[dict[str, Any]]) -> float:
     return total + sum(batches.values())
 
 
+def _score(g: pd.DataFrame) -> str:
+    """ "wins/seeds", and the ties (same runs, e.g. the shared first swarm) when there are."""
+    wins = int((g["regret"] < g["regret_d"]).sum())
+    ties = int(np.isclose(g["regret"], g["regret_d"], rtol=0, atol=1e-12).sum())
+    return f"{wins}/{len(g)}" + (f" ({ties} tied)" if ties else "")
+
+
 def _wins(body: pd.DataFrame, m: int) -> str:
     """Seeds (of those run) where bayesmix-thompson + posterior-optimum has lower regret than
     the Dirichlet swarm (with Olmix's and with our recommender) at equal budget, n >= m+1."""
@@ -543,9 +550,7 @@ def _wins(body: pd.DataFrame, m: int) -> str:
         both = both[both["budget"] >= min(m + 1, both["budget"].max() if len(both) else 0)]
         if both.empty:
             continue
-        per = both.groupby("budget").apply(
-            lambda g: f"{int((g['regret'] < g['regret_d']).sum())}/{len(g)}", include_groups=False
-        )
+        per = both.groupby("budget").apply(_score, include_groups=False)
         lines.append(
             f"bayesmix (thompson + posterior-optimum) beats dirichlet-swarm + {rec} in: "
             + ", ".join(f"n={b}: {v}" for b, v in per.items())
