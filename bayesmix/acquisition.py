@@ -184,7 +184,7 @@ class AcquisitionSettings:
 def propose(
     posterior: Any,
     q: int,
-    acquisition: str = "qlognei",
+    acquisition: str = "thompson",
     *,
     weights: Mapping[str, float] | None = None,
     step: float | None = None,

@@ -145,7 +145,7 @@ def propose_cmd(
     q: Annotated[int, typer.Option("--q", help="runs to propose (one batch)")] = 8,
     acq: Annotated[
         str, typer.Option("--acq", help="thompson | qlognei | optimum-variance")
-    ] = "qlognei",
+    ] = "thompson",
     step: Annotated[float | None, typer.Option(help="target step of the objective")] = None,
     token_counts: Annotated[
         Path | None, typer.Option(help="CSV with columns domain,token_count (repetition caps)")

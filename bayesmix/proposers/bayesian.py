@@ -45,7 +45,7 @@ class BayesMixProposer:
     max_draws: ensemble size; discrepancy: add a GP residual term to the ensemble.
     """
 
-    acquisition: str = "qlognei"
+    acquisition: str = "thompson"
     law: str = "bimix"
     fit_options: dict[str, Any] = field(default_factory=dict)
     initial: str = "dirichlet-swarm"
