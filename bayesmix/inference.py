@@ -55,7 +55,7 @@ def fit(
     num_warmup: int = 500,
     num_samples: int = 500,
     eps: float | Literal["learned"] = "learned",
-    noise: Literal["student", "normal"] = "student",
+    noise: Literal["correlated", "normal", "student"] = "correlated",
     rank: int = 0,
     centered: bool | None = None,
     reference_step: float | None = None,
@@ -76,7 +76,8 @@ def fit(
         num_chains, num_warmup, num_samples: NUTS chains and draws per chain (for the
             approximations, num_chains x num_samples draws in one chain).
         eps: floor in log(r + eps): a number, or "learned" (per target, pooled).
-        noise: log-scale observation noise, "student" (heavy tails) or "normal".
+        noise: log-scale observation noise: "correlated" (normal, partly shared by a run's
+            targets), "normal" or "student" (heavy tails); see ``laws.blocks.observe``.
         rank: low-rank cross-domain exponents (0: full; 2 to 4 for 64 domains).
         centered: force the centred (True) or non-centred (False) hierarchy; None decides
             from the number of observations per target.

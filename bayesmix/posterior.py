@@ -303,13 +303,17 @@ class Posterior:
     def _noise(
         self, params: Mapping[str, np.ndarray], shape: tuple[int, ...], seed: int
     ) -> np.ndarray:
+        """Observation noise on the log scale, (D, P, T), as the law's ``observe`` models it."""
         rng = np.random.default_rng(seed)
         sigma = params["sigma"][:, None, :]
         if self.settings.noise == "student":
             nu = params["nu"][:, None, None]
-            z = rng.standard_t(np.broadcast_to(nu, shape))
-        else:
-            z = rng.standard_normal(shape)
+            return sigma * rng.standard_t(np.broadcast_to(nu, shape))
+        z = rng.standard_normal(shape)
+        if self.settings.noise == "correlated":
+            rho = params["noise_corr"][:, None, None]
+            shared = rng.standard_normal((*shape[:2], 1))
+            z = np.sqrt(rho) * shared + np.sqrt(1.0 - rho) * z
         return sigma * z
 
     def optimal_mixture(

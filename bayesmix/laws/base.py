@@ -22,6 +22,7 @@ per target (NaN loc where the population prior applies). Warm starts build these
 
 
 CENTERED_FROM_RUNS = 30
+NOISES = ("correlated", "normal", "student")
 
 
 class LawError(ValueError):
@@ -34,7 +35,9 @@ class LawSettings:
 
     eps: floor added to the proportions in log(r + eps): a number shared by every target, or
         "learned" (one per target, partially pooled, log-normal population around 3e-3).
-    noise: observation noise on the log-loss scale, "student" (heavy tails) or "normal".
+    noise: observation noise on the log-loss scale: "correlated" (normal, with a share rho of
+        its variance common to every target of a run: losses of one run move together),
+        "normal" (independent across targets) or "student" (independent, heavy tails).
     reference_step: the step at which K_t is parametrised (s_rel = step / reference_step).
     rank: rank of the target-specific cross-domain exponents (0 = full matrix); 2 to 4 keeps
         64 domains x 52 tasks affordable.
@@ -44,7 +47,7 @@ class LawSettings:
     """
 
     eps: float | Literal["learned"] = "learned"
-    noise: Literal["student", "normal"] = "student"
+    noise: Literal["correlated", "normal", "student"] = "correlated"
     reference_step: float | None = None
     rank: int = 0
     centered: bool | None = None
@@ -54,8 +57,8 @@ class LawSettings:
             isinstance(self.eps, int | float) and np.isfinite(self.eps) and self.eps > 0
         ):
             raise LawError(f"eps must be a positive number or 'learned', got {self.eps!r}")
-        if self.noise not in ("student", "normal"):
-            raise LawError(f"noise must be 'student' or 'normal', got {self.noise!r}")
+        if self.noise not in NOISES:
+            raise LawError(f"noise must be one of {', '.join(NOISES)}, got {self.noise!r}")
         if not isinstance(self.rank, int) or self.rank < 0:
             raise LawError(f"rank must be a non-negative integer, got {self.rank!r}")
 
@@ -76,6 +79,7 @@ class LawData:
     r: (P, M) proportions; s_rel: (P,) step / reference step, or None without a step axis;
     point, target: (R,) row -> point, row -> target; log_y: (R,) observed log losses;
     own_onehot: (T, M), 1 at each target's own training domain (all-zero rows where none).
+    grid: (P, T) row of every (point, target), or None unless each is observed exactly once.
     """
 
     r: np.ndarray
@@ -88,6 +92,7 @@ class LawData:
     targets: list[str]
     target_mean: np.ndarray = field(repr=False)  # (T,) mean observed log loss per target
     target_min: np.ndarray = field(repr=False)  # (T,) smallest observed loss per target
+    grid: np.ndarray | None = field(default=None, repr=False)
     centered: bool = False
 
     @property
@@ -135,6 +140,14 @@ class LawData:
         mean = np.array([log_y[target == i].mean() for i in range(len(targets))])
         lo = np.array([np.exp(log_y[target == i]).min() for i in range(len(targets))])
         per_target = np.bincount(target, minlength=len(targets)).min()
+        n_points = len(first)
+        grid = None
+        if len(frame) == n_points * len(targets):
+            cell = codes * len(targets) + target
+            if len(np.unique(cell)) == len(cell):
+                grid = np.empty(len(cell), dtype=np.int32)
+                grid[cell] = np.arange(len(cell))
+                grid = grid.reshape(n_points, len(targets))
         centered = settings.centered
         if centered is None:
             centered = bool(per_target >= CENTERED_FROM_RUNS)
@@ -150,6 +163,7 @@ class LawData:
             targets=targets,
             target_mean=mean,
             target_min=lo,
+            grid=grid,
         )
 
 
