@@ -81,9 +81,11 @@ def test_table_from_results(bench, tmp_path) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     text = bench.table(bench.CONFIGS["ci"], path)
     assert "seeds finished: 2" in text
-    assert "**warm**: runs to reach scratch's regret, summed over the updates: 3.0 vs 10" in text
-    assert "saving 70.0%" in text
-    assert "reached in 0 of 2" in text  # warm-reuse never reaches 0.01
+    assert "**warm**: reaches scratch's final regret in 2 of 2 (seed, update) pairs" in text
+    assert "needing 3.0 runs vs 10 for scratch (saving 70.0%)" in text
+    # warm-reuse never reaches 0.01: reported, no saving claimed
+    assert "**warm-reuse**: reaches scratch's final regret in 0 of 2" in text
+    assert "add1 not reached (0.0200 vs 0.0100)" in text
     assert "warm (at Olmix full reuse's runs) vs olmix-full-reuse: lower regret" in text
 
 
