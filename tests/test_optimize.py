@@ -316,3 +316,30 @@ def test_unconstrained_optimum_intervals(post):
         post.optimal_mixture(ci=1.5)
     with pytest.raises(ValueError, match="unknown target"):
         post.optimal_mixture(weights={"news": 1.0})
+
+
+@pytest.mark.slow
+def test_projected_gradient_optimum_of_the_cross_law():
+    """bimix-cross has no closed form: the projected-gradient optima per draw match SLSQP on
+    post.log_loss, and respect the constraints."""
+    obs = bm.Observations.from_frame(simulate())
+    cross = bm.fit(obs, law="bimix-cross", method="laplace", seed=0, num_samples=200)
+    cons = bm.Constraints(lower={"wiki": 0.1}, upper={"web": 0.4})
+    lo, hi = cons.bounds(cross.domains)
+    k = 6
+    opt = cross.optimal_mixture(constraints=cons, max_draws=k)
+    assert opt.solver == "projected-gradient"
+    draws = cross.draws(k)
+    m = len(cross.domains)
+    for d in range(k):
+        one = {name: v[d : d + 1] for name, v in draws.items()}
+
+        def f(r, one=one):
+            r = np.clip(r, 1e-12, None)
+            return float(np.exp(cross.log_loss(r[None] / r.sum(), params=one))[0, 0].mean())
+
+        generic = slsqp(f, m, lo, hi)
+        pg = opt.draws.iloc[d].to_numpy()
+        assert (pg >= lo - 1e-8).all() and (pg <= hi + 1e-8).all()
+        assert f(pg) <= f(generic) + 1e-6
+    check_intervals(opt, centred=False)

@@ -221,6 +221,19 @@ def done() -> list[dict]:
     return [json.loads(line) for line in FITS.read_text().splitlines() if line.strip()]
 
 
+def code_version() -> str:
+    import subprocess
+
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", *args], cwd=HERE, capture_output=True, text=True)
+        return out.stdout.strip()
+
+    dirty = git("status", "--porcelain", "--", "bayesmix")
+    return git("rev-parse", "--short", "HEAD") + (
+        " with uncommitted bayesmix/ edits" if dirty else ""
+    )
+
+
 def write_table(rows: list[dict], started: str | None = None) -> None:
     if not rows:
         return
@@ -231,7 +244,7 @@ def write_table(rows: list[dict], started: str | None = None) -> None:
         "Written by `studies/law_simulation/run.py` (see its docstring for the design). "
         f"Table written {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.node()} "
         f"({os.cpu_count()} CPUs, shared with other jobs; load average "
-        f"{os.getloadavg()[0]:.1f} at writing).",
+        f"{os.getloadavg()[0]:.1f} at writing); code {code_version()}.",
         "",
         f"Data: M domains = M targets (each target's own domain), Dirichlet(0.8) swarms with "
         f"~20 % zero shares, steps {', '.join(f'{s:g}' for s in STEPS)}, independent normal "
