@@ -290,7 +290,7 @@ def optimal_mixture(
 
     start = _natural_start(posterior, lo, hi)
     if per_draw is None:
-        d = len(params["eps"])
+        d = len(next(iter(params.values())))
         per_draw = projected_gradient(objective_one, jparams, np.tile(start, (d, 1)), lo, hi)
 
     def expected(p: Mapping[str, Any], r: Any) -> Any:
