@@ -287,12 +287,6 @@ def test_fit_wants_observations():
         bm.fit(table(THETA, TRAIN[:3], steps=False))
 
 
-# ----------------------------------------------------------------------------- known bugs
-@pytest.mark.xfail(
-    strict=True,
-    raises=KeyError,
-    reason="optimize.optimal_mixture reads params['eps'] to count draws; loglinear has no eps",
-)
 def test_loglinear_optimal_mixture():
     post = fitted("loglinear-steps")
     opt = post.optimal_mixture(max_draws=50)
