@@ -79,7 +79,8 @@ class LawData:
     r: (P, M) proportions; s_rel: (P,) step / reference step, or None without a step axis;
     point, target: (R,) row -> point, row -> target; log_y: (R,) observed log losses;
     own_onehot: (T, M), 1 at each target's own training domain (all-zero rows where none).
-    grid: (P, T) row of every (point, target), or None unless each is observed exactly once.
+    grid: (P, T) row of every (point, target), -1 where not observed; None when some
+        (point, target) is observed more than once.
     """
 
     r: np.ndarray
@@ -142,12 +143,11 @@ class LawData:
         per_target = np.bincount(target, minlength=len(targets)).min()
         n_points = len(first)
         grid = None
-        if len(frame) == n_points * len(targets):
-            cell = codes * len(targets) + target
-            if len(np.unique(cell)) == len(cell):
-                grid = np.empty(len(cell), dtype=np.int32)
-                grid[cell] = np.arange(len(cell))
-                grid = grid.reshape(n_points, len(targets))
+        cell = codes * len(targets) + target
+        if len(np.unique(cell)) == len(cell):
+            grid = np.full(n_points * len(targets), -1, dtype=np.int32)
+            grid[cell] = np.arange(len(cell))
+            grid = grid.reshape(n_points, len(targets))
         centered = settings.centered
         if centered is None:
             centered = bool(per_target >= CENTERED_FROM_RUNS)

@@ -21,6 +21,7 @@ from bayesmix import jax_setup  # noqa: F401  (XLA flags and float64 before JAX 
 from bayesmix.laws.base import LawData, LawError, LawSettings, Prior
 
 EPS_PRIOR_CENTRE = 3e-3
+MISSING_VARIANCE = 1e6
 
 
 def normal_effects(
@@ -120,7 +121,8 @@ def observe(
     correlated: log y_p ~ MVN(log L_p, S (rho 11^T + (1 - rho) I) S), S = diag(s), rho ~
         Beta(2, 2): one run's losses move together (its seed, its data order, and the law's
         misfit at its mixture are shared by every target); without it an objective averaging
-        T targets gets intervals sqrt(T) too narrow. Needs every target at every point.
+        T targets gets intervals sqrt(T) too narrow. Targets a run did not measure are
+        marginalised out.
     normal: independent N(log L_pt, s_t).
     student: independent StudentT(nu, log L_pt, s_t), nu = 2 + Gamma(2, 0.2) (mean 12).
     """
@@ -130,14 +132,19 @@ def observe(
     if settings.noise == "correlated":
         if data.grid is None:
             raise LawError(
-                "noise='correlated' needs every target observed exactly once at every "
-                "(run, step); these observations are incomplete: fit with noise='normal'"
+                "noise='correlated' needs each target observed at most once per (run, step); "
+                "these observations repeat some: fit with noise='normal'"
             )
         rho = numpyro.sample("noise_corr", dist.Beta(2.0, 2.0))
-        likelihood = dist.LowRankMultivariateNormal(
-            log_mean, (sigma * jnp.sqrt(rho))[:, None], sigma**2 * (1.0 - rho)
-        )
-        numpyro.sample("log_y", likelihood.to_event(1), obs=data.log_y[data.grid])
+        # A target a run did not measure (old runs after a domain update) gets a huge
+        # variance and a zero residual: the density is then that of the observed targets'
+        # marginal, up to a constant and O(1 / MISSING_VARIANCE) terms.
+        missing = data.grid < 0
+        y = jnp.where(missing, log_mean, data.log_y[np.maximum(data.grid, 0)])
+        diag = jnp.where(missing, MISSING_VARIANCE, sigma**2 * (1.0 - rho))
+        factor = jnp.where(missing[..., None], 0.0, (sigma * jnp.sqrt(rho))[:, None])
+        likelihood = dist.LowRankMultivariateNormal(log_mean, factor, diag)
+        numpyro.sample("log_y", likelihood.to_event(1), obs=y)
         return
     loc = log_mean[data.point, data.target]
     scale = sigma[data.target]
