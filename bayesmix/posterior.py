@@ -246,7 +246,9 @@ class Posterior:
     ) -> pd.DataFrame:
         """Predicted loss per (mixture, target): mean and the central ``ci`` interval.
 
-        The interval includes observation noise; ``mean`` is the posterior mean of the law.
+        The interval includes observation noise; ``mean`` and ``median`` are the posterior
+        mean and median of the law (the median is the robust point prediction: at shares
+        the data barely cover, a few draws with extreme exponents can dominate the mean).
         With ``weights``, rows with target ``objective`` give the weighted sum of targets.
         With ``draws=True``, one row per posterior draw (``draw``, ``value``) instead.
         """
@@ -294,6 +296,7 @@ class Posterior:
                 "run_id": np.repeat(run_ids, n_t),
                 "target": np.tile(names, n_p),
                 "mean": law_value.mean(axis=0).reshape(-1),
+                "median": np.median(law_value, axis=0).reshape(-1),
                 "lo": np.quantile(predictive, q, axis=0).reshape(-1),
                 "hi": np.quantile(predictive, 1 - q, axis=0).reshape(-1),
                 "step": step_value,

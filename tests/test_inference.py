@@ -110,7 +110,7 @@ def test_each_law_predicts_held_out_mixtures(name):
     assert post.domains == DOMAINS and post.targets == DOMAINS
     for step in (max(STEPS), min(STEPS)) if steps else (None,):
         pred = post.predict(mixture_frame(TEST), step=step, ci=0.9)
-        assert list(pred.columns) == ["run_id", "target", "mean", "lo", "hi", "step"]
+        assert list(pred.columns) == ["run_id", "target", "mean", "median", "lo", "hi", "step"]
         assert len(pred) == len(TEST) * len(DOMAINS)
         assert pred["run_id"].iloc[0] == "new-0" and pred["target"].tolist()[:4] == DOMAINS
         exact = np.exp(true_log_loss(THETA, TEST, step)).reshape(-1)

@@ -70,7 +70,8 @@ def bayes_row(law: str, options: dict, train: bm.Observations, test: bm.Observat
     weights = dict.fromkeys(post.targets, 1.0 / len(post.targets))
     p50 = post.predict(mix, ci=0.5, weights=weights)
     p90 = post.predict(mix, ci=0.9, weights=weights)
-    pred = p50[p50["target"] != "objective"].pivot(index="run_id", columns="target", values="mean")
+    tasks = p50[p50["target"] != "objective"]
+    pred = tasks.pivot(index="run_id", columns="target", values="median")
     row = {"model": f"{law} (laplace)", **score(pred.loc[truth.index, truth.columns], truth)}
     objective = truth.mean(axis=1)
     for ci, p in (("cover50", p50), ("cover90", p90)):

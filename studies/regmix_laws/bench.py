@@ -102,7 +102,7 @@ def bayes_cell(law: str, train: bm.Observations, test: bm.Observations, method: 
             {
                 "target": target,
                 **scores(
-                    a["mean"].to_numpy(),
+                    a["median"].to_numpy(),
                     truth[column].to_numpy(),
                     a["lo"],
                     a["hi"],
@@ -176,6 +176,8 @@ def run(sizes, models, method: str, seed: int, data: Path) -> None:
             else:
                 rows = point_cell(model, subset, test, seed)
             frame = pd.DataFrame(rows).assign(n=n, model=model, method=key[2], **provenance())
+            if RESULTS.exists():  # appended rows must follow the file's column order
+                frame = frame.reindex(columns=pd.read_csv(RESULTS, nrows=0).columns)
             print(
                 frame[["target", "spearman", "mae", "cover50", "cover90", "fit_seconds"]].to_string(
                     index=False
