@@ -8,7 +8,7 @@ tables a person can read. Heavy imports (JAX, arviz, torch) happen inside the co
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -92,34 +92,57 @@ def fit_cmd(
     console.print(f"posterior written to {out}")
 
 
+# Options shared by the commands that take a user's constraints and objective.
+TokenCountsOption = Annotated[
+    Path | None, typer.Option(help="CSV with columns domain,token_count (repetition caps)")
+]
+TargetTokensOption = Annotated[float | None, typer.Option(help="tokens of the target run")]
+MaxEpochsOption = Annotated[float | None, typer.Option(help="most epochs of any domain")]
+LowerOption = Annotated[list[str] | None, typer.Option(help="domain=share lower bound")]
+UpperOption = Annotated[list[str] | None, typer.Option(help="domain=share upper bound")]
+WeightOption = Annotated[list[str] | None, typer.Option(help="target=weight of the objective")]
+
+
+def constraints_from_options(
+    token_counts: Path | None,
+    target_tokens: float | None,
+    max_epochs: float | None,
+    lower: list[str] | None,
+    upper: list[str] | None,
+) -> Any:
+    """bm.Constraints from the command-line options; a bad value is one clear error."""
+    import bayesmix as bm
+
+    counts = read_token_counts(token_counts) if token_counts is not None else None
+    try:
+        return bm.Constraints(
+            lower=parse_assignments(lower, "--lower"),
+            upper=parse_assignments(upper, "--upper"),
+            token_counts=counts,
+            target_tokens=target_tokens,
+            max_epochs=max_epochs,
+        )
+    except USER_ERRORS as exc:
+        fail(str(exc))
+
+
 @app.command("optimize")
 def optimize_cmd(
     posterior: Annotated[Path, typer.Argument(help="posterior file written by `bayesmix fit`")],
     ci: Annotated[float, typer.Option(help="credible level of the intervals")] = 0.9,
     step: Annotated[float | None, typer.Option(help="training step to optimise at")] = None,
-    token_counts: Annotated[
-        Path | None, typer.Option(help="CSV with columns domain,token_count (repetition caps)")
-    ] = None,
-    target_tokens: Annotated[float | None, typer.Option(help="tokens of the target run")] = None,
-    max_epochs: Annotated[float | None, typer.Option(help="most epochs of any domain")] = None,
-    lower: Annotated[list[str] | None, typer.Option(help="domain=share lower bound")] = None,
-    upper: Annotated[list[str] | None, typer.Option(help="domain=share upper bound")] = None,
-    weight: Annotated[list[str] | None, typer.Option(help="target=weight of the objective")] = None,
+    token_counts: TokenCountsOption = None,
+    target_tokens: TargetTokensOption = None,
+    max_epochs: MaxEpochsOption = None,
+    lower: LowerOption = None,
+    upper: UpperOption = None,
+    weight: WeightOption = None,
     strict: Annotated[bool, typer.Option(help="refuse a posterior that did not converge")] = False,
 ) -> None:
     """The optimal mixture with credible intervals, under bounds and repetition caps."""
     import bayesmix as bm
 
-    counts = None
-    if token_counts is not None:
-        counts = read_token_counts(token_counts)
-    cons = bm.Constraints(
-        lower=parse_assignments(lower, "--lower"),
-        upper=parse_assignments(upper, "--upper"),
-        token_counts=counts,
-        target_tokens=target_tokens,
-        max_epochs=max_epochs,
-    )
+    cons = constraints_from_options(token_counts, target_tokens, max_epochs, lower, upper)
     weights = parse_assignments(weight, "--weight") or None
     try:
         post = bm.Posterior.load(posterior)
@@ -147,14 +170,12 @@ def propose_cmd(
         str, typer.Option("--acq", help="thompson | qlognei | optimum-variance")
     ] = "thompson",
     step: Annotated[float | None, typer.Option(help="target step of the objective")] = None,
-    token_counts: Annotated[
-        Path | None, typer.Option(help="CSV with columns domain,token_count (repetition caps)")
-    ] = None,
-    target_tokens: Annotated[float | None, typer.Option(help="tokens of the target run")] = None,
-    max_epochs: Annotated[float | None, typer.Option(help="most epochs of any domain")] = None,
-    lower: Annotated[list[str] | None, typer.Option(help="domain=share lower bound")] = None,
-    upper: Annotated[list[str] | None, typer.Option(help="domain=share upper bound")] = None,
-    weight: Annotated[list[str] | None, typer.Option(help="target=weight of the objective")] = None,
+    token_counts: TokenCountsOption = None,
+    target_tokens: TargetTokensOption = None,
+    max_epochs: MaxEpochsOption = None,
+    lower: LowerOption = None,
+    upper: UpperOption = None,
+    weight: WeightOption = None,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="write the batch as CSV")] = None,
 ) -> None:
@@ -164,14 +185,7 @@ def propose_cmd(
     import bayesmix as bm
     from bayesmix.acquisition import propose
 
-    counts = read_token_counts(token_counts) if token_counts is not None else None
-    cons = bm.Constraints(
-        lower=parse_assignments(lower, "--lower"),
-        upper=parse_assignments(upper, "--upper"),
-        token_counts=counts,
-        target_tokens=target_tokens,
-        max_epochs=max_epochs,
-    )
+    cons = constraints_from_options(token_counts, target_tokens, max_epochs, lower, upper)
     weights = parse_assignments(weight, "--weight") or None
     torch.set_num_threads(1)  # small tensors: threads only add contention
     try:

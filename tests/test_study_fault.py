@@ -70,7 +70,7 @@ def check_sigkill_resume(tmp_path, budget: int, kills: int, min_completed: int) 
         "name": "fault",
         "seed": 11,
         "data": {"domains": ["web", "code", "books", "papers"]},
-        "proxy": {"trainer": "law", "steps": 500, "law": {"seconds": 0.3, "points": 3}},
+        "proxy": {"trainer": "law", "steps": 500, "law": {"seconds": 1.5, "points": 3}},
         "fit": {"method": "laplace", "final": False},
         "proposer": {"name": "random-swarm", "first": "dirichlet-swarm"},
         "batch_size": 4,
@@ -99,7 +99,8 @@ def check_sigkill_resume(tmp_path, budget: int, kills: int, min_completed: int) 
             time.sleep(rng.uniform(0.0, 4.0))
         else:
             wait_for_live_run(url)
-            time.sleep(rng.uniform(0.0, 0.5))
+            # Well inside the 1.5 s a run takes, even with a loaded machine's polling delay.
+            time.sleep(rng.uniform(0.0, 0.3))
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         study = Study.load("fault", url)
