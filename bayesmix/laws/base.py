@@ -79,8 +79,6 @@ class LawData:
     r: (P, M) proportions; s_rel: (P,) step / reference step, or None without a step axis;
     point, target: (R,) row -> point, row -> target; log_y: (R,) observed log losses;
     own_onehot: (T, M), 1 at each target's own training domain (all-zero rows where none).
-    grid: (P, T) row of every (point, target), -1 where not observed; None when some
-        (point, target) is observed more than once.
     """
 
     r: np.ndarray
@@ -93,7 +91,6 @@ class LawData:
     targets: list[str]
     target_mean: np.ndarray = field(repr=False)  # (T,) mean observed log loss per target
     target_min: np.ndarray = field(repr=False)  # (T,) smallest observed loss per target
-    grid: np.ndarray | None = field(default=None, repr=False)
     centered: bool = False
 
     @property
@@ -141,13 +138,6 @@ class LawData:
         mean = np.array([log_y[target == i].mean() for i in range(len(targets))])
         lo = np.array([np.exp(log_y[target == i]).min() for i in range(len(targets))])
         per_target = np.bincount(target, minlength=len(targets)).min()
-        n_points = len(first)
-        grid = None
-        cell = codes * len(targets) + target
-        if len(np.unique(cell)) == len(cell):
-            grid = np.full(n_points * len(targets), -1, dtype=np.int32)
-            grid[cell] = np.arange(len(cell))
-            grid = grid.reshape(n_points, len(targets))
         centered = settings.centered
         if centered is None:
             centered = bool(per_target >= CENTERED_FROM_RUNS)
@@ -163,7 +153,6 @@ class LawData:
             targets=targets,
             target_mean=mean,
             target_min=lo,
-            grid=grid,
         )
 
 

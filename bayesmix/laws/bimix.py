@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from types import ModuleType
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
@@ -28,8 +29,8 @@ import numpyro.distributions as dist
 from bayesmix.laws import formulas
 from bayesmix.laws.base import LawData, LawError, LawSettings, Prior
 from bayesmix.laws.blocks import (
+    GroupedEquicorrelatedNormal,
     floor_eps,
-    informed,
     log_k_at_centre,
     normal_effects,
     observe,
@@ -43,6 +44,30 @@ SHARED_SCALE = 0.1  # prior scale of a domain's exponent shared by all targets
 def check_distinct_mixtures(data: LawData, law: str) -> None:
     if len(np.unique(np.round(data.r, 6), axis=0)) < 2:
         raise LawError(f"law {law!r} needs at least two distinct mixtures to identify exponents")
+
+
+def cross_marginal(tau: jnp.ndarray, cols: np.ndarray, m: int) -> GroupedEquicorrelatedNormal:
+    """Prior of the cross exponents with the shared effects integrated out.
+
+    alpha_tj = a_j + tau d_tj, a_j ~ N(0, s^2), d_tj ~ N(0, 1): the exponents of one domain j
+    are jointly normal with variance s^2 + tau^2 and correlation s^2 / (s^2 + tau^2),
+    independent across domains.
+    """
+    total = SHARED_SCALE**2 + tau**2
+    return GroupedEquicorrelatedNormal(
+        jnp.zeros(len(cols)), jnp.sqrt(total), SHARED_SCALE**2 / total, cols, m
+    )
+
+
+def shared_given_cross(
+    cross: jnp.ndarray, tau: jnp.ndarray, cols: np.ndarray, m: int
+) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Mean and sd of a_j given domain j's n_j cross exponents (normal-normal conjugacy):
+    precision 1 / s^2 + n_j / tau^2, mean (sum_t alpha_tj / tau^2) / precision."""
+    n = np.bincount(cols, minlength=m)
+    precision = 1.0 / SHARED_SCALE**2 + n / tau**2
+    mean = jax.ops.segment_sum(cross, cols, m) / tau**2 / precision
+    return mean, 1.0 / jnp.sqrt(precision)
 
 
 class BiMix:
@@ -105,8 +130,10 @@ class BiMixCross:
     alpha_t,own(t) = g_t > 0, partially pooled on the log scale. With ``settings.rank = k > 0``
     the deviations are low rank, U V^T (for 64 domains x 52 tasks).
 
-    Sampling alpha_tj around a_j (rather than a_j + d_tj) leaves no ridge between the shared
-    and the specific effects once the data pin each alpha_tj.
+    Where the data pin the exponents (centred), the shared effects are integrated out of
+    the exponents' prior (``cross_marginal``) and drawn from their exact conditional given
+    the exponents (``shared_given_cross``), non-centred: NUTS then sees no funnel between
+    a_j and tau, whose coupling otherwise made every trajectory hit the tree-depth limit.
     """
 
     name = "bimix-cross"
@@ -123,18 +150,29 @@ class BiMixCross:
         rows, cols = np.nonzero(data.own_onehot == 0)  # the cross entries
         # A fixed scale for the shared effects: a learned one would form a funnel with them
         # whichever way they were parametrised, as the data pin them in some regimes only.
-        shared = numpyro.sample(
-            "alpha_shared", dist.Normal(0.0, SHARED_SCALE).expand([m]).to_event(1)
-        )
         cross_tau = numpyro.sample("alpha_cross_tau", dist.HalfNormal(0.1))
         if settings.rank > 0:
             k = settings.rank
+            shared = numpyro.sample(
+                "alpha_shared", dist.Normal(0.0, SHARED_SCALE).expand([m]).to_event(1)
+            )
             u = numpyro.sample("alpha_u", dist.Normal(0, 1).expand([t, k]).to_event(2))
             v = numpyro.sample("alpha_v", dist.Normal(0, 1).expand([m, k]).to_event(2))
             cross = shared[cols] + cross_tau * (u @ v.T)[rows, cols] / np.sqrt(k)
+        elif data.centered:
+            cross = numpyro.sample("alpha_cross", cross_marginal(cross_tau, cols, m))
+            mean, sd = shared_given_cross(cross, cross_tau, cols, m)
+            z = numpyro.sample("alpha_shared_z", dist.Normal(0, 1).expand([m]).to_event(1))
+            numpyro.deterministic("alpha_shared", mean + sd * z)
         else:
-            loc, scale = informed("alpha_cross", shared[cols], cross_tau, prior)
-            cross = normal_effects("alpha_cross", loc, scale, (len(rows),), data.centered)
+            shared = numpyro.sample(
+                "alpha_shared", dist.Normal(0.0, SHARED_SCALE).expand([m]).to_event(1)
+            )
+            cross = normal_effects("alpha_cross", shared[cols], cross_tau, (len(rows),), False)
+            mean, sd = shared_given_cross(cross, cross_tau, cols, m)
+            # The centred model's coordinate for the shared effects, so that its Laplace fit
+            # can start from this model's MAP.
+            numpyro.deterministic("alpha_shared_z", (shared - mean) / sd)
         alpha = jnp.zeros((t, m)).at[rows, cols].set(cross)
         has_own = np.flatnonzero(data.has_own)
         if has_own.size:
