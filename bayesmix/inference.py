@@ -53,7 +53,7 @@ def fit(
     method: Method = "nuts",
     num_chains: int = 4,
     num_warmup: int = 500,
-    num_samples: int = 500,
+    num_samples: int = 1000,
     eps: float | Literal["learned"] = "learned",
     noise: Literal["correlated", "normal", "student"] = "correlated",
     rank: int = 0,
@@ -74,11 +74,13 @@ def fit(
         method: "nuts" (exact, with diagnostics), "laplace" (Gaussian at the MAP) or "svi"
             (multivariate-normal variational posterior): the last two are fast and approximate.
         num_chains, num_warmup, num_samples: NUTS chains and draws per chain (for the
-            approximations, num_chains x num_samples draws in one chain).
-        eps: floor in log(r + eps): a number, or "learned" (per target, pooled).
+            approximations, num_chains x num_samples draws in one chain). 4 x 1000 draws:
+            with 4 x 500, the largest split R-hat of ~300 well-mixed parameters (ESS > 1000
+            each) still lands above 1.01 by chance (RegMix cross law: 1.013).
+        eps: floor in log(r + eps): a number, or "learned" (pooled, per domain).
         noise: log-scale observation noise: "correlated" (normal, partly shared by a run's
             targets), "normal" or "student" (heavy tails); see ``laws.blocks.observe``.
-        rank: low-rank cross-domain exponents (0: full; 2 to 4 for 64 domains).
+        rank: low-rank cross-domain exponents (0: full, the default; see ``LawSettings``).
         centered: force the centred (True) or non-centred (False) hierarchy; None decides
             from the number of observations per target.
         prior: informative prior per site (warm starts, see ``bayesmix.reuse``).

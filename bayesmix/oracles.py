@@ -338,7 +338,7 @@ class RegMixLandscape(_WeightedObjective):
     """A smooth landscape of RegMix's loss: L_t(r) = exp(law_t(r) + g(r)).
 
     law_t: the cross-domain law (``formulas.cross_log_loss``) fitted by least squares on the
-    log losses of all 768 runs (L-BFGS, a small ridge on the exponents, eps_t learned);
+    log losses of all 768 runs (L-BFGS, a small ridge on the exponents, eps_j learned);
     g: the posterior mean of a GP (BoTorch ``SingleTaskGP``, Matern-5/2 ARD) on the law's
     residual of the log objective (the mean of the 13 losses, or ``target``'s loss alone),
     added to every target so that the objective follows the data where the law misses it.
@@ -389,7 +389,10 @@ class RegMixLandscape(_WeightedObjective):
                 path = path.with_name(f"{path.stem}_{self.target}{path.suffix}")
             self.cache = path
             if path.exists():
-                return torch.load(path, weights_only=False)
+                state = torch.load(path, weights_only=False)
+                if len(state["law"]["eps"]) == len(state["domains"]):
+                    return state
+                # Written before the cross law's floors became per domain: refit.
         obs = load_regmix_runs(self.data_dir)
         r, y, targets = run_table(obs)
         if self.target is not None and self.target not in targets:
@@ -470,7 +473,7 @@ def fit_landscape(
     t, m = y.shape[1], x.shape[1]
     logk = y.mean(0).clone().requires_grad_(True)
     alpha = torch.zeros(t, m, dtype=torch.float64, requires_grad=True)
-    log_eps = torch.full((t,), np.log(1e-2), dtype=torch.float64, requires_grad=True)
+    log_eps = torch.full((m,), np.log(1e-2), dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS(
         [logk, alpha, log_eps], max_iter=3000, line_search_fn="strong_wolfe", tolerance_grad=1e-9
     )

@@ -29,6 +29,7 @@ R_HAT_MAX = 1.01
 ESS_MIN = 400
 MIX_TOLERANCE = 1e-3
 # The sites each law's formula reads (the rest are hyperparameters and noise).
+FILE_FORMAT = 2  # 2: the cross law's floors are per domain
 FORMULA_SITES = ("logk", "alpha", "eps", "frac", "beta", "log_c", "A")
 # Draws x mixtures x targets x domains evaluated at once by log_loss (memory bound).
 CHUNK_ELEMENTS = 20_000_000
@@ -99,17 +100,26 @@ class Posterior:
         return int(np.asarray(self.idata.sample_stats["diverging"]).sum())
 
     def diagnostics(self) -> pd.DataFrame:
-        """One row per scalar parameter: r_hat, ess_bulk, ess_tail (NaN for approximations)."""
+        """One row per scalar parameter: r_hat, ess_bulk, ess_tail (NaN for approximations).
+
+        Entries that are the same in every draw (a fixed floor eps) have no chain statistics
+        and are left out.
+        """
         import arviz as az
 
         if self.method != "nuts":
             names = _flat_names(self.idata.posterior)
             nan = np.full(len(names), np.nan)
             return pd.DataFrame({"r_hat": nan, "ess_bulk": nan, "ess_tail": nan}, index=names)
+        post = self.idata.posterior
+        spread = {k: post[k].max(["chain", "draw"]) - post[k].min(["chain", "draw"]) for k in post}
+        varying = [k for k, v in spread.items() if float(v.max()) > 0]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            summary = az.summary(self.idata, kind="diagnostics", round_to="none")
-        return summary[["r_hat", "ess_bulk", "ess_tail"]]
+            summary = az.summary(self.idata, var_names=varying, kind="diagnostics", round_to="none")
+        # az.summary lists each variable's entries in C order, as ravel does.
+        varies = np.concatenate([np.ravel(spread[k].values) > 0 for k in varying])
+        return summary.loc[varies, ["r_hat", "ess_bulk", "ess_tail"]]
 
     @property
     def converged(self) -> bool:
@@ -361,7 +371,7 @@ class Posterior:
             "target_domain": self.observations.target_domain,
             "columns": list(frame.columns),
             "info": {k: v for k, v in self.info.items() if not k.startswith("_")},
-            "format": 1,
+            "format": FILE_FORMAT,
         }
         idata = self.idata.copy()
         idata.add_groups(
@@ -393,10 +403,13 @@ class Posterior:
         for c in ("run_id", "target", "metric"):
             frame[c] = frame[c].astype(str)
         obs = Observations.from_frame(frame, meta["target_domain"])
+        if meta["law"] == "bimix-cross" and meta.get("format", 1) < 2:
+            raise ValueError(
+                f"{path}: written by an earlier bayesmix whose cross law had one floor per "
+                "target (now one per domain); refit it from its observations"
+            )
         settings = LawSettings(**meta["settings"])
-        import arviz as az2
-
-        core = az2.InferenceData(posterior=idata.posterior, sample_stats=idata.sample_stats)
+        core = az.InferenceData(posterior=idata.posterior, sample_stats=idata.sample_stats)
         return cls(
             idata=core,
             observations=obs,

@@ -297,6 +297,10 @@ def prior_from_posterior(
     for site in PER_TARGET_SITES:
         if site not in draws or draws[site].ndim != 2 or draws[site].shape[1] != len(old_t):
             continue
+        if site == "log_eps" and not post.law_obj.own_share:
+            # The cross law's floors are per domain and every target's rows inform them:
+            # carrying them next to kept rows would count those rows twice.
+            continue
         v = draws[site]
         loc = np.full(len(new_targets), np.nan)
         scale = np.full(len(new_targets), np.nan)

@@ -182,6 +182,25 @@ def test_save_load_round_trip(tmp_path):
         bm.Posterior.load(tmp_path / "junk.nc")
 
 
+def test_cross_law_file_of_the_per_target_floor_format_is_refused(tmp_path):
+    """A cross-law file written when its floors were per target cannot be predicted from:
+    loading it says so instead of failing later on a shape."""
+    import json
+
+    import arviz as az
+
+    post = fitted("bimix-cross")
+    assert post.draws()["eps"].shape[1] == len(post.domains)
+    path = post.save(tmp_path / "cross.nc")
+    assert bm.Posterior.load(path).law == "bimix-cross"
+    idata = az.from_netcdf(str(path))
+    meta = json.loads(idata.posterior.attrs["bayesmix"])
+    idata.posterior.attrs["bayesmix"] = json.dumps({**meta, "format": 1})
+    idata.to_netcdf(str(tmp_path / "old.nc"))
+    with pytest.raises(ValueError, match="one floor per target"):
+        bm.Posterior.load(tmp_path / "old.nc")
+
+
 # ----------------------------------------------------------------------------- convergence
 def test_short_nuts_run_is_flagged_and_refused_when_strict():
     obs = bm.Observations.from_frame(table(THETA, TRAIN, steps=False))
@@ -205,6 +224,27 @@ def test_short_nuts_run_is_flagged_and_refused_when_strict():
         post.predict(mixture_frame(TEST[:2]), strict=True)
     with pytest.warns(bm.ConvergenceWarning):
         post.predict(mixture_frame(TEST[:2]))
+
+
+def test_entries_fixed_in_every_draw_do_not_fail_the_convergence_check():
+    """A fixed floor (eps constant in every draw) has no r_hat; well-mixed chains of the
+    rest still count as converged, and a mixing failure elsewhere is still caught."""
+    from bayesmix.laws import LawSettings
+
+    rng = np.random.default_rng(0)
+    obs = fitted("bimix").observations
+    t = len(obs.targets)
+    eps = np.concatenate([np.full((4, 500, 1), 3e-3), rng.normal(size=(4, 500, t - 1))], -1)
+    samples = {"alpha": rng.normal(size=(4, 500, t)), "eps": eps}
+    stats = {"diverging": np.zeros((4, 500), dtype=bool)}
+    post = bm.Posterior.from_samples("bimix", LawSettings(), "nuts", samples, stats, obs, {})
+    diag = post.diagnostics()
+    assert len(diag) == 2 * t - 1 and diag["r_hat"].notna().all()
+    assert post.converged
+    stuck = {**samples, "alpha": samples["alpha"] + np.arange(4)[:, None, None]}
+    assert not bm.Posterior.from_samples(
+        "bimix", LawSettings(), "nuts", stuck, stats, obs, {}
+    ).converged
 
 
 def test_laplace_diagnostics_have_the_columns():

@@ -18,7 +18,8 @@ def params(seed: int = 0) -> dict[str, np.ndarray]:
         "logk": np.log(rng.uniform(2, 4, (D, T))),
         "alpha_own": rng.uniform(0.03, 0.3, (D, T)),
         "alpha": rng.normal(0.0, 0.05, (D, T, M)),
-        "eps": np.exp(rng.normal(np.log(3e-3), 1.0, (D, T))),
+        "eps": np.exp(rng.normal(np.log(3e-3), 1.0, (D, T))),  # the own-share law's, per target
+        "eps_domain": np.exp(rng.normal(np.log(3e-3), 1.0, (D, M))),  # the cross law's
         "frac": rng.uniform(0.1, 0.9, (D, T)),
         "beta": rng.uniform(0.2, 1.0, (D, T)),
         "log_c": np.log(rng.uniform(1.0, 2.0, (D, T))),
@@ -41,7 +42,7 @@ def evaluate(xp, p: dict, law: str, steps: bool = True):
         )
     if law == "cross":
         return formulas.cross_log_loss(
-            xp, p["logk"], p["alpha"], p["eps"], p["r"], s_rel, frac, beta
+            xp, p["logk"], p["alpha"], p["eps_domain"], p["r"], s_rel, frac, beta
         )
     return formulas.loglinear_log_loss(xp, p["log_c"], p["A"], p["r"], s_rel, frac, beta)
 
@@ -106,12 +107,23 @@ def test_step_factor_is_one_at_the_reference_step_and_decreasing():
 
 
 def test_cross_law_contains_bimix():
-    """alpha_tj = 0 off each target's own domain gives BiMix."""
+    """alpha_tj = 0 off each target's own domain gives BiMix, whose floor is then the own
+    domain's."""
     p = params()
     alpha = np.zeros((D, T, M))
     alpha[:, np.arange(T), OWN] = p["alpha_own"]
     cross = evaluate(np, p | {"alpha": alpha}, "cross")
-    np.testing.assert_allclose(cross, evaluate(np, p, "bimix"), rtol=1e-12)
+    bimix = evaluate(np, p | {"eps": p["eps_domain"][:, OWN]}, "bimix")
+    np.testing.assert_allclose(cross, bimix, rtol=1e-12)
+
+
+def test_cross_law_by_hand():
+    """log L_dpt = log K_dt(s) - sum_j alpha_dtj log(r_pj + eps_dj)."""
+    p = params()
+    log_r = np.log(p["r"][None, :, None, :] + p["eps_domain"][:, None, None, :])
+    step = formulas.log_step_factor(np, p["frac"], p["beta"], p["s_rel"])
+    by_hand = p["logk"][:, None, :] - (log_r * p["alpha"][:, None]).sum(-1) + step
+    np.testing.assert_allclose(evaluate(np, p, "cross"), by_hand, rtol=1e-12)
 
 
 def test_loglinear_by_hand():

@@ -6,12 +6,18 @@ Own-share law, the paper's A folded into K (only four of its five parameters are
 
 Cross-domain law (contains BiMix as alpha_tj = 0 for j != own(t)):
 
-    log L_t(r, s) = log K_t(s) - sum_j alpha_tj log(r_j + eps_t)
+    log L_t(r, s) = log K_t(s) - sum_j alpha_tj log(r_j + eps_j)
 
-Both are sampled with the covariates x_tj = log(r_j + eps_t) centred on their mean over the
-observed mixtures: log K at the centre is then nearly uncorrelated with the exponents, which
-is what lets NUTS move freely. The natural log K (at r_j + eps_t = 1) is recorded as the
-deterministic site ``logk``, which the formula and every later stage use.
+The floor is the target's in the own-share law and the domain's in the cross law, the same
+thing where a target has its own domain: below a share eps_j, domain j's share stops
+mattering. Per domain, x_j = log(r_j + eps_j) is a feature of the mixture alone, so the
+cross law costs a (P, M) x (M, T) product per evaluation instead of a (P, T, M) array of
+logs (3-4x faster gradients on RegMix, 50x less work on Olmix's 64 x 52).
+
+Both are sampled with the covariates x centred on their mean over the observed mixtures:
+log K at the centre is then nearly uncorrelated with the exponents, which is what lets NUTS
+move freely. The natural log K (at r + eps = 1) is recorded as the deterministic site
+``logk``, which the formula and every later stage use.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from bayesmix.laws import formulas
 from bayesmix.laws.base import LawData, LawError, LawSettings, Prior
 from bayesmix.laws.blocks import (
     GroupedEquicorrelatedNormal,
+    domain_floor_eps,
     floor_eps,
     log_k_at_centre,
     normal_effects,
@@ -144,9 +151,9 @@ class BiMixCross:
 
     def model(self, data: LawData, settings: LawSettings, prior: Prior | None = None) -> None:
         t, m = data.n_targets, data.n_domains
-        eps = floor_eps(data, settings, prior)
+        eps = domain_floor_eps(data, settings)
         r = jnp.asarray(data.r)
-        centre = jnp.log(r[:, None, :] + eps[None, :, None]).mean(axis=0)  # (T, M)
+        centre = jnp.log(r + eps).mean(axis=0)  # (M,)
         rows, cols = np.nonzero(data.own_onehot == 0)  # the cross entries
         # A fixed scale for the shared effects: a learned one would form a funnel with them
         # whichever way they were parametrised, as the data pin them in some regimes only.
@@ -180,7 +187,7 @@ class BiMixCross:
             own_cols = data.own_onehot[has_own].argmax(axis=1)
             alpha = alpha.at[has_own, own_cols].set(jnp.exp(log_own[has_own]))
         alpha = numpyro.deterministic("alpha", alpha)
-        logk = log_k_at_centre(data, prior) + (alpha * centre).sum(-1)
+        logk = log_k_at_centre(data, prior) + alpha @ centre
         logk = numpyro.deterministic("logk", logk)
         frac, beta = step_law(data, prior)
         log_mean = formulas.cross_log_loss(jnp, logk, alpha, eps, r, data.s_rel, frac, beta)

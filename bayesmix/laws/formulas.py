@@ -79,13 +79,13 @@ def cross_log_loss(
     frac: Array | None = None,
     beta: Array | None = None,
 ) -> Array:
-    """Cross-domain BiMix: log L_t = log K_t(s) - sum_j alpha_tj log(r_j + eps_t).
+    """Cross-domain BiMix: log L_t = log K_t(s) - sum_j alpha_tj log(r_j + eps_j).
 
-    logk, eps: (..., T); alpha: (..., T, M); r: (P, M). BiMix's own-share law is the case
-    alpha_tj = 0 for every j but the target's own domain.
+    logk: (..., T); alpha: (..., T, M); eps: (..., M), each domain's floor; r: (P, M).
+    BiMix's own-share law is the case alpha_tj = 0 for every j but the target's own domain.
     """
-    log_r = xp.log(r[..., :, None, :] + eps[..., None, :, None])  # (..., P, T, M)
-    mix = (log_r * alpha[..., None, :, :]).sum(-1)
+    log_r = xp.log(r + eps[..., None, :])  # (..., P, M)
+    mix = xp.matmul(log_r, xp.swapaxes(alpha, -1, -2))  # (..., P, T)
     return logk[..., None, :] - mix + log_step_factor(xp, frac, beta, s_rel)
 
 

@@ -57,7 +57,7 @@ class Config:
 CONFIGS = {
     "m7-laplace": Config("m7-laplace", 7, 16, "laplace"),
     "m24-laplace": Config("m24-laplace", 24, 48, "laplace"),
-    "m7-nuts": Config("m7-nuts", 7, 16, "nuts", num_chains=4, num_warmup=300, num_samples=250),
+    "m7-nuts": Config("m7-nuts", 7, 16, "nuts", num_chains=4, num_warmup=500, num_samples=1000),
 }
 
 

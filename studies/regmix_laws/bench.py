@@ -36,7 +36,7 @@ RESULTS = HERE / "results.csv"
 TABLE = HERE / "results.md"
 SIZES = (18, 54, 108, 512)
 # Bayesian cells: name -> (law, fit options). The variants justify the defaults of issue 2:
-# the learned per-target floor eps against a fixed one, correlated noise against independent.
+# the learned per-domain floor eps against a fixed one, correlated noise against independent.
 BAYES: dict[str, tuple[str, dict]] = {
     "bimix": ("bimix", {}),
     "bimix-cross": ("bimix-cross", {}),
