@@ -400,19 +400,17 @@ def warm_fit(
     """Fit the law over the domain set after ``update``: the old posterior as prior, the old
     runs that map exactly in the likelihood, plus ``new_observations`` (runs over the new set).
 
-    old_observations: the old posterior's real observations (default: ``old.observations``;
-    required when ``old`` comes from ``transfer_posterior``, whose observations are
-    placeholders). The result's ``info['prior_targets']`` lists the targets that took an
-    informative prior, so that the next update does not count their runs twice.
+    old_observations: the old posterior's real observations (default: ``old.observations``).
+    Not used when ``old`` comes from ``transfer_posterior``: every one of its targets travels
+    in its prior (its observations are placeholders), so no old row may enter the likelihood.
+    The result's ``info['prior_targets']`` lists the targets that took an informative prior,
+    so that the next update does not count their runs twice.
     """
     import bayesmix as bm
 
-    if old_observations is None:
-        if old.info.get("transferred"):
-            raise ValueError(
-                "the old posterior was transferred, not fitted: pass its real observations "
-                "as old_observations"
-            )
+    if old.info.get("transferred"):
+        old_observations = None
+    elif old_observations is None:
         old_observations = old.observations
     carried = list(old.info.get("prior_targets", []))
     if old_observations is not None:

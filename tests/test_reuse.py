@@ -136,8 +136,6 @@ def test_transfer_posterior_and_warm_fit(post: bm.Posterior, obs: bm.Observation
     assert width.idxmax() == "d"
     new_r = np.array([[0.3, 0.3, 0.2, 0.2], [0.1, 0.2, 0.3, 0.4], [0.25, 0.25, 0.25, 0.25]])
     new = bm.Observations.from_frame(frame(new_r, [*DOMS, "d"], seed=1, tag="new"))
-    with pytest.raises(ValueError, match="transferred"):
-        reuse.warm_fit(tp, upd, new)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fitted = reuse.warm_fit(
@@ -153,6 +151,31 @@ def test_transfer_posterior_and_warm_fit(post: bm.Posterior, obs: bm.Observation
     assert fitted.domains == [*DOMS, "d"]
     assert len(fitted.observations.run_ids) == len(R) + 3
     assert fitted.info["prior_targets"] == ["d"]
+    # A second update straight after a transfer (no run in between): everything the
+    # transferred posterior knows is in its prior, so only the new runs enter the likelihood,
+    # whatever old observations are passed.
+    upd2 = DomainUpdate.add("e", 1.0)
+    newer_r = np.array(
+        [[0.2, 0.2, 0.2, 0.2, 0.2], [0.1, 0.3, 0.1, 0.2, 0.3], [0.4, 0.1, 0.2, 0.1, 0.2]]
+    )
+    newer = bm.Observations.from_frame(frame(newer_r, [*DOMS, "d", "e"], seed=2, tag="newer"))
+    for old_obs in (None, obs):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            chained = reuse.warm_fit(
+                tp,
+                upd2,
+                newer,
+                old_observations=old_obs,
+                method="laplace",
+                num_chains=1,
+                num_samples=100,
+                progress=False,
+                noise="normal",
+            )
+        assert chained.domains == [*DOMS, "d", "e"]
+        assert sorted(chained.observations.run_ids) == sorted(newer.run_ids)
+        assert sorted(chained.info["prior_targets"]) == [*DOMS, "d", "e"]
 
 
 # ------------------------------------------------------------------ mixture reuse
