@@ -28,8 +28,8 @@ if TYPE_CHECKING:
 R_HAT_MAX = 1.01
 ESS_MIN = 400
 MIX_TOLERANCE = 1e-3
-# The sites each law's formula reads (the rest are hyperparameters and noise).
 FILE_FORMAT = 2  # 2: the cross law's floors are per domain
+# The sites each law's formula reads (the rest are hyperparameters and noise).
 FORMULA_SITES = ("logk", "alpha", "eps", "frac", "beta", "log_c", "A")
 # Draws x mixtures x targets x domains evaluated at once by log_loss (memory bound).
 CHUNK_ELEMENTS = 20_000_000

@@ -124,6 +124,15 @@ def test_prior_transfer(post: bm.Posterior, obs: bm.Observations) -> None:
     assert "logk_offset" in prior and np.isnan(prior["logk_offset"][0][4])
 
 
+QUICK_FIT = {
+    "method": "laplace",
+    "num_chains": 1,
+    "num_samples": 100,
+    "progress": False,
+    "noise": "normal",
+}
+
+
 def test_transfer_posterior_and_warm_fit(post: bm.Posterior, obs: bm.Observations) -> None:
     upd = DomainUpdate.add("d", 1.0)
     tp = reuse.transfer_posterior(post, upd)
@@ -138,16 +147,7 @@ def test_transfer_posterior_and_warm_fit(post: bm.Posterior, obs: bm.Observation
     new = bm.Observations.from_frame(frame(new_r, [*DOMS, "d"], seed=1, tag="new"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fitted = reuse.warm_fit(
-            post,
-            upd,
-            new,
-            method="laplace",
-            num_chains=1,
-            num_samples=100,
-            progress=False,
-            noise="normal",
-        )
+        fitted = reuse.warm_fit(post, upd, new, **QUICK_FIT)
     assert fitted.domains == [*DOMS, "d"]
     assert len(fitted.observations.run_ids) == len(R) + 3
     assert fitted.info["prior_targets"] == ["d"]
@@ -162,17 +162,7 @@ def test_transfer_posterior_and_warm_fit(post: bm.Posterior, obs: bm.Observation
     for old_obs in (None, obs):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            chained = reuse.warm_fit(
-                tp,
-                upd2,
-                newer,
-                old_observations=old_obs,
-                method="laplace",
-                num_chains=1,
-                num_samples=100,
-                progress=False,
-                noise="normal",
-            )
+            chained = reuse.warm_fit(tp, upd2, newer, old_observations=old_obs, **QUICK_FIT)
         assert chained.domains == [*DOMS, "d", "e"]
         assert sorted(chained.observations.run_ids) == sorted(newer.run_ids)
         assert sorted(chained.info["prior_targets"]) == [*DOMS, "d", "e"]

@@ -84,10 +84,12 @@ def floor_eps(data: LawData, settings: LawSettings, prior: Prior | None) -> jnp.
     """
     if settings.eps != "learned":
         return numpyro.deterministic("eps", jnp.full(data.n_targets, float(settings.eps)))
-    log_eps = pooled(
-        "log_eps", data.n_targets, np.log(EPS_PRIOR_CENTRE), 1.5, 1.0, prior, data.centered
-    )
-    return numpyro.deterministic("eps", jnp.exp(log_eps))
+    return numpyro.deterministic("eps", jnp.exp(pooled_log_floor(data.n_targets, data, prior)))
+
+
+def pooled_log_floor(n: int, data: LawData, prior: Prior | None) -> jnp.ndarray:
+    """(n,) log floors, pooled on the population prior of ``floor_eps``."""
+    return pooled("log_eps", n, np.log(EPS_PRIOR_CENTRE), 1.5, 1.0, prior, data.centered)
 
 
 def domain_floor_eps(data: LawData, settings: LawSettings) -> jnp.ndarray:
@@ -106,10 +108,7 @@ def domain_floor_eps(data: LawData, settings: LawSettings) -> jnp.ndarray:
     log_eps = jnp.full(m, np.log(EPS_PRIOR_CENTRE))
     measured = np.flatnonzero(data.own_onehot.any(axis=0))
     if measured.size:
-        free = pooled(
-            "log_eps", measured.size, np.log(EPS_PRIOR_CENTRE), 1.5, 1.0, None, data.centered
-        )
-        log_eps = log_eps.at[measured].set(free)
+        log_eps = log_eps.at[measured].set(pooled_log_floor(measured.size, data, None))
     return numpyro.deterministic("eps", jnp.exp(log_eps))
 
 
