@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import warnings
 
+import jax.numpy as jnp
 import numpy as np
+import numpyro
+import numpyro.distributions as dist
 import pandas as pd
 import pytest
 
 import bayesmix as bm
 from bayesmix import reuse
 from bayesmix.domains import DomainSet, DomainUpdate, DomainUpdateError
+from bayesmix.laws.base import PRIOR_CORRELATION
+from bayesmix.laws.blocks import informed, prior_correlation
 from bayesmix.oracles import tidy_frame
 
 
@@ -122,6 +127,51 @@ def test_prior_transfer(post: bm.Posterior, obs: bm.Observations) -> None:
     keep = post.to_prior(upd, observations=tp.observations, keep=["b", "c"])
     assert np.isnan(keep["log_alpha"][0][2:4]).all()
     assert "logk_offset" in prior and np.isnan(prior["logk_offset"][0][4])
+    # Each carried target's sites are coupled as in the old posterior: the correlation of
+    # its joint draws (widening scales every site alike, so it keeps the correlation).
+    corr, names = prior[PRIOR_CORRELATION]
+    names = list(names)
+    assert {"log_alpha", "log_eps", "logk_offset"} <= set(names)
+    assert corr.shape == (5, len(names), len(names))
+    assert np.isnan(corr[4]).all()  # the new domain: population prior, no coupling
+    np.testing.assert_allclose(np.diagonal(corr[:4], axis1=1, axis2=2), 1.0)
+    np.testing.assert_allclose(corr[:4], np.swapaxes(corr[:4], 1, 2))
+    draws = post.draws()
+    a, e = names.index("log_alpha"), names.index("log_eps")
+    empirical = np.corrcoef(draws["log_alpha"][:, i_b], draws["log_eps"][:, i_b])[0, 1]
+    assert abs(empirical) > 0.2  # the coupling the independent prior would drop
+    assert corr[2, a, e] == pytest.approx(empirical, abs=0.01)
+    assert np.isnan(keep[PRIOR_CORRELATION][0][2:4]).all()
+
+
+def test_prior_correlation_is_the_joint_normal() -> None:
+    """Independent normals times the coupling factor = the joint normal, up to a constant."""
+    from numpyro.infer.util import log_density
+    from scipy.stats import multivariate_normal
+
+    names = ["log_alpha", "log_eps"]
+    m = {"log_alpha": np.array([-3.0, np.nan]), "log_eps": np.array([-5.0, np.nan])}
+    s = {"log_alpha": np.array([0.2, np.nan]), "log_eps": np.array([1.0, np.nan])}
+    corr = np.full((2, 2, 2), np.nan)
+    corr[0] = [[1.0, -0.7], [-0.7, 1.0]]
+    prior = {n: (m[n], s[n]) for n in names} | {PRIOR_CORRELATION: (corr, np.array(names))}
+
+    def model() -> None:
+        values = {}
+        for n in names:
+            loc, scale = informed(n, jnp.zeros(2), 1.0, prior)
+            values[n] = numpyro.sample(n, dist.Normal(loc, scale).to_event(1))
+        prior_correlation(prior, values)
+
+    cov = np.array([[0.04, -0.7 * 0.2], [-0.7 * 0.2, 1.0]])
+    joint = multivariate_normal([-3.0, -5.0], cov)
+    points = [np.array([-3.1, -4.0]), np.array([-2.7, -6.5]), np.array([-3.3, -3.0])]
+    ours, exact = [], []
+    for p in points:
+        params = {"log_alpha": jnp.array([p[0], 0.3]), "log_eps": jnp.array([p[1], -0.2])}
+        ours.append(float(log_density(model, (), {}, params)[0]))
+        exact.append(joint.logpdf(p) + dist.Normal(0.0, 1.0).log_prob(jnp.array([0.3, -0.2])).sum())
+    np.testing.assert_allclose(np.diff(ours), np.diff(exact), rtol=1e-6)
 
 
 QUICK_FIT = {

@@ -18,7 +18,13 @@ from bayesmix.observations import Observations, ObservationsError
 
 Prior = Mapping[str, tuple[np.ndarray, np.ndarray]]
 """Informative prior per site: name -> (loc, scale) on the site's unconstrained scale, one entry
-per target (NaN loc where the population prior applies). Warm starts build these."""
+per target (NaN loc where the population prior applies). Warm starts build these.
+
+One more key, ``PRIOR_CORRELATION``, may couple the sites of each target: (R, names), R a
+(T, k, k) array of correlation matrices between the k sites ``names`` (NaN where a target's
+sites stay independent); see ``blocks.prior_correlation``."""
+
+PRIOR_CORRELATION = "correlation"
 
 
 CENTERED_FROM_RUNS = 30

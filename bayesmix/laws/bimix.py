@@ -42,6 +42,7 @@ from bayesmix.laws.blocks import (
     normal_effects,
     observe,
     pooled,
+    prior_correlation,
     step_law,
 )
 
@@ -101,8 +102,15 @@ class BiMix:
             "log_alpha", data.n_targets, np.log(0.05), 1.5, 1.0, prior, data.centered
         )
         alpha = numpyro.deterministic("alpha", jnp.exp(log_alpha))
-        logk = numpyro.deterministic("logk", log_k_at_centre(data, prior) + alpha * centre)
+        level = log_k_at_centre(data, prior)
+        logk = numpyro.deterministic("logk", level + alpha * centre)
         frac, beta = step_law(data, prior)
+        sites = {"log_alpha": log_alpha, "logk_offset": level - jnp.asarray(data.target_mean)}
+        if settings.eps == "learned":
+            sites["log_eps"] = jnp.log(eps)
+        if frac is not None and beta is not None:
+            sites.update(logit_frac=jnp.log(frac) - jnp.log1p(-frac), log_beta=jnp.log(beta))
+        prior_correlation(prior, sites)
         log_mean = formulas.bimix_log_loss(jnp, logk, alpha, eps, r_own, data.s_rel, frac, beta)
         observe(data, settings, log_mean, prior)
 
