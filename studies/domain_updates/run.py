@@ -18,8 +18,10 @@ Methods, per seed (all start from the same 3(m+1)-run Dirichlet swarm at version
 - ``olmix-partial-reuse``: the same with the three largest frozen domains re-opened (Olmix
   chooses by hand; taking the largest is the natural manual choice).
 - ``warm``: bayesmix warm start: the old posterior becomes the prior (``bayesmix.reuse``),
-  exactly mappable old runs stay in the likelihood, and runs are proposed by Thompson
-  sampling (``bm.propose``) from the transferred posterior, then from each refit; evaluated
+  exactly mappable old runs stay in the likelihood, and runs are proposed by the
+  optimum-variance acquisition (``bm.propose``: the runs that most reduce the posterior
+  variance of the optimal mixture, which an update has just made uncertain; config
+  ``thompson``: Thompson sampling) from the transferred posterior, then from each refit; evaluated
   after 0 runs (the transferred posterior alone) and after as many runs as Olmix's full
   reuse spends on that update (one refit per update keeps the benchmark under an hour).
 - ``warm-reuse``: the same, its runs restricted to bayesmix's own reuse plan (frozen domains
@@ -76,12 +78,20 @@ class Config:
     seeds: tuple[int, ...]
     updates: tuple[str, ...]
     first_batch: int = 0  # an extra checkpoint after this many warm-start runs (0: none)
+    acquisition: str = "optimum-variance"  # how warm starts propose their runs
     reopen_partial: int = 3
     split_parts: int = 4
 
 
 CONFIGS = {
     "full": Config("full", 20, tuple(range(10)), ("add1", "add3", "revise1", "remove1", "split4")),
+    "thompson": Config(
+        "thompson",
+        20,
+        tuple(range(10)),
+        ("add1", "add3", "revise1", "remove1", "split4"),
+        acquisition="thompson",
+    ),
     "ci": Config("ci", 3, (0,), ("add1", "remove1"), reopen_partial=1),
 }
 
@@ -274,12 +284,12 @@ def evaluate(post: Any, world: World) -> dict[str, Any]:
     }
 
 
-def thompson(post: Any, q: int, seed: int) -> np.ndarray:
+def proposed_runs(post: Any, q: int, acquisition: str, seed: int) -> np.ndarray:
     import bayesmix as bm
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        frame = bm.propose(post, q, "thompson", seed=seed, max_draws=MAX_DRAWS)
+        frame = bm.propose(post, q, acquisition, seed=seed, max_draws=MAX_DRAWS)
     return frame[[f"r:{d}" for d in post.domains]].to_numpy(dtype=float)
 
 
@@ -452,7 +462,7 @@ def run_seed(cfg: Config, seed: int, out: Path) -> None:
             todo = [] if plan is not None and not plan.free else checkpoints
             for c in todo:
                 t0 = time.process_time()
-                batch = thompson(current, c - n, seed * 1000 + u * 10 + n)
+                batch = proposed_runs(current, c - n, cfg.acquisition, seed * 1000 + u * 10 + n)
                 if plan is not None:
                     batch = plan.restrict(batch)
                 new_frames.append(runs(batch, f"v{u + 1}{name}"))
