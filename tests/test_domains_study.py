@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from bayesmix.domains import DomainUpdate
 from bayesmix.study import Study, parse_config
 from bayesmix.study.cli import study_app as app
 from bayesmix.study.storage import Storage
@@ -115,3 +117,20 @@ def test_update_then_warm_fit(world, tmp_path) -> None:
     assert code == 0, out
     rec = Study.load(study.name, url).storage.domain_updates(study.id)[3]
     assert rec["prior_path"].endswith("posterior.nc")
+
+
+def test_after_an_update_bayesmix_proposes_by_optimum_variance(tmp_path) -> None:
+    """A study's bayesmix proposer switches to the optimum-variance acquisition once its
+    domain set changed (what studies/domain_updates measured); an explicit choice stays."""
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    for options, expect_values in (({}, True), ({"acquisition": "thompson"}, False)):
+        proposer = {"name": "bayesmix", "options": options}
+        cfg = parse_config({**BASE, "name": f"ov{len(options)}", "proposer": proposer})
+        study = Study.create(cfg, url)
+        run_batch(study, 4)  # the first batch: the study's design, no posterior needed
+        study.update(DomainUpdate.add("rust", 1e9))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            runs = study.ask(2, posterior=study.fit())
+        values = [r.acquisition_value for r in runs]
+        assert all(v is not None and np.isfinite(v) for v in values) == expect_values, values
