@@ -442,8 +442,9 @@ def _optimize_on_simplex(
     from bayesmix.optimize import project_to_box_simplex
 
     m = len(lo)
-    lo_t = torch.as_tensor(lo, dtype=DTYPE)
     no_cap = bool(np.all(hi >= lo + (1.0 - lo.sum()) - 1e-12))
+    on_simplex = OnBoundedSimplex(acq, torch.as_tensor(lo, dtype=DTYPE)) if no_cap else None
+    z_bounds = SOFTMAX_BOUND * torch.tensor([[-1.0], [1.0]], dtype=DTYPE).expand(2, m)
     base_pending = acq.X_pending
     raw = [gen.dirichlet(np.ones(m), settings.raw_samples), x_obs.numpy()]
     if "member_optima" in model.__dict__:
@@ -463,11 +464,10 @@ def _optimize_on_simplex(
             # the earlier runs pending: scoring every raw point again took a third of a
             # 64-domain proposal and rarely changed the starts.
             raw_t = raw_t[order[: settings.shortlist]]
-        if no_cap:
-            on_simplex = OnBoundedSimplex(acq, lo_t)
+        if on_simplex is not None:
             z, value = optimize_acqf(
                 on_simplex,
-                bounds=SOFTMAX_BOUND * torch.tensor([[-1.0], [1.0]], dtype=DTYPE).expand(2, m),
+                bounds=z_bounds,
                 q=1,
                 num_restarts=len(top),
                 batch_initial_conditions=on_simplex.from_mixture(starts),

@@ -298,7 +298,7 @@ def prior_from_posterior(
     draws = _site_draws(post, max_draws)
     old_t = list(post.targets)
     idx = {t: i for i, t in enumerate(old_t)}
-    n_draws = len(draws["logk"]) if "logk" in draws else len(next(iter(draws.values())))
+    n_draws = len(next(iter(draws.values())))
     rng = np.random.default_rng(0)
     keep_set = set(keep)
     # Per carried target, the old target each draw comes from (a merge: a random source per
@@ -308,6 +308,7 @@ def prior_from_posterior(
         for t in new_targets
         if t not in keep_set and src[t].kind != "added"
     }
+    added = [i for i, t in enumerate(new_targets) if src[t].kind == "added" and t not in keep_set]
     rows = np.arange(n_draws)
     prior: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     joint: dict[str, np.ndarray] = {}  # site -> (D, T_new) draws of the carried targets
@@ -324,11 +325,9 @@ def prior_from_posterior(
             if t in carried:
                 x[:, i] = v[rows, carried[t]]
         joint[site] = x
-        prior[site] = _carried_loc_scale(x, new_targets, src, carried, settings)
-        pop = _population(v)
-        for i, t in enumerate(new_targets):
-            if src[t].kind == "added" and t not in keep_set:
-                prior[site][0][i], prior[site][1][i] = pop
+        loc, scale = _carried_loc_scale(x, new_targets, src, carried, settings)
+        loc[added], scale[added] = _population(v)  # new domains: the population
+        prior[site] = (loc, scale)
     if observations is not None and {"logk", "alpha", "eps"} <= set(draws):
         off = _logk_offset_draws(draws, observations, carried)
         if off is not None:

@@ -52,7 +52,7 @@ import socket  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
+from dataclasses import dataclass, field, replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -83,15 +83,10 @@ class Config:
     split_parts: int = 4
 
 
+FULL = Config("full", 20, tuple(range(10)), ("add1", "add3", "revise1", "remove1", "split4"))
 CONFIGS = {
-    "full": Config("full", 20, tuple(range(10)), ("add1", "add3", "revise1", "remove1", "split4")),
-    "thompson": Config(
-        "thompson",
-        20,
-        tuple(range(10)),
-        ("add1", "add3", "revise1", "remove1", "split4"),
-        acquisition="thompson",
-    ),
+    "full": FULL,
+    "thompson": replace(FULL, name="thompson", acquisition="thompson"),
     "ci": Config("ci", 3, (0,), ("add1", "remove1"), reopen_partial=1),
 }
 
@@ -580,6 +575,20 @@ def table(cfg: Config, results: Path) -> str:
             f"{runs.loc[meth].sum():.0f} runs vs scratch's {scr_reg:.4f} with "
             f"{n_scr:.0f} runs ({1 - n_meth / n_scr:.1%} fewer)"
         )
+    # Per update, paired over seeds: the method's final regret minus scratch's.
+    lines.append("\n### Paired with scratch, per update (final regret, 10^-5 nats)\n")
+    lines.append("| method | update | method mean | scratch mean | difference +- se | seeds <= |")
+    lines.append("|---|---|---:|---:|---:|---:|")
+    for meth in ("warm", "warm-reuse"):
+        mine = final[final["method"] == meth].set_index(["seed", "update"])["regret"]
+        diff = (mine - scratch.reindex(mine.index)).groupby(level=1)
+        for u, d in diff:
+            lines.append(
+                f"| {meth} | {kinds[u]} | {1e5 * mine.xs(u, level=1).mean():.1f} | "
+                f"{1e5 * scratch.xs(u, level=1).mean():.1f} | {1e5 * d.mean():.1f} +- "
+                f"{1e5 * d.std() / np.sqrt(len(d)):.1f} | {int((d <= 1e-12).sum())} of {len(d)} |"
+            )
+    lines.append("")
     # Equal runs: bayesmix at Olmix's full-reuse budget vs Olmix full and partial reuse.
     for meth in ("warm", "warm-reuse"):
         for olx in ("olmix-full-reuse", "olmix-partial-reuse"):
