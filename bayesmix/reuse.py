@@ -29,7 +29,7 @@ Three tools, each usable alone (``studies/domain_updates`` benchmarks them toget
    - a carried target's sites stay coupled: their correlation in the old posterior goes
      with the prior (``PRIOR_CORRELATION``, own-share law), so the prior is one normal per
      target, not one per site. The floor, the exponent and the level of a domain trade off
-     (|corr| up to 0.8): independent normals forgot which combinations the old runs ruled
+     in the posterior: independent normals forgot which combinations the old runs ruled
      out, and a warm fit after five updates was worse than the transferred draws it started
      from (``studies/domain_updates``, split: regret 0.0026 after 18 runs vs 0.0018 at 0).
 

@@ -86,7 +86,7 @@ def prior_correlation(prior: Prior | None, values: dict[str, jnp.ndarray]) -> No
 
     turns that product of normals into N(m_t, S_t R_t S_t), S_t = diag(s_t), up to a constant.
     A warm start needs it: the floor, the exponent and the level of one domain trade off in its
-    posterior (|corr| up to 0.8), and independent normals drop what the old runs said about
+    posterior, and independent normals drop what the old runs said about
     the combination. Sites of R missing from ``values`` (a fit without steps) are marginalised
     out, which for a normal is taking the sub-block of R.
     """
