@@ -27,8 +27,9 @@ def test_small_benchmark_runs_resumes_and_tables(tmp_path: Path) -> None:
     runner.run(config, out, tmp_path / "cache", None, None)
     rows = runner.load(out)
     budgets = config.cells[0].budgets()
-    # olmix reference + bayesmix (1 recommender) + swarm (1 recommender) per budget
-    assert len(rows) == 1 + 2 * len(budgets)
+    # olmix reference (one line per KL weight) + bayesmix and swarm (1 recommender each)
+    # per budget
+    assert len(rows) == len(runner.OLMIX_KL_WEIGHTS) + 2 * len(budgets)
     assert all(r["regret"] >= -1e-9 for r in rows)
     assert {r["method"] for r in rows} == {"olmix-recipe", "bayesmix", "dirichlet-swarm"}
     assert all("cpu_s" in r for r in rows)
