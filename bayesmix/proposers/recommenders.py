@@ -155,8 +155,8 @@ class OlmixRecommender:
         log_c0 = torch.as_tensor(np.repeat(log_c_grid, self.random_starts), dtype=torch.float64)
         log_c = log_c0[:, None].repeat(1, n_targets).requires_grad_(True)
         A = A0.requires_grad_(True)
-        x = torch.as_tensor(r, dtype=torch.float64)
-        yt = torch.as_tensor(y, dtype=torch.float64)
+        x = torch.tensor(r, dtype=torch.float64)  # copies: the inputs may be read-only views
+        yt = torch.tensor(y, dtype=torch.float64)
 
         def losses() -> torch.Tensor:  # (S, T)
             pred = formulas.loglinear_log_loss(torch, log_c, A, x).exp()  # (S, N, T)
