@@ -23,7 +23,7 @@ objective's units.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +35,7 @@ from botorch.acquisition.logei import qLogNoisyExpectedImprovement
 from botorch.acquisition.objective import LinearMCObjective
 from botorch.optim import optimize_acqf, optimize_acqf_discrete
 from botorch.sampling.index_sampler import IndexSampler
-from botorch.utils.transforms import concatenate_pending_points, t_batch_mode_transform
+from botorch.utils.transforms import t_batch_mode_transform
 from torch import Tensor
 
 from bayesmix.posterior import objective_weights as posterior_objective_weights
@@ -94,6 +94,7 @@ class qOptimumVarianceReduction(AcquisitionFunction):
         optima: Tensor,
         noise: Tensor,
         X_pending: Tensor | None = None,
+        checkpoints: Sequence[float | None] = (None,),
     ) -> None:
         super().__init__(model=model)
         if optima.shape[0] != model.ensemble_size:
@@ -102,21 +103,50 @@ class qOptimumVarianceReduction(AcquisitionFunction):
         self.register_buffer("optima_c", centred / np.sqrt(model.ensemble_size))
         self.register_buffer("noise", noise.to(DTYPE).clamp_min(1e-4))
         self.variance_now = float((self.optima_c**2).sum())
+        self.checkpoints = tuple(checkpoints)
+        d = model.ensemble_size
+        self.extra_gram = torch.zeros(d, d, dtype=DTYPE)  # runs added with other checkpoints
         self.set_X_pending(X_pending)
 
-    @concatenate_pending_points
+    def features(self, X: Tensor, checkpoints: Sequence[float | None] | None = None) -> Tensor:
+        """Z for a batch X (b x q x M): b x D x (q T c), the member-centred log losses the
+        runs would show at each of their c checkpoints (None: the target step), over
+        sigma_t sqrt(D)."""
+        steps = self.checkpoints if checkpoints is None else tuple(checkpoints)
+        b, q, m = X.shape
+        flat = X.reshape(-1, m)
+        log_f = torch.stack([self.model.log_loss(flat, step=s) for s in steps], -1)
+        d = log_f.shape[0]  # log_f: D x bq x T x c
+        z = (log_f - log_f.mean(0)) / (self.noise[:, None] * np.sqrt(d))
+        return z.reshape(d, b, -1).transpose(0, 1)
+
+    def set_X_pending(self, X_pending: Tensor | None = None) -> None:
+        """Pending runs observed at this function's checkpoints (see ``add_pending``)."""
+        self.X_pending = None if X_pending is None else X_pending.detach()
+        self.pending_gram = self.extra_gram
+        if X_pending is not None:
+            z = self.features(self.X_pending[None])[0]
+            self.pending_gram = self.extra_gram + z @ z.T
+
+    def add_pending(self, X: Tensor, checkpoints: Sequence[float | None]) -> None:
+        """Pending runs with checkpoints of their own (runs of another length)."""
+        with torch.no_grad():
+            z = self.features(X[None], checkpoints)[0]
+        self.extra_gram = self.extra_gram + z @ z.T
+        self.set_X_pending(self.X_pending)
+
+    def removed(self, gram: Tensor) -> Tensor:
+        """tr(R^T G (G + I)^{-1} R) for Gram matrices G = Z Z^T (b x D x D): the variance
+        of r* the runs behind Z remove (Gram matrices of runs observed together add up)."""
+        eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
+        # G (G + I)^{-1} R = R - (G + I)^{-1} R
+        solved = torch.linalg.solve(gram + eye, self.optima_c.expand(len(gram), -1, -1))
+        return self.variance_now - (self.optima_c * solved).sum((-1, -2))
+
     @t_batch_mode_transform()
     def forward(self, X: Tensor) -> Tensor:
-        log_f = self.model.posterior(X).values.log()  # b x D x q x T
-        b, d, q, t = log_f.shape
-        z = (log_f - log_f.mean(1, keepdim=True)) / (self.noise * np.sqrt(d))
-        z = z.reshape(b, d, q * t)
-        gram = z @ z.transpose(-1, -2)  # b x D x D
-        eye = torch.eye(d, dtype=gram.dtype, device=gram.device)
-        # G (G + I)^{-1} R = R - (G + I)^{-1} R
-        solved = torch.linalg.solve(gram + eye, self.optima_c.expand(b, d, -1))
-        kept = (self.optima_c * solved).sum((-1, -2))  # tr(R^T (G + I)^{-1} R)
-        return self.variance_now - kept
+        z = self.features(X)
+        return self.removed(self.pending_gram.to(z) + z @ z.transpose(-1, -2))
 
 
 class EnsembleMean(AcquisitionFunction):
@@ -198,6 +228,8 @@ def propose(
     max_draws: int = 256,
     discrepancy: bool = False,
     settings: AcquisitionSettings | None = None,
+    run_lengths: Sequence[float] | None = None,
+    checkpoints: int = 4,
 ) -> pd.DataFrame:
     """The next q runs from a fitted posterior: one row per run (see the module docstring).
 
@@ -206,6 +238,12 @@ def propose(
     runs and the batch's earlier runs; optimum-variance, the variance of r* removed by the
     batch so far; thompson, NaN: it samples rather than maximises) and, with
     ``candidates``, ``candidate`` (the pool row's label).
+
+    run_lengths (optimum-variance only; a law fitted with a step axis): the run lengths in
+    steps a proposal may choose from, each run recording ``checkpoints`` evenly spaced
+    evaluations. The batch then spends the compute of q runs of the target length, each
+    run chosen for the most variance of r* removed per step trained (``_cost_aware``),
+    so it may hold more, shorter runs; a ``steps`` column gives each run's length.
     """
     from bayesmix.optimize import Constraints
 
@@ -247,6 +285,18 @@ def propose(
         pool = (free, torch.as_tensor(pool_np, dtype=DTYPE)[free])
 
     gen = np.random.default_rng([seed, len(x_obs), 7])
+    if run_lengths is not None:
+        target, lengths = _check_run_lengths(posterior, acquisition, run_lengths, step, pool)
+        acq = _build(acquisition, model, posterior, w, x_obs, step, constraints, settings, seed)
+        if x_pend is not None:  # the study's pending runs have the target length
+            acq.add_pending(x_pend, _checkpoint_steps(target, checkpoints))
+        X, acq_values, steps = _cost_aware(
+            acq, model, q * target, lengths, checkpoints, lo, hi, x_obs, settings, gen
+        )
+        gain = expected_gain(model, X, x_obs, w)
+        return proposal_frame(
+            X.numpy(), domains, acquisition_value=acq_values, expected_gain=gain, steps=steps
+        )
     if acquisition == "thompson":
         X, acq_values = _thompson(model, posterior, q, w_np, step, constraints, pool, gen)
     else:
@@ -267,6 +317,99 @@ def propose(
         rows = _rows_in(pool[1], X)
         extra["candidate"] = list(candidates.index[pool[0][rows].numpy()])
     return proposal_frame(X.numpy(), domains, **extra)
+
+
+def _check_run_lengths(
+    posterior: Any,
+    acquisition: str,
+    run_lengths: Sequence[float],
+    step: float | None,
+    pool: Any,
+) -> tuple[float, list[float]]:
+    """The target step and the sorted run lengths, or one clear error."""
+    if acquisition != "optimum-variance":
+        raise ProposalError(
+            "run lengths can be proposed by the optimum-variance acquisition only "
+            f"(information per step trained), not {acquisition!r}"
+        )
+    if pool is not None:
+        raise ProposalError("run lengths cannot be proposed from a pool of finished runs")
+    if not posterior.observations.has_steps:
+        raise ProposalError(
+            "run lengths need a law fitted with a step axis: the observations have no steps"
+        )
+    lengths = sorted({float(x) for x in run_lengths})
+    if not lengths or not all(np.isfinite(x) and x > 0 for x in lengths):
+        raise ProposalError(f"run lengths must be positive numbers of steps, got {run_lengths!r}")
+    target = float(step) if step is not None else _reference(posterior)
+    if lengths[0] > target:
+        raise ProposalError(
+            f"the shortest run length {lengths[0]:g} is longer than the target step {target:g}"
+        )
+    return target, lengths
+
+
+def _reference(posterior: Any) -> float:
+    return float(posterior.settings.reference_step or posterior.observations.max_step)
+
+
+def _checkpoint_steps(length: float, checkpoints: int) -> tuple[float, ...]:
+    return tuple(length * k / checkpoints for k in range(1, checkpoints + 1))
+
+
+def _cost_aware(
+    acq: qOptimumVarianceReduction,
+    model: LawEnsembleModel,
+    budget: float,
+    lengths: list[float],
+    checkpoints: int,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    x_obs: Tensor,
+    settings: AcquisitionSettings,
+    gen: np.random.Generator,
+) -> tuple[Tensor, np.ndarray, np.ndarray]:
+    r"""Greedy runs until ``budget`` steps are spent: each the (mixture, length) pair with
+    the largest variance of r* removed per step,
+
+        argmax_{l, x} [alpha(B + (x, l)) - alpha(B)] / l,
+
+    B the runs chosen so far, each observed at its checkpoints. Under the law a short run
+    shows the mixture's effect as well as a long one (the step factor multiplies it), so
+    this pays where that holds and misleads where a mixture's effect changes with training.
+    """
+    raw_t = _raw_points(model, lo, hi, x_obs, settings, gen)
+    chosen: list[Tensor] = []
+    values: list[float] = []
+    steps: list[float] = []
+    spent = 0.0
+    while True:
+        options = [x for x in lengths if spent + x <= budget * (1 + 1e-9)]
+        if not options:
+            break
+        # The length by the best rate among the candidate starts, then one optimisation of
+        # the mixture at that length: optimising every length costs len(lengths) times more.
+        removed = float(acq.removed(acq.pending_gram[None]))
+        rates, shortlist = [], []
+        for length in options:
+            acq.checkpoints = _checkpoint_steps(length, checkpoints)
+            with torch.no_grad():
+                scores = torch.cat([acq(c[:, None, :]) for c in raw_t.split(256)])
+            rates.append((float(scores.max()) - removed) / length)
+            shortlist.append(raw_t[torch.argsort(scores, descending=True)[: settings.shortlist]])
+        if not chosen:  # later runs score the first scoring's shortlists only
+            raw_t = torch.unique(torch.cat(shortlist), dim=0)
+        length = options[int(np.argmax(rates))]
+        acq.checkpoints = _checkpoint_steps(length, checkpoints)
+        X, value = _optimize_on_simplex(
+            acq, model, 1, lo, hi, x_obs, settings, gen, raw_points=raw_t
+        )
+        acq.add_pending(X, acq.checkpoints)
+        chosen.append(X[0])
+        values.append(float(value))
+        steps.append(length)
+        spent += length
+    return torch.stack(chosen), np.array(values), np.array(steps)
 
 
 def _build(
@@ -430,6 +573,7 @@ def _optimize_on_simplex(
     x_obs: Tensor,
     settings: AcquisitionSettings,
     gen: np.random.Generator,
+    raw_points: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Greedy batch: q single-run optimisations, each with the earlier runs pending.
 
@@ -446,11 +590,7 @@ def _optimize_on_simplex(
     on_simplex = OnBoundedSimplex(acq, torch.as_tensor(lo, dtype=DTYPE)) if no_cap else None
     z_bounds = SOFTMAX_BOUND * torch.tensor([[-1.0], [1.0]], dtype=DTYPE).expand(2, m)
     base_pending = acq.X_pending
-    raw = [gen.dirichlet(np.ones(m), settings.raw_samples), x_obs.numpy()]
-    if "member_optima" in model.__dict__:
-        raw.append(model.__dict__["member_optima"])
-    raw_np = project_to_box_simplex(np.concatenate(raw), lo, hi)
-    raw_t = torch.as_tensor(raw_np, dtype=DTYPE)
+    raw_t = _raw_points(model, lo, hi, x_obs, settings, gen) if raw_points is None else raw_points
     chosen: list[Tensor] = []
     values: list[Tensor] = []
     for i in range(q):
@@ -491,6 +631,24 @@ def _optimize_on_simplex(
         acq.set_X_pending(pending if base_pending is None else torch.cat([base_pending, pending]))
     acq.set_X_pending(base_pending)
     return torch.stack(chosen), torch.stack(values)
+
+
+def _raw_points(
+    model: LawEnsembleModel,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    x_obs: Tensor,
+    settings: AcquisitionSettings,
+    gen: np.random.Generator,
+) -> Tensor:
+    """Candidate starts: random mixtures, the observed runs and the members' optima (when
+    known), inside the bounds."""
+    from bayesmix.optimize import project_to_box_simplex
+
+    raw = [gen.dirichlet(np.ones(len(lo)), settings.raw_samples), x_obs.numpy()]
+    if "member_optima" in model.__dict__:
+        raw.append(model.__dict__["member_optima"])
+    return torch.as_tensor(project_to_box_simplex(np.concatenate(raw), lo, hi), dtype=DTYPE)
 
 
 def expected_gain(model: LawEnsembleModel, X: Tensor, x_obs: Tensor, w: Tensor) -> np.ndarray:

@@ -222,6 +222,11 @@ class SyntheticOracle(_WeightedObjective):
     hurts target t); the step law f_t ~ U(0.3, 0.6), beta_t ~ U(0.3, 0.7) at steps relative
     to ``REFERENCE_STEP``; natural proportions ~ normalised LogNormal(0, 1). Observations get
     log-normal noise of scale ``noise`` (RegMix's level by default), independent per row.
+
+    step_drift > 0 breaks the law's separation of mixture and training progress: target t's
+    mixture term is scaled by s_rel^gamma_t, gamma_t ~ N(0, step_drift), so a short run
+    shows a domain's effect weaker or stronger than the target run does (the target step,
+    hence the optimum, is unchanged). A world for asking whether short runs mislead.
     """
 
     m: int
@@ -229,6 +234,7 @@ class SyntheticOracle(_WeightedObjective):
     world_seed: int = 0
     noise: float = REGMIX_LOG_NOISE
     reference_step: float = REFERENCE_STEP
+    step_drift: float = 0.0
     domains: list[str] = field(default_factory=list)
     optimum_cache: str | Path | None = None
     params: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
@@ -259,6 +265,8 @@ class SyntheticOracle(_WeightedObjective):
             "frac": rng.uniform(0.3, 0.6, m),
             "beta": rng.uniform(0.3, 0.7, m),
         }
+        drift_rng = np.random.default_rng([self.world_seed, m, self.law == "bimix-cross", 7])
+        self.params["gamma"] = drift_rng.normal(0.0, 1.0, m) * self.step_drift
         self.targets = list(self.domains)
         self.weights = np.full(m, 1.0 / m)
         self.best_mixture, self.best_value = cached_optimum(
@@ -277,9 +285,14 @@ class SyntheticOracle(_WeightedObjective):
         xp = formulas.namespace(r)
         p = {k: _as(xp, v, r) for k, v in self.params.items()}
         s_rel = None if steps is None else _as(xp, np.asarray(steps) / self.reference_step, r)
-        return formulas.cross_log_loss(
-            xp, p["logk"], p["alpha"], p["eps"], r, s_rel, p["frac"], p["beta"]
-        )
+        if s_rel is None or self.step_drift == 0:
+            return formulas.cross_log_loss(
+                xp, p["logk"], p["alpha"], p["eps"], r, s_rel, p["frac"], p["beta"]
+            )
+        mixture_term = p["logk"] - formulas.cross_log_loss(xp, p["logk"], p["alpha"], p["eps"], r)
+        scale = s_rel[:, None] ** p["gamma"][None, :]
+        step_term = formulas.log_step_factor(xp, p["frac"], p["beta"], s_rel)
+        return p["logk"] - scale * mixture_term + step_term
 
     def observe(
         self,
