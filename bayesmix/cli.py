@@ -177,6 +177,14 @@ def propose_cmd(
     upper: UpperOption = None,
     weight: WeightOption = None,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    run_lengths: Annotated[
+        str | None,
+        typer.Option(
+            "--run-lengths",
+            help="e.g. 2500,5000,10000: let optimum-variance choose each run's length "
+            "(steps), spending the compute of q target-length runs",
+        ),
+    ] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="write the batch as CSV")] = None,
 ) -> None:
     """The next q proxy runs to train, each with its expected gain."""
@@ -191,7 +199,17 @@ def propose_cmd(
     try:
         post = bm.Posterior.load(posterior)
         post.check_usable()
-        batch = propose(post, q, acq, weights=weights, step=step, constraints=cons, seed=seed)
+        lengths = parse_run_lengths(run_lengths)
+        batch = propose(
+            post,
+            q,
+            acq,
+            weights=weights,
+            step=step,
+            constraints=cons,
+            seed=seed,
+            run_lengths=lengths,
+        )
     except USER_ERRORS as exc:
         fail(str(exc))
     console.print(post.summary_line())
@@ -203,9 +221,24 @@ def propose_cmd(
         f"run {i + 1}: {g:.4f}" for i, g in enumerate(batch["expected_gain"].to_numpy())
     )
     console.print(f"expected gain over the best observed run (objective units): {gains}")
+    if "steps" in batch:
+        lengths_text = "  ".join(f"run {i + 1}: {s:g}" for i, s in enumerate(batch["steps"]))
+        console.print(f"run lengths (steps): {lengths_text}")
     if out is not None:
         batch.to_csv(out, index=False)
         console.print(f"proposals written to {out}")
+
+
+def parse_run_lengths(text: str | None) -> list[float] | None:
+    """ "2500,5000,10000" -> [2500.0, 5000.0, 10000.0]; one clear error for anything else."""
+    if text is None:
+        return None
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(
+            f"--run-lengths must be comma-separated numbers of steps, got {text!r}"
+        ) from None
 
 
 def read_token_counts(path: Path) -> dict[str, float]:

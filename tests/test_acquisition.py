@@ -124,6 +124,74 @@ def test_optimum_variance_grows_with_the_batch(fitted) -> None:
     assert 0 <= one <= two <= four <= acq.variance_now + 1e-12
 
 
+def test_pending_runs_count_as_runs_of_the_batch(fitted) -> None:
+    """Pending runs enter through their Gram matrix: a batch of 2 with 2 pending removes
+    what the batch of all 4 removes, whether pending came as X_pending or add_pending."""
+    _, post = fitted
+    model = LawEnsembleModel(post, max_draws=64)
+    optima = torch.as_tensor(
+        post.optimal_mixture(max_draws=64).draws.to_numpy(), dtype=torch.float64
+    )
+    x = torch.as_tensor(np.random.default_rng(1).dirichlet(np.ones(5), 4))
+    acq = qOptimumVarianceReduction(model, optima, torch.full((5,), 0.02))
+    together = float(acq(x[None]))
+    acq.set_X_pending(x[:2])
+    as_pending = float(acq(x[None, 2:]))
+    added = qOptimumVarianceReduction(model, optima, torch.full((5,), 0.02))
+    added.add_pending(x[:2], (None,))
+    np.testing.assert_allclose([as_pending, float(added(x[None, 2:]))], together, rtol=1e-9)
+
+
+@pytest.fixture(scope="module")
+def fitted_with_steps(world: SyntheticOracle) -> object:
+    ctx = ProposalContext(world.domains, natural=world.natural, seed=0)
+    first = get_proposer("dirichlet-swarm").propose(ctx, 8)
+    r = first[[f"r:{d}" for d in world.domains]].to_numpy()
+    ids = [f"run-{i}" for i in range(8)]
+    frame = world.observe(r, np.random.default_rng(0), ids, steps=10_000, checkpoints=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return bm.fit(
+            bm.Observations.from_frame(frame),
+            method="laplace",
+            progress=False,
+            num_samples=128,
+            reference_step=10_000,
+        )
+
+
+def test_cost_aware_proposals_spend_the_batch_compute_on_short_runs(fitted_with_steps) -> None:
+    """In the law's own world a short run shows a mixture's effect at a quarter of the
+    cost, so the batch's compute (q target-length runs) buys more, shorter runs."""
+    out = propose(
+        fitted_with_steps,
+        2,
+        "optimum-variance",
+        max_draws=64,
+        run_lengths=[2_500, 10_000],
+        checkpoints=2,
+    )
+    steps = out["steps"].to_numpy()
+    assert set(steps) <= {2_500.0, 10_000.0} and steps.sum() <= 20_000
+    assert steps.sum() > 20_000 - 2_500 and len(out) > 2
+    r = shares(out, list(fitted_with_steps.domains))
+    assert np.allclose(r.sum(axis=1), 1.0) and (r >= 0).all()
+    assert np.all(np.diff(out["acquisition_value"].to_numpy()) >= -1e-9)
+
+
+def test_bad_run_lengths_each_say_one_clear_thing(fitted, fitted_with_steps) -> None:
+    post = fitted_with_steps
+    for args, message in (
+        ((post, 2, "thompson"), "optimum-variance acquisition only"),
+        ((fitted[1], 2, "optimum-variance"), "need a law fitted with a step axis"),
+    ):
+        with pytest.raises(ProposalError, match=message):
+            propose(*args, run_lengths=[2_500], max_draws=32)
+    for lengths, message in (([-5], "positive numbers"), ([20_000], "longer than the target")):
+        with pytest.raises(ProposalError, match=message):
+            propose(post, 2, "optimum-variance", run_lengths=lengths, max_draws=32)
+
+
 def test_pool_proposals_come_from_the_pool(fitted) -> None:
     obs, post = fitted
     pool = get_proposer("uniform").propose(ProposalContext(list(post.domains), seed=4), 20)
@@ -214,6 +282,8 @@ def test_cli_propose_prints_runs_with_their_expected_gain(fitted, tmp_path) -> N
         (["--q", "0"], "q must be a positive integer"),
         (["--acq", "ucb"], "unknown acquisition"),
         (["--lower", "d00=0.9", "--lower", "d01=0.9"], "lower bounds sum"),
+        (["--run-lengths", "short"], "--run-lengths must be comma-separated numbers"),
+        (["--run-lengths", "2500"], "optimum-variance acquisition only"),
     ):
         bad = runner.invoke(app, ["propose", str(path), *args])
         assert bad.exit_code == 1 and message in bad.output, bad.output

@@ -51,6 +51,17 @@ def test_synthetic_worlds_differ_by_seed_and_repeat_by_seed() -> None:
 
 
 @pytest.mark.skipif(not REGMIX.exists(), reason="needs ../shared/data/regmix")
+def test_step_drift_changes_short_runs_only() -> None:
+    """A drifting world's mixture effect differs at short runs; at the target step it is
+    the separable world, so the optimum is the same."""
+    flat, drift = SyntheticOracle(5, world_seed=1), SyntheticOracle(5, world_seed=1, step_drift=0.5)
+    r = np.random.default_rng(0).dirichlet(np.ones(5), 4)
+    full, short = np.full(4, flat.reference_step), np.full(4, flat.reference_step / 4)
+    np.testing.assert_allclose(drift.log_loss(r, full), flat.log_loss(r, full))
+    assert not np.allclose(drift.log_loss(r, short), flat.log_loss(r, short))
+    np.testing.assert_allclose(drift.best_mixture, flat.best_mixture)
+
+
 def test_pool_oracle_answers_with_the_measured_runs() -> None:
     o = PoolOracle(REGMIX)
     assert o.pool_x.shape == (768, 17) and len(o.targets) == 13

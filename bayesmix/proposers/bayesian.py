@@ -43,6 +43,9 @@ class BayesMixProposer:
     law, fit_options: how to fit a posterior when the context has none.
     initial: the posterior-free proposer for the first batch.
     max_draws: ensemble size; discrepancy: add a GP residual term to the ensemble.
+    run_lengths, checkpoints: let optimum-variance choose each run's length (steps) from
+    ``run_lengths``, spending the compute of q target-length runs
+    (``bayesmix.acquisition.propose``); None: every run has the target length.
     """
 
     acquisition: str = "thompson"
@@ -52,6 +55,8 @@ class BayesMixProposer:
     max_draws: int = 256
     discrepancy: bool = False
     settings: Any = None
+    run_lengths: tuple[float, ...] | None = None
+    checkpoints: int = 4
     name: str = "bayesmix"
 
     def __post_init__(self) -> None:
@@ -84,4 +89,6 @@ class BayesMixProposer:
             max_draws=self.max_draws,
             discrepancy=self.discrepancy,
             settings=self.settings,
+            run_lengths=self.run_lengths,
+            checkpoints=self.checkpoints,
         )
