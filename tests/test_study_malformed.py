@@ -102,6 +102,11 @@ CONFIG_CASES: list[tuple[str, Any, str]] = [
     ("fit-option", edit("fit.options", {"chains": 4}), "unknown fit option(s) chains"),
     ("proposer-unknown", edit("proposer.name", "genetic"), "unknown proposer 'genetic'"),
     ("first-bayesian", edit("proposer.first", "bayesmix"), "the first batch needs a design"),
+    (
+        "proposer-run-lengths",
+        edit("proposer.options", {"run_lengths": [2500, 5000]}),
+        "run_lengths are not supported in a study yet",
+    ),
     ("first-batch-budget", edit("proposer.first_batch", 10), "exceeds the budget (4)"),
     ("bayes-one-run", edit("proposer", {"name": "bayesmix", "first_batch": 1}), "at least two"),
     ("batch-zero", edit("batch_size", 0), "batch_size: Input should be greater than 0"),

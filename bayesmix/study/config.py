@@ -252,6 +252,18 @@ class ProposerConfig(_Section):
             )
         return v
 
+    @field_validator("options")
+    @classmethod
+    def _options(cls, v: dict[str, Any]) -> dict[str, Any]:
+        if "run_lengths" in v or "checkpoints" in v:
+            # A study trains every run to the proxy's step count; a proposed length would be
+            # dropped without a word.
+            raise ValueError(
+                "run_lengths are not supported in a study yet (every run trains to the "
+                "proxy's steps); use `bayesmix propose --run-lengths` on a posterior"
+            )
+        return v
+
 
 class ExecutorConfig(_Section):
     """Where runs execute: ``local`` processes or ``ray`` tasks; failure handling."""
