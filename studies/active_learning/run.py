@@ -320,7 +320,7 @@ def optimum_interval(
 
 
 def _commit() -> str:
-    """HEAD's short hash, with "+dirty" when tracked code differs from it."""
+    """HEAD's short hash, with "+dirty" when tracked Python code differs from it."""
     import subprocess
 
     def git(*args: str) -> str:
@@ -329,7 +329,8 @@ def _commit() -> str:
 
     try:
         head = git("rev-parse", "--short", "HEAD") or "unknown"
-        dirty = git("status", "--porcelain", "--untracked-files=no", "--", "../../bayesmix", ".")
+        # Code only: the results files next to this script change while it runs.
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", "../../*.py")
     except OSError:
         return "unknown"
     return head + ("+dirty" if dirty else "")
