@@ -130,7 +130,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         + f"; {df['cpu_s'].sum() / 3600:.2f} CPU hours). {M} domains, q = {bench.Q} target-"
         "length runs of compute per batch, the first batch shared. Regret: mean over seeds "
         "(seeds in brackets); runs: mean number of runs trained; wins: seeds where "
-        "cost-aware has the lower regret.",
+        "cost-aware has the lower regret (at 8 both have trained the same first batch).",
     ]
     for world, wdf in df.groupby("world", sort=False):
         out += ["", f"## {world} world", "", "| compute | method | regret | runs | wins |"]
@@ -140,8 +140,11 @@ def table(rows: list[dict[str, Any]]) -> str:
             for method, g in bdf.groupby("method", sort=False):
                 wins = ""
                 if method == "cost-aware" and {"cost-aware", "full-length"} <= set(pivot):
-                    won = int((pivot["cost-aware"] < pivot["full-length"]).sum())
-                    wins = f"{won}/{len(pivot)}"
+                    ca, fl = pivot["cost-aware"], pivot["full-length"]
+                    tied = int(np.isclose(ca, fl, rtol=0, atol=1e-12).sum())
+                    wins = f"{int((ca < fl).sum())}/{len(pivot)}" + (
+                        f" ({tied} tied)" if tied else ""
+                    )
                 out.append(
                     f"| {budget} | {method} | {g['regret'].mean():.5f} ({len(g)}) | "
                     f"{g['runs'].mean():.1f} | {wins} |"
