@@ -217,7 +217,7 @@ class AcquisitionSettings:
 def propose(
     posterior: Any,
     q: int,
-    acquisition: str = "thompson",
+    acquisition: str = "optimum-variance",
     *,
     weights: Mapping[str, float] | None = None,
     step: float | None = None,

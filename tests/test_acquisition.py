@@ -283,7 +283,8 @@ def test_cli_propose_prints_runs_with_their_expected_gain(fitted, tmp_path) -> N
         (["--acq", "ucb"], "unknown acquisition"),
         (["--lower", "d00=0.9", "--lower", "d01=0.9"], "lower bounds sum"),
         (["--run-lengths", "short"], "--run-lengths must be comma-separated numbers"),
-        (["--run-lengths", "2500"], "optimum-variance acquisition only"),
+        (["--run-lengths", "2500"], "need a law fitted with a step axis"),
+        (["--acq", "thompson", "--run-lengths", "2500"], "optimum-variance acquisition only"),
     ):
         bad = runner.invoke(app, ["propose", str(path), *args])
         assert bad.exit_code == 1 and message in bad.output, bad.output

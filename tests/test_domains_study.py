@@ -120,8 +120,8 @@ def test_update_then_warm_fit(world, tmp_path) -> None:
 
 
 def test_after_an_update_bayesmix_proposes_by_optimum_variance(tmp_path) -> None:
-    """A study's bayesmix proposer switches to the optimum-variance acquisition once its
-    domain set changed (what studies/domain_updates measured); an explicit choice stays."""
+    """A study's bayesmix proposer uses the optimum-variance acquisition by default, after a
+    domain update too (what studies/domain_updates measured); an explicit choice stays."""
     url = f"sqlite:///{tmp_path / 'study.db'}"
     for options, expect_values in (({}, True), ({"acquisition": "thompson"}, False)):
         proposer = {"name": "bayesmix", "options": options}

@@ -329,10 +329,6 @@ class Study:
                 "proposer 'bayesmix' needs the posterior: study.ask(q, posterior=study.fit())"
             )
         options = dict(cfg.proposer.options) if name == cfg.proposer.name else {}
-        if name == "bayesmix" and self.domain_set.version > 1:
-            # After a domain update, what is uncertain is where the changed domains put the
-            # optimum: runs aimed at it beat Thompson's there (studies/domain_updates).
-            options.setdefault("acquisition", "optimum-variance")
         if name == "entropy" and "entropies" not in options and self.domain_set.shards:
             options["shards"] = self.domain_set.shards
         pending = self.runs(["proposed", "running"])
