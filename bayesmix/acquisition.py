@@ -94,7 +94,6 @@ class qOptimumVarianceReduction(AcquisitionFunction):
         optima: Tensor,
         noise: Tensor,
         X_pending: Tensor | None = None,
-        checkpoints: Sequence[float | None] = (None,),
     ) -> None:
         super().__init__(model=model)
         if optima.shape[0] != model.ensemble_size:
@@ -103,7 +102,9 @@ class qOptimumVarianceReduction(AcquisitionFunction):
         self.register_buffer("optima_c", centred / np.sqrt(model.ensemble_size))
         self.register_buffer("noise", noise.to(DTYPE).clamp_min(1e-4))
         self.variance_now = float((self.optima_c**2).sum())
-        self.checkpoints = tuple(checkpoints)
+        # Steps at which a scored run is observed (None: the target step); cost-aware
+        # proposals set them per run length.
+        self.checkpoints: tuple[float | None, ...] = (None,)
         d = model.ensemble_size
         self.extra_gram = torch.zeros(d, d, dtype=DTYPE)  # runs added with other checkpoints
         self.set_X_pending(X_pending)
@@ -125,15 +126,18 @@ class qOptimumVarianceReduction(AcquisitionFunction):
         self.X_pending = None if X_pending is None else X_pending.detach()
         self.pending_gram = self.extra_gram
         if X_pending is not None:
-            z = self.features(self.X_pending[None])[0]
-            self.pending_gram = self.extra_gram + z @ z.T
+            self.pending_gram = self.extra_gram + self._gram(self.X_pending, self.checkpoints)
 
     def add_pending(self, X: Tensor, checkpoints: Sequence[float | None]) -> None:
         """Pending runs with checkpoints of their own (runs of another length)."""
+        self.extra_gram = self.extra_gram + self._gram(X, checkpoints)
+        self.set_X_pending(self.X_pending)
+
+    def _gram(self, X: Tensor, checkpoints: Sequence[float | None]) -> Tensor:
+        """Z Z^T (D x D) of runs X (n x M) observed at ``checkpoints``."""
         with torch.no_grad():
             z = self.features(X[None], checkpoints)[0]
-        self.extra_gram = self.extra_gram + z @ z.T
-        self.set_X_pending(self.X_pending)
+        return z @ z.T
 
     def removed(self, gram: Tensor) -> Tensor:
         """tr(R^T G (G + I)^{-1} R) for Gram matrices G = Z Z^T (b x D x D): the variance
@@ -341,16 +345,12 @@ def _check_run_lengths(
     lengths = sorted({float(x) for x in run_lengths})
     if not lengths or not all(np.isfinite(x) and x > 0 for x in lengths):
         raise ProposalError(f"run lengths must be positive numbers of steps, got {run_lengths!r}")
-    target = float(step) if step is not None else _reference(posterior)
+    target = float(step) if step is not None else posterior.reference_step
     if lengths[0] > target:
         raise ProposalError(
             f"the shortest run length {lengths[0]:g} is longer than the target step {target:g}"
         )
     return target, lengths
-
-
-def _reference(posterior: Any) -> float:
-    return float(posterior.settings.reference_step or posterior.observations.max_step)
 
 
 def _checkpoint_steps(length: float, checkpoints: int) -> tuple[float, ...]:

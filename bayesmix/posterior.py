@@ -190,11 +190,17 @@ class Posterior:
             out = {k: v[keep] for k, v in out.items()}
         return out
 
+    @property
+    def reference_step(self) -> float:
+        """The step the law's K_t is parametrised at (s_rel = 1): the fit's setting, else the
+        longest observed run."""
+        return float(self.settings.reference_step or self.observations.max_step)
+
     def s_rel(self, step: float | None) -> np.ndarray | None:
         """Training progress relative to the reference step, or None without a step axis."""
         if not self.observations.has_steps:
             return None
-        ref = self.settings.reference_step or self.observations.max_step
+        ref = self.reference_step
         s = ref if step is None else float(step)
         if not np.isfinite(s) or s <= 0:
             raise ValueError(f"step must be a positive number, got {step!r}")

@@ -619,7 +619,7 @@ def _placeholder_observations(
         }
     )
     if s_rel is not None:
-        frame.insert(1, "step", post.settings.reference_step or post.observations.max_step)
+        frame.insert(1, "step", post.reference_step)
     shares = np.repeat(r, len(domains), axis=0)
     for j, d in enumerate(domains):
         frame[ratio_column(d)] = shares[:, j]

@@ -151,7 +151,7 @@ def observed_log_losses(
     from bayesmix.proposers.base import run_table
 
     if obs.has_steps and step is None:
-        step = posterior.settings.reference_step or obs.max_step
+        step = posterior.reference_step
     r, y, names = run_table(obs, step)
     order = [names.index(t) for t in targets]
     return r, np.log(y[:, order])
