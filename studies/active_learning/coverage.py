@@ -20,6 +20,10 @@ import numpy as np
 import pandas as pd
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(1, str(HERE.parents[1]))
+
+import run as bench  # noqa: E402
 
 
 def rows(path: Path) -> pd.DataFrame:
@@ -39,7 +43,8 @@ def rows(path: Path) -> pd.DataFrame:
                 "m": m,
                 "covered": ci["covered"],
                 "width": ci["width"],
-                "commit": r.get("commit", ""),
+                "commit": r.get("commit", "unrecorded"),
+                "host": r.get("host", "vm (2 CPU cores, no GPU)"),
             }
         )
     return pd.DataFrame(out)
@@ -53,9 +58,8 @@ def table(df: pd.DataFrame) -> str:
         "optimum per posterior draw, 256 draws, Laplace), against the oracle's true optimum. "
         "`coverage`: share of (seed, domain) intervals holding the truth (nominal 0.90); "
         "`all inside`: seeds where every domain's interval holds it; `width`: mean interval "
-        "width in shares. Made by `coverage.py` from `full.jsonl` (commits "
-        + ", ".join(f"`{c}`" for c in sorted(set(df["commit"])) if c)
-        + ").",
+        "width in shares. Made by `coverage.py` from `full.jsonl`. "
+        + bench.provenance(df.to_dict("records")),
     ]
     for cell, cdf in df.groupby("cell", sort=False):
         lines += [

@@ -10,6 +10,7 @@ below), per seed (synthetic cells: one world per seed; RegMix cells: one world).
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -56,7 +57,9 @@ def main() -> None:
         "# Regret of the mixtures that need no runs",
         "",
         "Mean over seeds (synthetic: 10 worlds; RegMix landscape: one world; pool cells have "
-        "no truth off their rows and are left out). Made by `references.py`.",
+        "no truth off their rows and are left out). Made by `references.py` on "
+        f"{bench.HOST} at {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit "
+        f"`{bench.COMMIT}`.",
         "",
         "| cell | worlds | natural proportions | uniform |",
         "|---|---:|---:|---:|",

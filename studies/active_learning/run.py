@@ -290,6 +290,7 @@ def trajectory(
                 },
                 "wall_s": time.perf_counter() - wall,
                 "commit": COMMIT,
+                "host": HOST,
             }
             if name == "posterior-optimum" and pool is None:
                 line["ci90"] = optimum_interval(post, weights, config, oracle.best_mixture)
@@ -337,6 +338,26 @@ def _commit() -> str:
 
 
 COMMIT = _commit()
+HOST = f"{socket.gethostname()} ({os.cpu_count()} CPU cores, no GPU)"
+
+
+def provenance(rows: list[dict[str, Any]]) -> str:
+    """Where and when the lines ran: their hosts and commits, each commit with its date
+    (lines carry their commit; a line without one predates the record)."""
+    import subprocess
+
+    commits = sorted({str(r.get("commit", "unrecorded")) for r in rows})
+    dated = []
+    for c in commits:
+        out = subprocess.run(
+            ["git", "show", "-s", "--format=%cd", "--date=format:%Y-%m-%d %H:%M", c.split("+")[0]],
+            cwd=HERE,
+            capture_output=True,
+            text=True,
+        )
+        dated.append(f"`{c}` ({out.stdout.strip() or 'date unknown'})")
+    hosts = sorted({str(r.get("host", "vm (2 CPU cores, no GPU)")) for r in rows})
+    return f"Ran on {', '.join(hosts)}; commits (committed at): {', '.join(dated)}."
 
 
 def make_recommender(name: str, config: Config) -> Any:
@@ -413,6 +434,7 @@ def olmix_reference(cell: Cell, seed: int, cache: Path) -> list[dict[str, Any]]:
                     "recommend": time.process_time() - solve_started,
                 },
                 "commit": COMMIT,
+                "host": HOST,
             }
         )
     return lines
@@ -516,7 +538,8 @@ def table(rows: list[dict[str, Any]], config: Config) -> str:
         f"{len(df)} result lines, {df.groupby(['cell', 'seed']).ngroups} (cell, seed) pairs, "
         f"{cpu / 3600:.2f} CPU hours recorded; law `{config.law}`, fit `{config.fit}`, "
         f"q = {Q}. Regret = true objective of the recommended mixture minus the best "
-        "achievable (nats, lower is better); mean over seeds (number of seeds in brackets)."
+        "achievable (nats, lower is better); mean over seeds (number of seeds in brackets). "
+        + provenance(rows)
     )
     for cell_name, cdf in df.groupby("cell", sort=False):
         m = int(cell_name.split("-")[2]) if cell_name.split("-")[2].isdigit() else 17

@@ -115,6 +115,7 @@ def trajectory(world: str, seed: int, method: str, done: set[int]) -> list[dict[
                 "regret": regret,
                 "cpu_s": time.process_time() - started,
                 "commit": bench.COMMIT,
+                "host": bench.HOST,
             }
         )
     return lines
@@ -125,9 +126,8 @@ def table(rows: list[dict[str, Any]]) -> str:
     out = [
         "# Cost-aware run lengths against full-length runs, at equal compute",
         "",
-        f"Made by `run_length.py` ({len(df)} lines; commits "
-        + ", ".join(f"`{c}`" for c in sorted(df["commit"].unique()))
-        + f"; {df['cpu_s'].sum() / 3600:.2f} CPU hours). {M} domains, q = {bench.Q} target-"
+        f"Made by `run_length.py` ({len(df)} lines, {df['cpu_s'].sum() / 3600:.2f} CPU "
+        f"hours). {bench.provenance(rows)} {M} domains, q = {bench.Q} target-"
         "length runs of compute per batch, the first batch shared. Regret: mean over seeds "
         "(seeds in brackets); runs: mean number of runs trained; wins: seeds where "
         "cost-aware has the lower regret (at 8 both have trained the same first batch).",
