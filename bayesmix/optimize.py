@@ -11,6 +11,7 @@ The own-share law has a closed form per draw; every other law uses projected gra
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -241,6 +242,20 @@ def projected_gradient(
 
 
 # ----------------------------------------------------------------------------- entry point
+def _warn_if_vertex(law: str, rewarded: list[str]) -> None:
+    """An own-share law rewards only the weighted targets' own domains: with one, its
+    optimum is as much of that domain as the bounds allow, whatever the data say."""
+    if len(rewarded) == 1:
+        warnings.warn(
+            f"the objective weighs targets of one domain only ({rewarded[0]!r}), and the "
+            f"own-share law {law!r} rewards only that domain's share, so its optimum is as "
+            f"much {rewarded[0]!r} as the bounds allow; fit law='bimix-cross' to learn "
+            "what the other domains do for it",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
 def optimal_mixture(
     posterior: Posterior,
     weights: Mapping[str, float] | None = None,
@@ -265,6 +280,8 @@ def optimal_mixture(
     s_rel = posterior.s_rel(step)
     own_onehot = posterior.own_onehot()
     own = own_onehot.argmax(axis=1)
+    if law.own_share:
+        _warn_if_vertex(posterior.law, [domains[j] for j in set(own[w > 0])])
     closed = (
         law.own_share
         and own_onehot.sum(axis=1).min() == 1

@@ -318,6 +318,16 @@ def test_unconstrained_optimum_intervals(post):
         post.optimal_mixture(weights={"news": 1.0})
 
 
+def test_one_target_under_the_own_share_law_warns_of_the_vertex(post):
+    """Weighing one target, the own-share law's optimum is its own domain alone (up to the
+    bounds): the user is told so, and pointed to the cross law."""
+    target = post.targets[0]
+    with pytest.warns(UserWarning, match="bimix-cross"):
+        opt = post.optimal_mixture(weights={target: 1.0}, max_draws=50)
+    own = post.domains[post.own_onehot()[0].argmax()]
+    assert opt.mixture[own] > 0.99
+
+
 @pytest.mark.slow
 def test_projected_gradient_optimum_of_the_cross_law():
     """bimix-cross has no closed form: the projected-gradient optima per draw match SLSQP on

@@ -17,6 +17,21 @@ $RUN --cells synthetic-bimix-17 $PAIR $RECS --max-runs 32
 $RUN --cells synthetic-cross-17 regmix-landscape-17 $PAIR $RECS --max-runs 24
 $RUN --cells regmix-pool-17 --methods bayesmix-optimum-variance dirichlet-swarm \
     --recommenders posterior-optimum --max-runs 24
+# The other proposers and recommenders at 7 and 17 domains (session 12).
+OTHERS="--methods random-swarm uniform entropy --recommenders posterior-optimum olmix regmix"
+$RUN --cells synthetic-bimix-7 synthetic-cross-7 $OTHERS --max-runs 24
+$RUN --cells synthetic-bimix-7 synthetic-cross-7 --methods dirichlet-swarm \
+    --recommenders regmix posterior-optimum+gp --max-runs 24
+$RUN --cells synthetic-bimix-17 synthetic-cross-17 $OTHERS --max-runs 24
+# Pile-CC alone (the second table): Olmix's recipe, then the acceptance pair.
+PILE="regmix-landscape-17-pile_cc regmix-pool-17-pile_cc"
+$RUN --methods none --cells $PILE
+$RUN --cells $PILE --methods bayesmix-optimum-variance dirichlet-swarm $RECS --max-runs 24
+# The cross-domain law in the loop, in its own results file (results/cross-law.md).
+CROSS="$RUN --law bimix-cross --out studies/active_learning/results/cross-law.jsonl"
+$CROSS --cells regmix-landscape-17-pile_cc synthetic-cross-7 \
+    --methods bayesmix-optimum-variance dirichlet-swarm --recommenders posterior-optimum \
+    --max-runs 24
 # 64 domains: bayesmix against Olmix's recipe (K = 195 runs in one swarm).
 $RUN --cells synthetic-bimix-64 --methods bayesmix-thompson $RECS --max-runs 64
 nice -n 10 $PY studies/active_learning/proposal_time.py 17 64
