@@ -33,7 +33,7 @@ from numpyro.infer.util import constrain_fn, potential_energy, unconstrain_fn
 from threadpoolctl import threadpool_limits
 
 from bayesmix import jax_setup  # noqa: F401  (XLA flags and float64 before any computation)
-from bayesmix.laws import LawData, LawSettings, Prior, get_law
+from bayesmix.laws import Law, LawData, LawSettings, Prior, get_law
 from bayesmix.observations import Observations, ObservationsError
 from bayesmix.posterior import ConvergenceWarning, NotConvergedError, Posterior
 
@@ -110,6 +110,8 @@ def fit(
     )
     data = LawData.from_observations(obs, settings)
     law_obj.check(data)
+    if prior is None:
+        warn_if_interpolating(law_obj, data)
 
     started = time.perf_counter()
     rng_init, rng_run = jax.random.split(jax.random.PRNGKey(seed))
@@ -206,6 +208,31 @@ def latent_sites(model: Callable[[], None]) -> list[str]:
 
     trace = handlers.trace(handlers.seed(model, 0)).get_trace()
     return [k for k, s in trace.items() if s["type"] == "sample" and not s["is_observed"]]
+
+
+def warn_if_interpolating(law: Law, data: LawData) -> None:
+    """Warn when a law with an exponent per domain for every target has too few runs.
+
+    Such a law (``own_share`` False: bimix-cross, log-linear) regresses each target on the
+    M log shares: M + 1 unknowns per target. With about that many distinct mixtures it can
+    pass through every run, and the noise scale then shrinks onto the interpolation: NUTS
+    and Laplace alike return confident, wrong exponents for the domains the runs barely
+    vary (seen with 8 runs of 7 domains, studies/active_learning/results/cross-law.md).
+    Below 2 (M + 1) runs the user is told; a prior from an earlier study (``prior=``)
+    supplies what the runs cannot, so then nothing is said.
+    """
+    if law.own_share:
+        return
+    runs = len(np.unique(np.round(data.r, 6), axis=0))
+    needed = 2 * (data.n_domains + 1)
+    if runs < needed:
+        warnings.warn(
+            f"law {law.name!r} has {data.n_domains + 1} coefficients per target and the data "
+            f"only {runs} distinct mixtures: below {needed} it can interpolate the runs, and "
+            "its intervals are then overconfident; use law='bimix' or run more mixtures",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def prior_centre(model: Callable[[], None]) -> dict[str, Any]:

@@ -179,6 +179,33 @@ def test_cost_aware_proposals_spend_the_batch_compute_on_short_runs(fitted_with_
     assert np.all(np.diff(out["acquisition_value"].to_numpy()) >= -1e-9)
 
 
+def test_cost_aware_proposals_keep_to_the_target_length_where_short_runs_mislead() -> None:
+    """Where a domain's effect changes with training (step drift), the separability check
+    on the first runs' checkpoints sends the batch back to target-length runs, and says so;
+    ``check_steps=False`` trusts the law and proposes short runs anyway."""
+    drifting = SyntheticOracle(5, world_seed=1, step_drift=1.0)
+    ctx = ProposalContext(drifting.domains, natural=drifting.natural, seed=0)
+    first = get_proposer("dirichlet-swarm").propose(ctx, 10)
+    r = first[[f"r:{d}" for d in drifting.domains]].to_numpy()
+    ids = [f"run-{i}" for i in range(10)]
+    frame = drifting.observe(r, np.random.default_rng(0), ids, steps=10_000, checkpoints=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        post = bm.fit(
+            bm.Observations.from_frame(frame),
+            method="laplace",
+            progress=False,
+            num_samples=128,
+            reference_step=10_000,
+        )
+    options = {"max_draws": 64, "run_lengths": [2_500, 10_000], "checkpoints": 2}
+    with pytest.warns(UserWarning, match="short runs would mislead here .*NOT separable"):
+        checked = propose(post, 2, "optimum-variance", **options)
+    assert checked["steps"].tolist() == [10_000.0, 10_000.0]
+    trusting = propose(post, 2, "optimum-variance", check_steps=False, **options)
+    assert (trusting["steps"] == 2_500).any()
+
+
 def test_bad_run_lengths_each_say_one_clear_thing(fitted, fitted_with_steps) -> None:
     post = fitted_with_steps
     for args, message in (

@@ -296,6 +296,25 @@ def test_bimix_refuses_a_target_without_its_own_domain():
         bm.fit(obs, law="bimix", method="laplace")
 
 
+def test_a_law_with_every_exponent_warns_when_the_runs_are_too_few():
+    """bimix-cross regresses each target on M + 1 unknowns: below 2 (M + 1) distinct runs
+    it can interpolate them, and the user is told; the own-share law is not."""
+    from bayesmix.inference import warn_if_interpolating
+    from bayesmix.laws import LawData, LawSettings, get_law
+
+    def data(r: np.ndarray) -> LawData:
+        obs = bm.Observations.from_frame(table(THETA, r, steps=False))
+        return LawData.from_observations(obs, LawSettings())
+
+    few, enough = data(TRAIN[:6]), data(TRAIN)
+    with pytest.warns(UserWarning, match="only 6 distinct mixtures: below 10 it can interpolate"):
+        warn_if_interpolating(get_law("bimix-cross"), few)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_if_interpolating(get_law("bimix-cross"), enough)
+        warn_if_interpolating(get_law("bimix"), few)
+
+
 def test_bimix_needs_two_distinct_mixtures():
     frame = table(THETA, np.repeat(TRAIN[:1], 3, axis=0), steps=False)
     with pytest.raises(ValueError, match="at least two distinct mixtures"):
