@@ -473,7 +473,7 @@ def _build(
     optima = member_optima(model, posterior, w.numpy(), step, constraints)
     return qOptimumVarianceReduction(
         model,
-        torch.as_tensor(optima, dtype=DTYPE),
+        torch.tensor(optima, dtype=DTYPE),  # a copy: the memoised optima are read-only
         torch.as_tensor(noise_scale(posterior, model), dtype=DTYPE),
     )
 

@@ -7,6 +7,7 @@ tables a person can read. Heavy imports (JAX, arviz, torch) happen inside the co
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -200,18 +201,22 @@ def propose_cmd(
         post = bm.Posterior.load(posterior)
         post.check_usable()
         lengths = parse_run_lengths(run_lengths)
-        batch = propose(
-            post,
-            q,
-            acq,
-            weights=weights,
-            step=step,
-            constraints=cons,
-            seed=seed,
-            run_lengths=lengths,
-        )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UserWarning)
+            batch = propose(
+                post,
+                q,
+                acq,
+                weights=weights,
+                step=step,
+                constraints=cons,
+                seed=seed,
+                run_lengths=lengths,
+            )
     except USER_ERRORS as exc:
         fail(str(exc))
+    for warning in caught:
+        err.print(f"[yellow]warning:[/yellow] {escape(str(warning.message))}", highlight=False)
     console.print(post.summary_line())
     shares = batch[[f"r:{d}" for d in post.domains]].T
     shares.index = list(post.domains)
@@ -227,6 +232,41 @@ def propose_cmd(
     if out is not None:
         batch.to_csv(out, index=False)
         console.print(f"proposals written to {out}")
+
+
+@app.command("check-steps")
+def check_steps_cmd(
+    observations: Annotated[Path, typer.Argument(help="tidy table (.csv or .parquet)")],
+    short: Annotated[
+        float | None, typer.Option(help="early step (default: the smallest recorded)")
+    ] = None,
+    long: Annotated[float | None, typer.Option(help="late step (default: the largest)")] = None,
+    metric: Annotated[
+        str | None, typer.Option(help="metric to check, if the table has several")
+    ] = None,
+) -> None:
+    """Do short runs show the mixture's effect that long ones do? (before --run-lengths)"""
+    import bayesmix as bm
+    from bayesmix.separability import check_separability
+
+    try:
+        obs = bm.Observations.read(observations)
+        if metric is not None or len(obs.metrics) > 1:
+            obs = obs.select(metric=metric or obs.metrics[0])
+        check = check_separability(obs, short, long)
+    except USER_ERRORS as exc:
+        fail(str(exc))
+    console.print(
+        f"log exponent at step {check.short_step:g} minus at {check.long_step:g}, per target",
+        soft_wrap=True,
+    )
+    table = Table()
+    for col in ("target", "mean", "sd", "z"):
+        table.add_column(col, justify="left" if col == "target" else "right")
+    for name, row in check.log_ratio.iterrows():
+        table.add_row(str(name), *(f"{v:.3f}" for v in row.to_numpy(dtype=float)))
+    console.print(table)
+    console.print(str(check), highlight=False, soft_wrap=True)
 
 
 def parse_run_lengths(text: str | None) -> list[float] | None:

@@ -52,3 +52,22 @@ def test_what_cannot_be_checked_says_why():
             check_separability(*args)
     with pytest.raises(SeparabilityError, match="level must be in"):
         check_separability(obs, level=1.5)
+
+
+def test_cli_check_steps_prints_the_test_and_refuses_a_table_without_steps(tmp_path):
+    from typer.testing import CliRunner
+
+    from bayesmix.cli import app
+
+    obs = runs(1.0)
+    obs.write(tmp_path / "runs.csv")
+    runner = CliRunner()
+    ok = runner.invoke(app, ["check-steps", str(tmp_path / "runs.csv")])
+    assert ok.exit_code == 0, ok.output
+    assert "log exponent at step 2500 minus at 10000" in ok.output
+    assert "NOT separable on 10 runs" in ok.output
+    flat = obs.frame[obs.frame["step"] == 10_000].drop(columns="step")
+    flat.to_csv(tmp_path / "flat.csv", index=False)
+    bad = runner.invoke(app, ["check-steps", str(tmp_path / "flat.csv")])
+    assert bad.exit_code == 1 and "no step column" in bad.output, bad.output
+    assert "Traceback" not in bad.output
