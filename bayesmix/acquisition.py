@@ -372,7 +372,7 @@ def _separable_lengths(
     from bayesmix.separability import SeparabilityError, check_separability
 
     try:
-        check = check_separability(observations, level=0.1, seed=seed)
+        check = check_separability(observations, lengths[0], level=0.1, seed=seed)
     except SeparabilityError as err:
         warnings.warn(
             f"proposing short runs without checking that they show what long ones would: {err}",
@@ -474,7 +474,7 @@ def _build(
     return qOptimumVarianceReduction(
         model,
         torch.tensor(optima, dtype=DTYPE),  # a copy: the memoised optima are read-only
-        torch.as_tensor(noise_scale(posterior, model), dtype=DTYPE),
+        torch.tensor(noise_scale(posterior, model), dtype=DTYPE),
     )
 
 

@@ -78,8 +78,9 @@ def check_separability(
     num_samples: int = 512,
 ) -> SeparabilityCheck:
     """Whether the runs' losses at ``short_step`` show the mixture's effect they show at
-    ``long_step`` (default: the largest step, and the smallest step recorded by the runs that
-    reach it). Needs at least ``MIN_RUNS`` distinct mixtures recorded at both steps."""
+    ``long_step`` (default: the largest step). The short step is the last one the runs that
+    reach ``long_step`` recorded at or before ``short_step`` (default: their first). Needs at
+    least ``MIN_RUNS`` distinct mixtures recorded at both steps."""
     from scipy.stats import chi2
 
     import bayesmix as bm
@@ -93,14 +94,15 @@ def check_separability(
     reaching = set(frame.loc[frame["step"] == long_step, "run_id"])
     if not reaching:
         raise SeparabilityError(f"no run recorded its loss at step {long_step:g}")
-    if short_step is None:
-        steps = frame.loc[frame["run_id"].isin(reaching), "step"]
-        short_step = float(steps.min())
-    short_step = float(short_step)
-    if short_step >= long_step:
+    if short_step is not None and short_step >= long_step:
         raise SeparabilityError(
             f"the short step ({short_step:g}) must be below the long one ({long_step:g})"
         )
+    earlier = sorted(set(frame.loc[frame["run_id"].isin(reaching), "step"]) - {long_step})
+    if not earlier:
+        raise SeparabilityError(f"the runs that reach step {long_step:g} recorded no earlier step")
+    below = [s for s in earlier if short_step is not None and s <= short_step]
+    short_step = float(below[-1] if below else earlier[0])
     both = reaching & set(frame.loc[frame["step"] == short_step, "run_id"])
     runs = observations.mixtures().loc[sorted(both)]
     distinct = len(np.unique(runs.to_numpy(dtype=float).round(6), axis=0))

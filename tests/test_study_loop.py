@@ -192,3 +192,31 @@ def test_gpu_slots():
     assert gpu_slots(["0", "1", "2", "3"], 2.0) == ["0,1", "2,3"]
     assert gpu_slots(["0", "1"], 0.5) == ["0", "0", "1", "1"]  # two proxies per GPU
     assert gpu_slots([], 1.0) == []
+
+
+def test_a_study_with_run_lengths_spends_its_budget_in_compute(tmp_path):
+    """proposer.options.run_lengths: after the first (full-length) batch the bayesmix
+    proposer may train shorter runs; the budget counts compute in target-length runs."""
+    pytest.importorskip("bayesmix.proposers.bayesian", reason="the bayesmix proposer is absent")
+    study = create(
+        tmp_path,
+        proposer={
+            "name": "bayesmix",
+            "first": "dirichlet-swarm",
+            "options": {"run_lengths": [100, 400], "checkpoints": 4, "max_draws": 64},
+        },
+        proxy={"trainer": "law", "steps": 400, "law": {"alpha": 0.1, "noise": 0.02}},
+        batch_size=4,
+        budget=8,
+        executor={"parallel": 1},
+    )
+    result = run_study(study, progress=False)
+    runs = study.runs()
+    steps = [r.steps for r in runs]
+    assert steps[:4] == [400] * 4 and 100 in steps[4:]
+    assert len(runs) > 8 and sum(steps) == 8 * 400
+    assert result.counts["completed"] == len(runs)
+    # A run trained to its own length records its own checkpoints.
+    short = next(r for r in runs if r.steps == 100)
+    obs = study.observations().frame
+    assert obs.loc[obs.run_id == short.name, "step"].max() == 100

@@ -103,9 +103,24 @@ CONFIG_CASES: list[tuple[str, Any, str]] = [
     ("proposer-unknown", edit("proposer.name", "genetic"), "unknown proposer 'genetic'"),
     ("first-bayesian", edit("proposer.first", "bayesmix"), "the first batch needs a design"),
     (
-        "proposer-run-lengths",
-        edit("proposer.options", {"run_lengths": [2500, 5000]}),
-        "run_lengths are not supported in a study yet",
+        "run-lengths-swarm",
+        edit("proposer.options", {"run_lengths": [50, 100]}),
+        "run_lengths needs proposer 'bayesmix' with the optimum-variance acquisition",
+    ),
+    (
+        "run-lengths-too-long",
+        edit("proposer", {"name": "bayesmix", "options": {"run_lengths": [50, 500]}}),
+        "500 steps is longer than the target run (proxy.steps = 100)",
+    ),
+    (
+        "run-lengths-malformed",
+        edit("proposer.options", {"run_lengths": "short"}),
+        "run_lengths must be a list of positive step counts, got 'short'",
+    ),
+    (
+        "checkpoints-zero",
+        edit("proposer.options", {"checkpoints": 0}),
+        "checkpoints must be a positive integer, got 0",
     ),
     ("first-batch-budget", edit("proposer.first_batch", 10), "exceeds the budget (4)"),
     ("bayes-one-run", edit("proposer", {"name": "bayesmix", "first_batch": 1}), "at least two"),

@@ -243,10 +243,18 @@ def status_cmd(
         frame = study.runs_frame()
     except user_errors() as exc:
         fail(_one_line(exc))
+    from bayesmix.study.loop import spent
+
     cfg = study.config
     total = sum(counts.values())
+    used = spent(study.runs(), cfg)
+    of_budget = (
+        f"{total} of {cfg.budget} runs"
+        if abs(used - total) < 1e-9
+        else f"{total} runs, the compute of {used:.2f} of {cfg.budget} target-length runs"
+    )
     console.print(
-        f"study {study.name} ({study.storage.safe_url}): {total} of {cfg.budget} runs; "
+        f"study {study.name} ({study.storage.safe_url}): {of_budget}; "
         + ", ".join(f"{v} {k}" for k, v in counts.items()),
         highlight=False,
     )

@@ -255,12 +255,20 @@ class ProposerConfig(_Section):
     @field_validator("options")
     @classmethod
     def _options(cls, v: dict[str, Any]) -> dict[str, Any]:
-        if "run_lengths" in v or "checkpoints" in v:
-            # A study trains every run to the proxy's step count; a proposed length would be
-            # dropped without a word.
+        lengths = v.get("run_lengths")
+        if lengths is not None and not (
+            isinstance(lengths, list) and lengths and all(_positive_number(x) for x in lengths)
+        ):
             raise ValueError(
-                "run_lengths are not supported in a study yet (every run trains to the "
-                "proxy's steps); use `bayesmix propose --run-lengths` on a posterior"
+                f"proposer.options.run_lengths must be a list of positive step counts, got "
+                f"{lengths!r}"
+            )
+        checkpoints = v.get("checkpoints")
+        if checkpoints is not None and not (
+            isinstance(checkpoints, int) and not isinstance(checkpoints, bool) and checkpoints > 0
+        ):
+            raise ValueError(
+                f"proposer.options.checkpoints must be a positive integer, got {checkpoints!r}"
             )
         return v
 
@@ -329,6 +337,19 @@ class StudyConfig(_Section):
             )
         if first > self.budget:
             raise ValueError(f"the first batch ({first} runs) exceeds the budget ({self.budget})")
+        lengths = self.proposer.options.get("run_lengths")
+        if lengths is not None:
+            acquisition = self.proposer.options.get("acquisition", "optimum-variance")
+            if self.proposer.name != "bayesmix" or acquisition != "optimum-variance":
+                raise ValueError(
+                    "proposer.options.run_lengths needs proposer 'bayesmix' with the "
+                    "optimum-variance acquisition (information per step trained)"
+                )
+            if max(lengths) > self.proxy.steps:
+                raise ValueError(
+                    f"proposer.options.run_lengths: {max(lengths):g} steps is longer than the "
+                    f"target run (proxy.steps = {self.proxy.steps})"
+                )
         if self.proxy.trainer == "proxy" and self.data.domains:
             raise ValueError(
                 "data.domains (names only) suits trainer 'law'; real proxies need "
@@ -368,6 +389,10 @@ class StudyConfig(_Section):
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+
+def _positive_number(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and x > 0
 
 
 def _check_domain(name: str) -> None:

@@ -11,6 +11,7 @@ failed), re-runs what is proposed, and reuses the posterior snapshot of the same
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -43,10 +44,12 @@ def run_study(
     final_fit: bool = True,
     on_event: Callable[[str], None] | None = None,
 ) -> LoopResult:
-    """Run ``study`` until it has ``budget`` runs (default: its config's), all ended.
+    """Run ``study`` until it has spent ``budget`` runs (default: its config's), all ended.
 
-    ``budget`` counts every run of the study, completed or failed, as Optuna's n_trials
-    counts failed trials: a run that failed still cost its compute.
+    ``budget`` counts compute in runs of the target length (``proxy.steps``): a run of a
+    quarter of the steps (``proposer.options.run_lengths``) costs a quarter of one. Every
+    run counts, completed or failed, as Optuna's n_trials counts failed trials: a run that
+    failed still cost its compute.
     """
     cfg = study.config
     budget = int(budget if budget is not None else cfg.budget)
@@ -93,7 +96,7 @@ def run_study(
                     _after_task(study, done, say)
                 runs = study.runs()
                 counts = _count(runs)
-                ended = counts["completed"] + counts["failed"]
+                ended = spent([r for r in runs if r.status in ("completed", "failed")], cfg)
                 bar.update(
                     task,
                     completed=min(ended, budget),
@@ -102,9 +105,9 @@ def run_study(
                 waiting = [r for r in runs if r.status == "proposed" and r.name not in in_flight]
                 active = counts["proposed"] + counts["running"] + len(in_flight)
                 if active == 0:
-                    if len(runs) >= budget:
+                    if spent(runs, cfg) >= budget - 1e-9:
                         break
-                    last_fit = _next_batch(study, len(runs), budget, last_fit, bar, progress, say)
+                    last_fit = _next_batch(study, runs, budget, last_fit, bar, progress, say)
                     continue
                 free = ex.slots - ex.busy
                 pack = cfg.executor.pack
@@ -124,6 +127,11 @@ def run_study(
         except ValueError as exc:  # e.g. too few distinct mixtures completed to fit the law
             say(f"no recommendation yet: {exc}")
     return LoopResult(counts, fit, events)
+
+
+def spent(runs: list[Any], cfg: Any) -> float:
+    """Compute spent by ``runs``, in runs of the target length (``proxy.steps``)."""
+    return sum(r.steps for r in runs) / cfg.proxy.steps
 
 
 def _count(runs: list[Any]) -> dict[str, int]:
@@ -157,7 +165,7 @@ def _after_task(study: Study, done: Finished, say: Callable[[str], None]) -> Non
 
 def _next_batch(
     study: Study,
-    n_runs: int,
+    runs: list[Any],
     budget: int,
     last_fit: Fit | None,
     bar: Progress,
@@ -165,9 +173,10 @@ def _next_batch(
     say: Callable[[str], None],
 ) -> Fit | None:
     cfg = study.config
-    first = n_runs == 0
+    first = not runs
     q = (cfg.proposer.first_batch or cfg.batch_size) if first else cfg.batch_size
-    q = min(q, budget - n_runs)
+    # The last batch may be smaller; with run lengths, q is its compute in target-length runs.
+    q = min(q, math.ceil(budget - spent(runs, cfg) - 1e-9))
     fit = None
     if not first and cfg.needs_posterior and study.counts()["completed"]:
         fit = _fit(study, bar, progress, say)
