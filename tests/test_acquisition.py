@@ -142,12 +142,12 @@ def test_pending_runs_count_as_runs_of_the_batch(fitted) -> None:
     np.testing.assert_allclose([as_pending, float(added(x[None, 2:]))], together, rtol=1e-9)
 
 
-@pytest.fixture(scope="module")
-def fitted_with_steps(world: SyntheticOracle) -> object:
+def fitted_swarm_with_steps(world: SyntheticOracle, n: int) -> object:
+    """The law fitted to a swarm of n runs of 10,000 steps, each recorded at 4 checkpoints."""
     ctx = ProposalContext(world.domains, natural=world.natural, seed=0)
-    first = get_proposer("dirichlet-swarm").propose(ctx, 8)
+    first = get_proposer("dirichlet-swarm").propose(ctx, n)
     r = first[[f"r:{d}" for d in world.domains]].to_numpy()
-    ids = [f"run-{i}" for i in range(8)]
+    ids = [f"run-{i}" for i in range(n)]
     frame = world.observe(r, np.random.default_rng(0), ids, steps=10_000, checkpoints=4)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -158,6 +158,11 @@ def fitted_with_steps(world: SyntheticOracle) -> object:
             num_samples=128,
             reference_step=10_000,
         )
+
+
+@pytest.fixture(scope="module")
+def fitted_with_steps(world: SyntheticOracle) -> object:
+    return fitted_swarm_with_steps(world, 8)
 
 
 def test_cost_aware_proposals_spend_the_batch_compute_on_short_runs(fitted_with_steps) -> None:
@@ -183,21 +188,7 @@ def test_cost_aware_proposals_keep_to_the_target_length_where_short_runs_mislead
     """Where a domain's effect changes with training (step drift), the separability check
     on the first runs' checkpoints sends the batch back to target-length runs, and says so;
     ``check_steps=False`` trusts the law and proposes short runs anyway."""
-    drifting = SyntheticOracle(5, world_seed=1, step_drift=1.0)
-    ctx = ProposalContext(drifting.domains, natural=drifting.natural, seed=0)
-    first = get_proposer("dirichlet-swarm").propose(ctx, 10)
-    r = first[[f"r:{d}" for d in drifting.domains]].to_numpy()
-    ids = [f"run-{i}" for i in range(10)]
-    frame = drifting.observe(r, np.random.default_rng(0), ids, steps=10_000, checkpoints=4)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        post = bm.fit(
-            bm.Observations.from_frame(frame),
-            method="laplace",
-            progress=False,
-            num_samples=128,
-            reference_step=10_000,
-        )
+    post = fitted_swarm_with_steps(SyntheticOracle(5, world_seed=1, step_drift=1.0), 10)
     options = {"max_draws": 64, "run_lengths": [2_500, 10_000], "checkpoints": 2}
     with pytest.warns(UserWarning, match="short runs would mislead here .*NOT separable"):
         checked = propose(post, 2, "optimum-variance", **options)
