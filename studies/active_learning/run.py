@@ -604,21 +604,26 @@ def _score(g: pd.DataFrame) -> str:
 
 def _wins(body: pd.DataFrame, m: int) -> str:
     """Seeds (of those run) where each bayesmix proposer + posterior-optimum has lower regret
-    than the Dirichlet swarm (with Olmix's and with our recommender) at equal budget, from
-    n >= m+1 on (or the largest budget run, when that is below m+1)."""
+    than the Dirichlet swarm with Olmix's recommender, and than every other proposer with our
+    recommender, at equal budget, from n >= m+1 on (or the largest budget run, when that is
+    below m+1)."""
     lines = []
-    bayesmix_methods = [x for x in body["method"].unique() if x.startswith("bayesmix")]
+    methods = list(body["method"].unique())
+    bayesmix_methods = [x for x in methods if x.startswith("bayesmix")]
+    baselines = [("dirichlet-swarm", "olmix")] + [
+        (x, "posterior-optimum") for x in methods if not x.startswith("bayesmix")
+    ]
     for method in bayesmix_methods:
         ours = body[(body["method"] == method) & (body["recommender"] == "posterior-optimum")]
-        for rec in ("olmix", "posterior-optimum"):
-            theirs = body[(body["method"] == "dirichlet-swarm") & (body["recommender"] == rec)]
+        for other, rec in baselines:
+            theirs = body[(body["method"] == other) & (body["recommender"] == rec)]
             both = ours.merge(theirs, on=["seed", "budget"], suffixes=("", "_d"))
             if both.empty:
                 continue
             both = both[both["budget"] >= min(m + 1, both["budget"].max())]
             per = both.groupby("budget").apply(_score, include_groups=False)
             lines.append(
-                f"{method} + posterior-optimum beats dirichlet-swarm + {rec} in: "
+                f"{method} + posterior-optimum beats {other} + {rec} in: "
                 + ", ".join(f"n={b}: {v}" for b, v in per.items())
             )
     return "  \n".join(lines)
