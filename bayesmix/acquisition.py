@@ -363,7 +363,8 @@ def _check_run_lengths(
 def _separable_lengths(
     observations: Any, lengths: list[float], target: float, seed: int
 ) -> list[float]:
-    """``lengths``, or the target length alone where short runs would mislead.
+    """``lengths``, or the target length alone where short runs would mislead or the
+    runs cannot tell yet.
 
     The test's level is 0.1, not the customary 0.05: a false alarm only forgoes the savings
     of short runs, a missed change in a domain's effect costs regret (6 times that of
@@ -375,11 +376,12 @@ def _separable_lengths(
         check = check_separability(observations, lengths[0], level=0.1, seed=seed)
     except SeparabilityError as err:
         warnings.warn(
-            f"proposing short runs without checking that they show what long ones would: {err}",
+            f"proposing runs of the target length {target:g} until short runs can be checked "
+            f"against long ones: {err}",
             UserWarning,
             stacklevel=3,
         )
-        return lengths
+        return [target]
     if check.separable:
         return lengths
     warnings.warn(

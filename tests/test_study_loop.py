@@ -203,18 +203,19 @@ def test_a_study_with_run_lengths_spends_its_budget_in_compute(tmp_path):
         proposer={
             "name": "bayesmix",
             "first": "dirichlet-swarm",
+            "first_batch": 8,  # the separability check needs 8 runs
             "options": {"run_lengths": [100, 400], "checkpoints": 4, "max_draws": 64},
         },
         proxy={"trainer": "law", "steps": 400, "law": {"alpha": 0.1, "noise": 0.02}},
         batch_size=4,
-        budget=8,
+        budget=12,
         executor={"parallel": 1},
     )
     result = run_study(study, progress=False)
     runs = study.runs()
     steps = [r.steps for r in runs]
-    assert steps[:4] == [400] * 4 and 100 in steps[4:]
-    assert len(runs) > 8 and sum(steps) == 8 * 400
+    assert steps[:8] == [400] * 8 and 100 in steps[8:]
+    assert len(runs) > 12 and sum(steps) == 12 * 400
     assert result.counts["completed"] == len(runs)
     # A run trained to its own length records its own checkpoints.
     short = next(r for r in runs if r.steps == 100)
