@@ -92,7 +92,12 @@ def check_separability(
         raise SeparabilityError(f"level must be in (0, 1), got {level}")
     if not observations.has_steps:
         raise SeparabilityError("the observations have no step column: one step per run")
-    frame = observations.frame
+    own = [t for t in observations.targets if t in observations.target_domain]
+    if not own:
+        raise SeparabilityError(
+            "no target is a training domain: the check compares each target's own exponent"
+        )
+    frame = observations.frame[observations.frame["target"].isin(own)]
     long_step = float(frame["step"].max()) if long_step is None else float(long_step)
     reaching = set(frame.loc[frame["step"] == long_step, "run_id"])
     if not reaching:
@@ -107,7 +112,7 @@ def check_separability(
     below = [s for s in earlier if short_step is not None and s <= short_step]
     short_step = float(below[-1] if below else earlier[0])
     both = reaching & set(frame.loc[frame["step"] == short_step, "run_id"])
-    runs = observations.mixtures().loc[sorted(both)]
+    runs = observations.mixtures().loc[sorted(both)]  # each run's proportions
     distinct = len(np.unique(runs.to_numpy(dtype=float).round(6), axis=0))
     if distinct < MIN_RUNS:
         raise SeparabilityError(
@@ -117,7 +122,7 @@ def check_separability(
 
     def exponents(step: float) -> pd.DataFrame:
         rows = frame[frame["run_id"].isin(both) & (frame["step"] == step)].drop(columns="step")
-        obs = Observations.from_frame(rows, observations.target_domain)
+        obs = Observations.from_frame(rows, {t: observations.target_domain[t] for t in own})
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a fit's diagnostics are not the user's concern
             post = bm.fit(
