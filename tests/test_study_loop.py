@@ -196,7 +196,8 @@ def test_gpu_slots():
 
 def test_a_study_with_run_lengths_spends_its_budget_in_compute(tmp_path):
     """proposer.options.run_lengths: after the first (full-length) batch the bayesmix
-    proposer may train shorter runs; the budget counts compute in target-length runs."""
+    proposer may train shorter runs (each recording the trainer's 4 checkpoints, which the
+    proposal counts on); the budget counts compute in target-length runs."""
     pytest.importorskip("bayesmix.proposers.bayesian", reason="the bayesmix proposer is absent")
     study = create(
         tmp_path,
@@ -204,7 +205,7 @@ def test_a_study_with_run_lengths_spends_its_budget_in_compute(tmp_path):
             "name": "bayesmix",
             "first": "dirichlet-swarm",
             "first_batch": 8,  # the separability check needs 8 runs
-            "options": {"run_lengths": [100, 400], "checkpoints": 4, "max_draws": 64},
+            "options": {"run_lengths": [100, 400], "max_draws": 64},
         },
         proxy={"trainer": "law", "steps": 400, "law": {"alpha": 0.1, "noise": 0.02}},
         batch_size=4,

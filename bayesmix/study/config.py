@@ -153,6 +153,15 @@ class ProxyConfig(_Section):
             )
         return v
 
+    @property
+    def evaluations(self) -> int:
+        """Losses recorded per run (the checkpoints a run-length proposal counts on)."""
+        if self.trainer == "law":
+            return self.law.points
+        from bayesmix.proxy.train import ProxyRunConfig
+
+        return ProxyRunConfig(**self.options).eval_points
+
 
 class ObjectiveConfig(_Section):
     """Minimise sum_t w_t L_t over targets t at ``step`` (the last step by default)."""

@@ -331,6 +331,8 @@ class Study:
         options = dict(cfg.proposer.options) if name == cfg.proposer.name else {}
         if name == "entropy" and "entropies" not in options and self.domain_set.shards:
             options["shards"] = self.domain_set.shards
+        if "run_lengths" in options:
+            options.setdefault("checkpoints", cfg.proxy.evaluations)
         pending = self.runs(["proposed", "running"])
         seed = _seed(cfg.seed, number)
         try:
