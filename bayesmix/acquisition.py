@@ -525,12 +525,19 @@ def noise_scale(posterior: Any, model: LawEnsembleModel) -> np.ndarray:
     obs = posterior.observations
     mix = obs.mixtures().reset_index(drop=True).iloc[:64]
     pred = posterior.predict(mix, model.step, draws=True, max_draws=64)
-    ratio = np.log(pred["predictive"].to_numpy() / pred["value"].to_numpy())
+    with np.errstate(all="ignore"):
+        ratio = np.log(pred["predictive"].to_numpy() / pred["value"].to_numpy())
     frame = pd.DataFrame({"target": pred["target"].to_numpy(), "z": ratio})
+    # A member far in the tails can overflow its prediction (a cross law on few runs): its
+    # ratio is not a noise draw, so it is left out rather than turning sigma_t into NaN.
+    frame = frame[np.isfinite(frame["z"])]
     mad = frame.groupby("target", sort=False)["z"].agg(
         lambda z: 1.4826 * np.median(np.abs(z - np.median(z)))
     )
-    return mad.reindex(model.targets).to_numpy(dtype=float)
+    sigma = mad.reindex(model.targets).to_numpy(dtype=float)
+    if not np.isfinite(sigma).any():
+        raise ProposalError("the posterior predicts no finite losses at the observed runs")
+    return np.where(np.isfinite(sigma), sigma, np.nanmedian(sigma))
 
 
 def _thompson(

@@ -112,6 +112,27 @@ def test_proposals_improve_on_the_observed_runs(fitted, world: SyntheticOracle) 
     assert proposed.min() < observed.min()  # the law is right: its proposals are better
 
 
+def test_noise_scale_leaves_out_members_whose_prediction_overflows(fitted, monkeypatch):
+    """A cross law fitted to few runs has members whose predictions overflow; their
+    non-finite ratios once made sigma_t NaN and every gradient of optimum-variance NaN."""
+    from bayesmix.acquisition import noise_scale
+
+    _, post = fitted
+    model = LawEnsembleModel(post, None, max_draws=32)
+    clean = noise_scale(post, model)
+    real = post.predict
+
+    def overflowing(*args, **kwargs):
+        out = real(*args, **kwargs).copy()
+        out.loc[out.index[::7], "predictive"] = np.inf
+        return out
+
+    monkeypatch.setattr(post, "predict", overflowing)
+    sigma = noise_scale(post, model)
+    assert np.isfinite(sigma).all()
+    np.testing.assert_allclose(sigma, clean, rtol=0.25)
+
+
 def test_optimum_variance_grows_with_the_batch(fitted) -> None:
     _, post = fitted
     model = LawEnsembleModel(post, max_draws=64)
