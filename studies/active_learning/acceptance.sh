@@ -22,7 +22,7 @@ OTHERS="--methods random-swarm uniform entropy --recommenders posterior-optimum 
 $RUN --cells synthetic-bimix-7 synthetic-cross-7 $OTHERS --max-runs 24
 $RUN --cells synthetic-bimix-7 synthetic-cross-7 --methods dirichlet-swarm \
     --recommenders regmix posterior-optimum+gp --max-runs 24
-$RUN --cells synthetic-bimix-17 synthetic-cross-17 $OTHERS --max-runs 24
+$RUN --cells synthetic-bimix-17 synthetic-cross-17 $OTHERS --max-runs 24 --seeds 0-4
 # Pile-CC alone (the second table): Olmix's recipe, then the acceptance pair.
 PILE="regmix-landscape-17-pile_cc regmix-pool-17-pile_cc"
 $RUN --methods none --cells $PILE
@@ -31,10 +31,10 @@ $RUN --cells $PILE --methods bayesmix-optimum-variance dirichlet-swarm $RECS --m
 CROSS="$RUN --law bimix-cross --out studies/active_learning/results/cross-law.jsonl"
 $CROSS --cells regmix-landscape-17-pile_cc synthetic-cross-7 \
     --methods bayesmix-optimum-variance dirichlet-swarm --recommenders posterior-optimum \
-    --max-runs 24
+    --max-runs 24 --seeds 0-4
 # 64 domains: bayesmix against Olmix's recipe (K = 195 runs in one swarm).
 $RUN --cells synthetic-bimix-64 --methods bayesmix-thompson $RECS --max-runs 64
 nice -n 10 $PY studies/active_learning/proposal_time.py 17 64
-nice -n 10 $PY studies/active_learning/run_length.py --seeds 0-9
+nice -n 10 $PY studies/active_learning/run_length.py --seeds 0-9   # 3 methods: + checked
 $PY studies/active_learning/coverage.py
 $PY studies/active_learning/references.py
