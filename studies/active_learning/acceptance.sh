@@ -22,7 +22,7 @@ OTHERS="--methods random-swarm uniform entropy --recommenders posterior-optimum 
 $RUN --cells synthetic-bimix-7 synthetic-cross-7 $OTHERS --max-runs 24
 $RUN --cells synthetic-bimix-7 synthetic-cross-7 --methods dirichlet-swarm \
     --recommenders regmix posterior-optimum+gp --max-runs 24
-$RUN --cells synthetic-bimix-17 synthetic-cross-17 $OTHERS --max-runs 24 --seeds 0-4
+$RUN --cells synthetic-bimix-17 synthetic-cross-17 $OTHERS --max-runs 24
 # Pile-CC alone (the second table): Olmix's recipe, then the acceptance pair.
 PILE="regmix-landscape-17-pile_cc regmix-pool-17-pile_cc"
 $RUN --methods none --cells $PILE
