@@ -81,9 +81,7 @@ def fit_cmd(
     import bayesmix as bm
 
     try:
-        obs = bm.Observations.read(observations)
-        if metric is not None or len(obs.metrics) > 1:
-            obs = obs.select(metric=metric or obs.metrics[0])
+        obs = read_one_metric(observations, metric)
         post = bm.fit(obs, law=law, method=method, seed=seed)
         post.save(out)
     except USER_ERRORS as exc:
@@ -91,6 +89,16 @@ def fit_cmd(
     console.print(f"{obs!r}")
     console.print(post.summary_line())
     console.print(f"posterior written to {out}")
+
+
+def read_one_metric(path: Path, metric: str | None) -> Any:
+    """The observations in ``path``, of ``metric`` (default: the first, if there are several)."""
+    import bayesmix as bm
+
+    obs = bm.Observations.read(path)
+    if metric is not None or len(obs.metrics) > 1:
+        obs = obs.select(metric=metric or obs.metrics[0])
+    return obs
 
 
 # Options shared by the commands that take a user's constraints and objective.
@@ -246,14 +254,10 @@ def check_steps_cmd(
     ] = None,
 ) -> None:
     """Do short runs show the mixture's effect that long ones do? (before --run-lengths)"""
-    import bayesmix as bm
     from bayesmix.separability import check_separability
 
     try:
-        obs = bm.Observations.read(observations)
-        if metric is not None or len(obs.metrics) > 1:
-            obs = obs.select(metric=metric or obs.metrics[0])
-        check = check_separability(obs, short, long)
+        check = check_separability(read_one_metric(observations, metric), short, long)
     except USER_ERRORS as exc:
         fail(str(exc))
     console.print(

@@ -247,7 +247,7 @@ def status_cmd(
 
     cfg = study.config
     total = sum(counts.values())
-    used = spent(study.runs(), cfg)
+    used = spent(list(frame.itertuples()), cfg)  # rows carry each run's steps
     of_budget = (
         f"{total} of {cfg.budget} runs"
         if abs(used - total) < 1e-9
