@@ -38,3 +38,4 @@ nice -n 10 $PY studies/active_learning/proposal_time.py 17 64
 nice -n 10 $PY studies/active_learning/run_length.py --seeds 0-9   # 3 methods: + checked
 $PY studies/active_learning/coverage.py
 $PY studies/active_learning/references.py
+$PY studies/active_learning/compare_laws.py
