@@ -626,6 +626,16 @@ def _wins(body: pd.DataFrame, m: int) -> str:
                 f"{method} + posterior-optimum beats {other} + {rec} in: "
                 + ", ".join(f"n={b}: {v}" for b, v in per.items())
             )
+    for method in methods:  # the GP discrepancy against the same runs without it
+        plain = body[(body["method"] == method) & (body["recommender"] == "posterior-optimum")]
+        gp = body[(body["method"] == method) & (body["recommender"] == GP)]
+        both = gp.merge(plain, on=["seed", "budget"], suffixes=("", "_d"))
+        if not both.empty:
+            per = both.groupby("budget").apply(_score, include_groups=False)
+            lines.append(
+                f"{method} + {GP} beats {method} + posterior-optimum in: "
+                + ", ".join(f"n={b}: {v}" for b, v in per.items())
+            )
     return "  \n".join(lines)
 
 

@@ -142,11 +142,11 @@ def table(rows: list[dict[str, Any]]) -> str:
         "length runs of compute per batch, the first batch shared. Regret: mean over seeds "
         "(seeds in brackets); runs: mean number of runs trained; wins: seeds where the "
         "method has lower regret than full-length runs (at 8 all have trained the same "
-        "first batch).",
+        "first batch); short: seeds that trained any run shorter than the target by then.",
     ]
     for world, wdf in df.groupby("world", sort=False):
-        out += ["", f"## {world} world", "", "| compute | method | regret | runs | wins |"]
-        out.append("|---:|---|---:|---:|---:|")
+        out += ["", f"## {world} world", "", "| compute | method | regret | runs | short | wins |"]
+        out.append("|---:|---|---:|---:|---:|---:|")
         for budget, bdf in wdf.groupby("budget"):
             pivot = bdf.pivot(index="seed", columns="method", values="regret")
             for method, g in bdf.groupby("method", sort=False):
@@ -158,9 +158,10 @@ def table(rows: list[dict[str, Any]]) -> str:
                     wins = f"{int((ca < fl).sum())}/{len(pair)}" + (
                         f" ({tied} tied)" if tied else ""
                     )
+                short = int((g["runs"] > g["compute"] + 1e-9).sum())
                 out.append(
                     f"| {budget} | {method} | {g['regret'].mean():.5f} ({len(g)}) | "
-                    f"{g['runs'].mean():.1f} | {wins} |"
+                    f"{g['runs'].mean():.1f} | {short}/{len(g)} | {wins} |"
                 )
     return "\n".join(out) + "\n"
 
