@@ -71,7 +71,7 @@ def fit_cmd(
     observations: Annotated[Path, typer.Argument(help="tidy table (.csv or .parquet)")],
     out: Annotated[Path, typer.Option("--out", "-o", help="posterior file to write (.nc)")],
     law: Annotated[str, typer.Option(help="bimix | bimix-cross | loglinear")] = "bimix",
-    method: Annotated[str, typer.Option(help="nuts | laplace | svi")] = "nuts",
+    method: Annotated[str, typer.Option(help="nuts | laplace | svi | map")] = "nuts",
     metric: Annotated[
         str | None, typer.Option(help="metric to fit, if the table has several")
     ] = None,
@@ -271,6 +271,31 @@ def check_steps_cmd(
         table.add_row(str(name), *(f"{v:.3f}" for v in row.to_numpy(dtype=float)))
     console.print(table)
     console.print(str(check), highlight=False, soft_wrap=True)
+
+
+@app.command("compare-laws")
+def compare_laws_cmd(
+    observations: Annotated[Path, typer.Argument(help="tidy table (.csv or .parquet)")],
+    laws: Annotated[
+        str, typer.Option(help="candidate laws, comma-separated, the default first")
+    ] = "bimix,bimix-cross",
+    folds: Annotated[int, typer.Option(help="cross-validation folds (runs held out together)")] = 5,
+    metric: Annotated[
+        str | None, typer.Option(help="metric to compare on, if the table has several")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="random seed of the folds")] = 0,
+) -> None:
+    """Which law predicts held-out runs best? (K-fold cross-validation by run)"""
+    from bayesmix.selection import compare_laws
+
+    candidates = [name.strip() for name in laws.split(",") if name.strip()]
+    try:
+        obs = read_one_metric(observations, metric)
+        with console.status(f"fitting {len(candidates)} laws x {folds} folds"):
+            comparison = compare_laws(obs, candidates, folds=folds, seed=seed)
+    except USER_ERRORS as exc:
+        fail(str(exc))
+    console.print(str(comparison), highlight=False, soft_wrap=True)
 
 
 def parse_run_lengths(text: str | None) -> list[float] | None:

@@ -11,7 +11,7 @@ import json
 import os
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -125,8 +125,9 @@ class Posterior:
     def converged(self) -> bool:
         """NUTS: every r_hat <= 1.01, every ess_bulk >= 400, no divergence.
 
-        Approximations (laplace, svi) have no chains to check: they count as converged when
-        the MAP's Hessian is positive definite (and, for svi, the ELBO stopped moving), and
+        Approximations (laplace, svi, map) have no chains to check: they count as converged
+        when the MAP's Hessian is positive definite (svi: the ELBO stopped moving; map: the
+        search met its tolerance), and
         ``convergence_message`` says they are approximate.
         """
         if "_converged" not in self.info:
@@ -136,6 +137,8 @@ class Posterior:
                 ok = ok and self.divergences == 0
             elif self.method == "laplace":
                 ok = bool(self.info.get("laplace_pd", False))
+            elif self.method == "map":
+                ok = bool(self.info.get("map_success", False))
             else:
                 ok = self.info.get("svi_rel_change", np.inf) < 1.0
             self.info["_converged"] = ok
@@ -226,12 +229,17 @@ class Posterior:
         r may be a numpy array or a torch tensor; with a tensor the law is evaluated in torch
         (draws moved to r's dtype and device), so gradients flow to r (BoTorch acquisition).
         """
-        xp = namespace(r)
-        params = params if params is not None else self.draws(max_draws)
-        params = {k: _as(xp, v, r) for k, v in params.items() if k in FORMULA_SITES}
         s_rel = self.s_rel(step)
         if s_rel is not None:
-            s_rel = _as(xp, np.repeat(s_rel, r.shape[-2]), r)
+            s_rel = np.repeat(s_rel, r.shape[-2])
+        return self._log_loss(r, s_rel, params if params is not None else self.draws(max_draws))
+
+    def _log_loss(self, r: Any, s_rel: np.ndarray | None, params: Mapping[str, Any]) -> Any:
+        """The law's log loss (D, P, T) at mixtures r (P, M) and relative steps s_rel (P,)."""
+        xp = namespace(r)
+        params = {k: _as(xp, v, r) for k, v in params.items() if k in FORMULA_SITES}
+        if s_rel is not None:
+            s_rel = _as(xp, s_rel, r)
         own = _as(xp, self.own_onehot(), r)
         n_draws = next(iter(params.values())).shape[0]
         per_draw = r.shape[-2] * len(self.targets) * len(self.domains)
@@ -243,6 +251,42 @@ class Posterior:
             for i in range(0, n_draws, chunk)
         ]
         return parts[0] if len(parts) == 1 else xp.concatenate(parts, 0)
+
+    def log_likelihood(self, obs: Observations, *, max_draws: int | None = None) -> pd.DataFrame:
+        """Log density of each run's observed losses under each draw: a (draws x runs) frame.
+
+        The law's own noise model (``laws.blocks.observe``) around its loss; given a draw a
+        run's steps are independent, so its log density is theirs summed. Runs the fit did
+        not see give its out-of-sample predictive fit (``bayesmix.selection``).
+        """
+        from bayesmix.laws.base import LawData
+        from bayesmix.laws.blocks import point_log_likelihood
+
+        if not isinstance(obs, Observations):
+            raise TypeError(f"log_likelihood expects Observations, got {type(obs).__name__}")
+        if obs.domains != self.domains:
+            raise ObservationsError(
+                f"observations over domains {obs.domains} cannot be scored by a posterior "
+                f"over {self.domains}"
+            )
+        unknown = sorted(set(obs.targets) - set(self.targets))
+        if unknown:
+            raise ObservationsError(f"targets the posterior was not fitted to: {unknown}")
+        if obs.has_steps != self.observations.has_steps:
+            raise ObservationsError(
+                "observations and posterior disagree on steps: both need a step column or neither"
+            )
+        # The fit's reference step, not the scored runs' longest: s_rel must mean the same.
+        reference = self.settings.reference_step or self.observations.max_step
+        data = LawData.from_observations(obs, replace(self.settings, reference_step=reference))
+        index = np.array([self.targets.index(t) for t in data.targets])
+        data = replace(data, target=index[data.target])
+        params = self.draws(max_draws)
+        log_mean = self._log_loss(data.r, data.s_rel, params)
+        points = point_log_likelihood(self.settings.noise, params, log_mean, data)
+        codes, runs = pd.factorize(data.point_run)
+        per_run = points @ np.eye(len(runs))[codes]
+        return pd.DataFrame(per_run, columns=pd.Index(runs, name="run_id"))
 
     def mixture_matrix(self, mixtures: pd.DataFrame) -> np.ndarray:
         """Validate a frame of mixtures (one r:<domain> column per domain) and return (P, M)."""

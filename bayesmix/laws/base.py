@@ -87,7 +87,8 @@ class LawData:
 
     r: (P, M) proportions; s_rel: (P,) step / reference step, or None without a step axis;
     point, target: (R,) row -> point, row -> target; log_y: (R,) observed log losses;
-    own_onehot: (T, M), 1 at each target's own training domain (all-zero rows where none).
+    own_onehot: (T, M), 1 at each target's own training domain (all-zero rows where none);
+    point_run: (P,) the run each point belongs to.
     """
 
     r: np.ndarray
@@ -101,6 +102,7 @@ class LawData:
     target_mean: np.ndarray = field(repr=False)  # (T,) mean observed log loss per target
     target_min: np.ndarray = field(repr=False)  # (T,) smallest observed loss per target
     centered: bool = False
+    point_run: np.ndarray = field(default_factory=lambda: np.array([], dtype=object), repr=False)
 
     @property
     def n_targets(self) -> int:
@@ -162,6 +164,7 @@ class LawData:
             targets=targets,
             target_mean=mean,
             target_min=lo,
+            point_run=first["run_id"].to_numpy(dtype=object),
         )
 
 

@@ -208,6 +208,32 @@ def observe(
     numpyro.sample("log_y", likelihood.to_event(1), obs=data.log_y)
 
 
+def point_log_likelihood(
+    noise: str, params: dict[str, np.ndarray], log_mean: np.ndarray, data: LawData
+) -> np.ndarray:
+    """(D, P) log density of each point's observed losses (a run at one step, every target
+    measured there) under D posterior draws, with the noise of ``observe``.
+
+    log_mean: (D, P, T) the law's log loss at data's points; params: the draws of sigma (D, T)
+    and of noise_corr or nu (D,), as ``observe`` samples them.
+    """
+    loc = jnp.asarray(log_mean)[:, data.point, data.target]  # (D, R)
+    scale = jnp.asarray(params["sigma"])[:, data.target]
+    n_points = len(data.r)
+    if noise == "correlated":
+
+        def per_draw(loc: jnp.ndarray, scale: jnp.ndarray, rho: jnp.ndarray) -> jnp.ndarray:
+            grouped = GroupedEquicorrelatedNormal(loc, scale, rho, data.point, n_points)
+            return grouped.group_log_prob(data.log_y)
+
+        return np.asarray(jax.vmap(per_draw)(loc, scale, jnp.asarray(params["noise_corr"])))
+    if noise == "student":
+        rows = dist.StudentT(jnp.asarray(params["nu"])[:, None], loc, scale).log_prob(data.log_y)
+    else:
+        rows = dist.Normal(loc, scale).log_prob(data.log_y)
+    return np.asarray(jax.ops.segment_sum(rows.T, data.point, n_points).T)
+
+
 class GroupedEquicorrelatedNormal(dist.Distribution):
     """Normal over a flat vector whose entries fall into groups: within a group every pair is
     correlated by rho, across groups independent. Entry i: mean loc_i, scale s_i.
@@ -258,13 +284,18 @@ class GroupedEquicorrelatedNormal(dist.Distribution):
         return self.loc + self.scale * z
 
     def log_prob(self, value: jnp.ndarray) -> jnp.ndarray:
+        return self.group_log_prob(value).sum()
+
+    def group_log_prob(self, value: jnp.ndarray) -> jnp.ndarray:
+        """(n_groups,) each group's log density (0 for a group without entries: there
+        n = 0, c = d, and the terms cancel)."""
         z = (value - self.loc) / self.scale
-        counts = np.bincount(self.group, minlength=self.n_groups)
-        present = counts > 0
-        n = counts[present]
-        sums = jax.ops.segment_sum(z, self.group, self.n_groups)[present]
+        n = np.bincount(self.group, minlength=self.n_groups)
+        sums = jax.ops.segment_sum(z, self.group, self.n_groups)
+        squares = jax.ops.segment_sum(z**2, self.group, self.n_groups)
+        log_scales = jax.ops.segment_sum(jnp.log(self.scale), self.group, self.n_groups)
         d = 1.0 - self.rho
         c = d + n * self.rho
-        quad = ((z**2).sum() - self.rho * (sums**2 / c).sum()) / d
-        log_det = 2.0 * jnp.log(self.scale).sum() + (n - 1).sum() * jnp.log(d) + jnp.log(c).sum()
-        return -0.5 * (z.size * jnp.log(2.0 * jnp.pi) + log_det + quad)
+        quad = (squares - self.rho * sums**2 / c) / d
+        log_det = 2.0 * log_scales + (n - 1) * jnp.log(d) + jnp.log(c)
+        return -0.5 * (n * jnp.log(2.0 * jnp.pi) + log_det + quad)

@@ -1,0 +1,166 @@
+"""Does held-out predictive fit choose the law that recommends the better mixture?
+
+For each synthetic world (own-share and cross-domain truth, 7 domains), seed and number of
+runs n, the runs are a Dirichlet swarm (the benchmark's first batches). On them:
+
+- ``bayesmix.selection.compare_laws`` (5-fold cross-validation by run) chooses between the
+  own-share and the cross law, with each fold fitted two ways: the MAP alone (plug-in
+  predictive, seconds) and short NUTS (2 chains x 200 draws, the posterior predictive);
+- each law is fitted to all n runs (Laplace, as in the benchmark loop) and its posterior
+  optimum scored by its regret against the world's true optimum.
+
+A line per (world, seed, n) goes to ``results/law_selection.jsonl`` (resumable; CPU seconds
+recorded); the table ``results/law_selection.md`` gives, per world and n, how often each
+estimator chose the cross law, the mean elpd difference, and the regret of each law's
+recommendation and of the chosen one's.
+
+    python studies/active_learning/law_selection.py [--worlds synthetic-cross-7] [--seeds 0-4]
+    python studies/active_learning/law_selection.py --table
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(1, str(HERE.parents[1]))
+
+import run as bench  # noqa: E402
+
+OUT = HERE / "results" / "law_selection.jsonl"
+WORLDS = ("synthetic-bimix-7", "synthetic-cross-7")
+SIZES = (8, 24, 56)
+LAWS = ("bimix", "bimix-cross")
+ESTIMATORS = {
+    "map": {"method": "map"},
+    "nuts": {"method": "nuts", "num_chains": 2, "num_warmup": 200, "num_samples": 200},
+}
+RECOMMEND_FIT = {"method": "laplace", "num_chains": 1, "num_samples": 256}
+
+
+def line(world: str, seed: int, n: int) -> dict[str, Any]:
+    """Both estimators' choice and each law's regret on one swarm of n runs."""
+    import bayesmix as bm
+    from bayesmix.proposers import ProposalContext, get_proposer, get_recommender
+    from bayesmix.selection import compare_laws
+
+    kind, m = world.rsplit("-", 1)
+    oracle = bench.make_oracle(bench.Cell(kind, int(m)), seed, HERE / "cache")
+    weights = {t: float(w) for t, w in zip(oracle.targets, oracle.weights, strict=True)}
+    ctx = ProposalContext(oracle.domains, natural=oracle.natural, weights=weights, seed=seed)
+    r = get_proposer("dirichlet-swarm").propose(ctx, n)[[f"r:{d}" for d in oracle.domains]]
+    rng = np.random.default_rng([seed, 2024])
+    obs = bm.Observations.from_frame(
+        oracle.observe(r.to_numpy(), rng, [f"run-{i}" for i in range(n)])
+    )
+    result: dict[str, Any] = {"world": world, "seed": seed, "n": n, "cpu_s": {}}
+    for name, options in ESTIMATORS.items():
+        started = time.process_time()
+        comparison = compare_laws(obs, LAWS, seed=seed, fit_options=options)
+        table = comparison.table
+        result[name] = {
+            "chosen": comparison.chosen,
+            "elpd": table["elpd"].round(3).to_dict(),
+            "elpd_diff": float(table.loc["bimix-cross", "elpd_diff"]),
+            "se_diff": float(table.loc["bimix-cross", "se_diff"]),
+        }
+        result["cpu_s"][name] = time.process_time() - started
+    result["regret"] = {}
+    for law in LAWS:
+        started = time.process_time()
+        # A context per law: a context caches the posterior its first recommender fitted.
+        ctx = ProposalContext(
+            oracle.domains, observations=obs, natural=oracle.natural, weights=weights, seed=seed
+        )
+        rec = get_recommender("posterior-optimum", law=law, fit_options=RECOMMEND_FIT)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            mixture = rec.recommend(ctx).reindex(oracle.domains).to_numpy()
+        result["regret"][law] = float(oracle.objective(mixture[None])[0]) - oracle.best_value
+        result["cpu_s"][f"recommend {law}"] = time.process_time() - started
+    result.update(commit=bench.COMMIT, host=bench.HOST)
+    return result
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    out = [
+        "# Choosing the law by held-out fit",
+        "",
+        "Runs: a Dirichlet swarm of n runs (the benchmark's first batches) in a 7-domain "
+        "synthetic world whose truth is the own-share law (bimix) or the cross law. "
+        "`compare_laws` (5-fold cross-validation by run, `bayesmix.selection`) chooses "
+        "between them with each fold fitted by its MAP alone (plug-in predictive) or by "
+        "short NUTS (2 x 200 draws, the posterior predictive); `cross chosen` counts the "
+        "seeds where it chose the cross law, `elpd diff` is the cross law's elpd minus the "
+        "own-share law's (mean over seeds, with the mean standard error). Regret: each law "
+        "fitted to all n runs (Laplace, as in the loop) and its posterior optimum scored "
+        "against the true optimum (mean over seeds); `chosen` is the regret of the law NUTS "
+        "chose. Made by `law_selection.py`. " + bench.provenance(rows),
+        "",
+        "| world | n | seeds | cross chosen (map) | elpd diff (map) | cross chosen (nuts) "
+        "| elpd diff (nuts) | regret own-share | regret cross | regret chosen (nuts) "
+        "| CPU s (map / nuts) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    df = pd.DataFrame(rows)
+    for (world, n), g in df.groupby(["world", "n"], sort=True):
+        cells = [world, str(n), str(len(g))]
+        for name in ESTIMATORS:
+            est = pd.DataFrame(list(g[name]))
+            cells += [
+                f"{int((est['chosen'] == 'bimix-cross').sum())}/{len(est)}",
+                f"{est['elpd_diff'].mean():+.1f} +/- {est['se_diff'].mean():.1f}",
+            ]
+        regret = pd.DataFrame(list(g["regret"]))
+        chosen = [r[c["chosen"]] for r, c in zip(g["regret"], g["nuts"], strict=True)]
+        cpu = pd.DataFrame(list(g["cpu_s"]))
+        cells += [
+            f"{regret['bimix'].mean():.4f}",
+            f"{regret['bimix-cross'].mean():.4f}",
+            f"{np.mean(chosen):.4f}",
+            f"{cpu['map'].mean():.0f} / {cpu['nuts'].mean():.0f}",
+        ]
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--worlds", nargs="*", default=list(WORLDS))
+    p.add_argument("--sizes", nargs="*", type=int, default=list(SIZES))
+    p.add_argument("--seeds", default="0-4")
+    p.add_argument("--table", action="store_true", help="only write the table")
+    a = p.parse_args()
+    if not a.table:
+        done = {(r["world"], r["seed"], r["n"]) for r in bench.load(OUT)}
+        for n in a.sizes:
+            for seed in bench._parse_seeds(a.seeds):
+                for world in a.worlds:
+                    if (world, seed, n) in done:
+                        continue
+                    result = line(world, seed, n)
+                    with OUT.open("a") as f:
+                        f.write(json.dumps(result) + "\n")
+                    print(world, seed, n, result["map"]["chosen"], result["nuts"]["chosen"])
+    text = table(bench.load(OUT))
+    OUT.with_suffix(".md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

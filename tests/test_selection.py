@@ -1,0 +1,91 @@
+"""Choosing a law by held-out predictive fit, and the log likelihood it rests on."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from functools import partial
+
+import numpy as np
+import pytest
+from numpyro.infer import log_likelihood
+from typer.testing import CliRunner
+
+import bayesmix as bm
+from bayesmix.cli import app
+from bayesmix.laws import LawData, get_law
+from bayesmix.observations import ObservationsError
+from bayesmix.oracles import SyntheticOracle
+from bayesmix.selection import SelectionError, compare_laws
+
+
+def world_runs(law: str, n: int, noise: float, m: int = 3, **observe: object) -> bm.Observations:
+    """n random mixtures of an m-domain synthetic world, observed with log-scale ``noise``."""
+    world = SyntheticOracle(m, law=law, world_seed=1, noise=noise)
+    rng = np.random.default_rng(0)
+    r = rng.dirichlet(np.ones(m), n)
+    frame = world.observe(r, rng, [f"run-{i}" for i in range(n)], **observe)
+    return bm.Observations.from_frame(frame)
+
+
+def test_log_likelihood_is_the_model_s_own_per_run():
+    obs = world_runs("bimix", 10, 0.01, steps=10_000, checkpoints=2)
+    post = bm.fit(obs, law="bimix", method="laplace", num_chains=1, num_samples=16, progress=False)
+    ll = post.log_likelihood(obs)
+    assert ll.shape == (16, 10) and list(ll.columns) == [f"run-{i}" for i in range(10)]
+    # Summed over runs it is NumPyro's log likelihood of the fitted model, draw by draw.
+    data = replace(LawData.from_observations(obs, post.settings), centered=post.info["centered"])
+    model = partial(get_law("bimix").model, data, post.settings, None)
+    expected = np.asarray(log_likelihood(model, post.draws())["log_y"])
+    np.testing.assert_allclose(ll.to_numpy().sum(axis=1), expected, rtol=1e-9)
+    # A subset of runs is scored on the fit's own reference step.
+    two = post.log_likelihood(obs.select(runs=["run-3", "run-7"]))
+    np.testing.assert_allclose(two.to_numpy(), ll[["run-3", "run-7"]].to_numpy(), rtol=1e-9)
+    other = obs.frame.rename(columns={"r:d00": "r:web"})
+    with pytest.raises(ObservationsError, match="cannot be scored by a posterior over"):
+        post.log_likelihood(bm.Observations.from_frame(other))
+
+
+def test_held_out_fit_keeps_the_own_share_law_where_it_is_true():
+    comparison = compare_laws(world_runs("bimix", 12, 0.02), folds=3)
+    assert comparison.chosen == "bimix" and comparison.folds == 3
+    assert list(comparison.table.index) == ["bimix", "bimix-cross"]
+    assert comparison.pointwise.shape == (12, 2)
+    assert np.isfinite(comparison.pointwise.to_numpy()).all()
+    assert comparison.table.loc["bimix", "elpd_diff"] == 0.0
+    assert "chosen: bimix" in str(comparison)
+
+
+def test_held_out_fit_finds_cross_domain_effects_when_runs_show_them():
+    # Four domains, a fifth of RegMix's noise, 30 runs: the cross exponents are measured.
+    comparison = compare_laws(world_runs("bimix-cross", 30, 0.005, m=4), folds=3)
+    row = comparison.table.loc["bimix-cross"]
+    assert comparison.chosen == "bimix-cross", str(comparison)
+    assert row["elpd_diff"] > row["se_diff"] > 0
+
+
+def test_what_cannot_be_compared_says_why():
+    obs = world_runs("bimix", 6, 0.02)
+    for kwargs, message in (
+        ({"laws": ["bimix", "gp"]}, "unknown laws \\['gp'\\]"),
+        ({"laws": ["bimix", "bimix"]}, "listed twice"),
+        ({"folds": 1}, "folds must be an integer of at least 2"),
+        ({"threshold": -1.0}, "threshold must be a non-negative number"),
+    ):
+        with pytest.raises(SelectionError, match=message):
+            compare_laws(obs, **kwargs)
+    with pytest.raises(SelectionError, match="at least 4 runs to hold some out, got 3"):
+        compare_laws(obs.select(runs=["run-0", "run-1", "run-2"]))
+
+
+def test_a_law_that_cannot_fit_is_reported_and_the_next_compared(tmp_path):
+    # Targets that are no training domain: the own-share law has nothing to fit.
+    obs = world_runs("bimix", 8, 0.02)
+    renamed = obs.frame.assign(target=obs.frame["target"].str.replace("d", "task"))
+    path = tmp_path / "runs.csv"
+    renamed.to_csv(path, index=False)
+    result = CliRunner().invoke(app, ["compare-laws", str(path), "--folds", "2"])
+    assert result.exit_code == 0, result.output
+    assert "bimix        not fitted:" in result.output
+    assert "chosen: bimix-cross" in result.output
+    bad = CliRunner().invoke(app, ["compare-laws", str(path), "--laws", "bimix,nope"])
+    assert bad.exit_code != 0 and "unknown laws ['nope']" in bad.output
