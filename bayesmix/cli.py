@@ -279,6 +279,9 @@ def compare_laws_cmd(
     laws: Annotated[
         str, typer.Option(help="candidate laws, comma-separated, the default first")
     ] = "bimix,bimix-cross",
+    method: Annotated[
+        str, typer.Option(help="fit of each fold: nuts (posterior) | map (fast, plug-in)")
+    ] = "nuts",
     folds: Annotated[int, typer.Option(help="cross-validation folds (runs held out together)")] = 5,
     metric: Annotated[
         str | None, typer.Option(help="metric to compare on, if the table has several")
@@ -291,8 +294,8 @@ def compare_laws_cmd(
     candidates = [name.strip() for name in laws.split(",") if name.strip()]
     try:
         obs = read_one_metric(observations, metric)
-        with console.status(f"fitting {len(candidates)} laws x {folds} folds"):
-            comparison = compare_laws(obs, candidates, folds=folds, seed=seed)
+        with console.status(f"fitting {len(candidates)} laws x {folds} folds ({method})"):
+            comparison = compare_laws(obs, candidates, method=method, folds=folds, seed=seed)
     except USER_ERRORS as exc:
         fail(str(exc))
     console.print(str(comparison), highlight=False, soft_wrap=True)

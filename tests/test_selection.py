@@ -46,7 +46,7 @@ def test_log_likelihood_is_the_model_s_own_per_run():
 
 
 def test_held_out_fit_keeps_the_own_share_law_where_it_is_true():
-    comparison = compare_laws(world_runs("bimix", 12, 0.02), folds=3)
+    comparison = compare_laws(world_runs("bimix", 12, 0.02), method="map", folds=3)
     assert comparison.chosen == "bimix" and comparison.folds == 3
     assert list(comparison.table.index) == ["bimix", "bimix-cross"]
     assert comparison.pointwise.shape == (12, 2)
@@ -57,7 +57,7 @@ def test_held_out_fit_keeps_the_own_share_law_where_it_is_true():
 
 def test_held_out_fit_finds_cross_domain_effects_when_runs_show_them():
     # Four domains, a fifth of RegMix's noise, 30 runs: the cross exponents are measured.
-    comparison = compare_laws(world_runs("bimix-cross", 30, 0.005, m=4), folds=3)
+    comparison = compare_laws(world_runs("bimix-cross", 30, 0.005, m=4), method="map", folds=3)
     row = comparison.table.loc["bimix-cross"]
     assert comparison.chosen == "bimix-cross", str(comparison)
     assert row["elpd_diff"] > row["se_diff"] > 0
@@ -68,6 +68,7 @@ def test_what_cannot_be_compared_says_why():
     for kwargs, message in (
         ({"laws": ["bimix", "gp"]}, "unknown laws \\['gp'\\]"),
         ({"laws": ["bimix", "bimix"]}, "listed twice"),
+        ({"method": "laplace"}, "unknown method 'laplace'; choose one of nuts, map"),
         ({"folds": 1}, "folds must be an integer of at least 2"),
         ({"threshold": -1.0}, "threshold must be a non-negative number"),
     ):
@@ -83,7 +84,7 @@ def test_a_law_that_cannot_fit_is_reported_and_the_next_compared(tmp_path):
     renamed = obs.frame.assign(target=obs.frame["target"].str.replace("d", "task"))
     path = tmp_path / "runs.csv"
     renamed.to_csv(path, index=False)
-    result = CliRunner().invoke(app, ["compare-laws", str(path), "--folds", "2"])
+    result = CliRunner().invoke(app, ["compare-laws", str(path), "--folds", "2", "--method", "map"])
     assert result.exit_code == 0, result.output
     assert "bimix        not fitted:" in result.output
     assert "chosen: bimix-cross" in result.output
