@@ -22,6 +22,7 @@ _LAZY = {
     "OptimalMixture": "bayesmix.optimize",
     "entropy_mixture": "bayesmix.proxy.entropy",
     "propose": "bayesmix.acquisition",
+    "compare_laws": "bayesmix.selection",
     "DomainSet": "bayesmix.domains",
     "DomainUpdate": "bayesmix.domains",
     "Study": "bayesmix.study",

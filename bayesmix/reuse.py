@@ -288,6 +288,11 @@ def prior_from_posterior(
         they get the population prior (NaN), so that their runs are not counted twice.
     """
     settings = settings or TransferSettings()
+    if post.num_draws < 2:
+        raise ValueError(
+            f"a posterior of {post.num_draws} draw ({post.method}) has no spread to carry over "
+            "as a prior: fit the old study with method='nuts' or 'laplace'"
+        )
     if observations is not None:
         new_targets = list(observations.targets)
     elif targets is not None:

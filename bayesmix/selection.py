@@ -99,8 +99,6 @@ def compare_laws(
         folds: K; at most the number of runs (then leave-one-run-out).
         threshold: standard errors by which another law must beat the first to be chosen.
     """
-    from bayesmix.inference import fit
-
     if not isinstance(obs, Observations):
         raise TypeError(f"compare_laws expects Observations, got {type(obs).__name__}")
     laws = list(laws)
@@ -130,7 +128,7 @@ def compare_laws(
     errors: dict[str, str] = {}
     for law in laws:
         try:
-            pointwise[law] = _held_out_lpd(obs, fold_runs, law, seed, options, fit)
+            pointwise[law] = _held_out_lpd(obs, fold_runs, law, seed, options)
         except LawError as err:
             errors[law] = str(err)
     if not pointwise:
@@ -151,9 +149,10 @@ def _held_out_lpd(
     law: str,
     seed: int,
     options: dict[str, Any],
-    fit: Any,
 ) -> pd.Series:
     """Each run's log predictive density under the fit of the other folds."""
+    from bayesmix.inference import fit
+
     every_run = list(pd.unique(obs.frame["run_id"]))
     parts = []
     for i, held_out_runs in enumerate(fold_runs):

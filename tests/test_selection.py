@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 import bayesmix as bm
 from bayesmix.cli import app
+from bayesmix.domains import DomainUpdate
 from bayesmix.laws import LawData, get_law
 from bayesmix.observations import ObservationsError
 from bayesmix.oracles import SyntheticOracle
@@ -90,3 +91,17 @@ def test_a_law_that_cannot_fit_is_reported_and_the_next_compared(tmp_path):
     assert "chosen: bimix-cross" in result.output
     bad = CliRunner().invoke(app, ["compare-laws", str(path), "--laws", "bimix,nope"])
     assert bad.exit_code != 0 and "unknown laws ['nope']" in bad.output
+
+
+def test_the_map_is_a_posterior_of_one_draw_with_no_spread_to_transfer():
+    obs = world_runs("bimix", 10, 0.02)
+    post = bm.fit(obs, law="bimix", method="map", progress=False)
+    assert (
+        post.num_draws == 1
+        and post.converged
+        and "approximate posterior (map)" in str(post.summary_line())
+    )
+    opt = post.optimal_mixture(max_draws=None)
+    assert abs(opt.mixture.sum() - 1.0) < 1e-6
+    with pytest.raises(ValueError, match="a posterior of 1 draw \\(map\\) has no spread"):
+        post.to_prior(DomainUpdate.add("d03", 1e9), observations=obs)
