@@ -154,6 +154,12 @@ class Posterior:
                 f"posterior ({self.law}, NUTS) converged: max r_hat {d['r_hat'].max():.3f}, "
                 f"min ess_bulk {d['ess_bulk'].min():.0f}, no divergent transitions"
             )
+        if d["r_hat"].isna().all():
+            chains = self.idata.posterior.sizes["chain"]
+            return (
+                f"posterior ({self.law}, NUTS) cannot be checked: R-hat needs at least 2 "
+                f"chains, this fit ran {chains}; refit with num_chains >= 2 to trust it"
+            )
         worst = d["r_hat"].idxmax()
         return (
             f"posterior ({self.law}, NUTS) did NOT converge: max r_hat {d['r_hat'].max():.3f} "

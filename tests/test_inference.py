@@ -8,6 +8,7 @@ load): the names of the parameters inside the draws are the laws' business.
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -224,6 +225,26 @@ def test_short_nuts_run_is_flagged_and_refused_when_strict():
         post.predict(mixture_frame(TEST[:2]), strict=True)
     with pytest.warns(bm.ConvergenceWarning):
         post.predict(mixture_frame(TEST[:2]))
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="counts Linux memory maps")
+def test_repeated_nuts_fits_do_not_pile_up_compiled_code():
+    # Each NUTS fit used to keep ~1,100 memory maps alive; ~55 fits in one process (a study,
+    # a cross-validation) then ran out of Linux's 65,530 and crashed in the LLVM compiler.
+    obs = bm.Observations.from_frame(table(THETA, TRAIN, steps=False))
+
+    def maps() -> int:
+        return len(Path("/proc/self/maps").read_text().splitlines())
+
+    counts = []
+    for seed in range(3):
+        with pytest.warns(bm.ConvergenceWarning, match="R-hat needs at least 2 chains"):
+            bm.fit(
+                obs, law="bimix", method="nuts", num_chains=1, num_warmup=10, num_samples=10,
+                seed=seed, progress=False,
+            )  # fmt: skip
+        counts.append(maps())
+    assert counts[-1] - counts[0] < 200, counts
 
 
 def test_entries_fixed_in_every_draw_do_not_fail_the_convergence_check():

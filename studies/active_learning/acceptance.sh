@@ -32,6 +32,10 @@ CROSS="$RUN --law bimix-cross --out studies/active_learning/results/cross-law.js
 $CROSS --cells regmix-landscape-17-pile_cc synthetic-cross-7 \
     --methods bayesmix-optimum-variance dirichlet-swarm --recommenders posterior-optimum \
     --max-runs 24 --seeds 0-4
+# Which law held-out fit chooses, and the regret of each law's recommendation.
+nice -n 5 $PY studies/active_learning/law_selection.py --sizes 8 24 --seeds 0-4
+# qLogNEI in the loop at 7 domains.
+$RUN --cells synthetic-bimix-7 synthetic-cross-7 --methods bayesmix-qlognei
 # 64 domains: bayesmix against Olmix's recipe (K = 195 runs in one swarm).
 $RUN --cells synthetic-bimix-64 --methods bayesmix-thompson $RECS --max-runs 64
 nice -n 10 $PY studies/active_learning/proposal_time.py 17 64
