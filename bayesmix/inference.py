@@ -47,18 +47,30 @@ METHODS = ("nuts", "laplace", "svi", "map")
 __all__ = ["ConvergenceWarning", "NotConvergedError", "Posterior", "fit"]
 
 
+# Fits between two drops of JAX's compiled code (``_drops_compiled``).
+FITS_PER_CACHE = 16
+_fits_since_drop = 0
+
+
 def _drops_compiled(fit_fn: Callable[..., Posterior]) -> Callable[..., Posterior]:
-    """Drop JAX's compiled code when a fit returns: each fit compiles functions of its own
-    data that nothing reuses, and NUMPyro's NUTS keeps ~1,100 memory maps per fit alive
-    until then; a process that fits ~55 times (a study, a cross-validation) hits Linux's
-    65,530 maps and dies in the LLVM compiler ("Cannot allocate memory", then a segfault)."""
+    """Drop JAX's compiled code every ``FITS_PER_CACHE`` fits.
+
+    Kept, it lets later fits of the same shapes skip compiling (refits, cross-validation
+    folds: a fifth faster); but NumPyro's NUTS holds ~1,100 memory maps per fit, and a
+    process that fitted ~55 times (a study, a cross-validation) ran out of Linux's 65,530
+    and died in the LLVM compiler ("Cannot allocate memory", then a segfault).
+    """
 
     @wraps(fit_fn)
     def fit_and_drop(*args: Any, **kwargs: Any) -> Posterior:
+        global _fits_since_drop
         try:
             return fit_fn(*args, **kwargs)
         finally:
-            jax.clear_caches()
+            _fits_since_drop += 1
+            if _fits_since_drop >= FITS_PER_CACHE:
+                jax.clear_caches()
+                _fits_since_drop = 0
 
     return fit_and_drop
 

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 import bayesmix as bm
+from bayesmix import inference
 from bayesmix.laws.formulas import bimix_log_loss
 from bayesmix.optimize import own_share_optimum
 
@@ -228,14 +229,16 @@ def test_short_nuts_run_is_flagged_and_refused_when_strict():
 
 
 @pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="counts Linux memory maps")
-def test_repeated_nuts_fits_do_not_pile_up_compiled_code():
+def test_repeated_nuts_fits_do_not_pile_up_compiled_code(monkeypatch):
     # Each NUTS fit used to keep ~1,100 memory maps alive; ~55 fits in one process (a study,
     # a cross-validation) then ran out of Linux's 65,530 and crashed in the LLVM compiler.
+    # Compiled code is now dropped every FITS_PER_CACHE fits: here after each.
     obs = bm.Observations.from_frame(table(THETA, TRAIN, steps=False))
 
     def maps() -> int:
         return len(Path("/proc/self/maps").read_text().splitlines())
 
+    monkeypatch.setattr(inference, "FITS_PER_CACHE", 1)
     counts = []
     for seed in range(3):
         with pytest.warns(bm.ConvergenceWarning, match="R-hat needs at least 2 chains"):
