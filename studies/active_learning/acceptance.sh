@@ -34,6 +34,11 @@ $CROSS --cells regmix-landscape-17-pile_cc synthetic-cross-7 \
     --max-runs 24 --seeds 0-4
 # Which law held-out fit chooses, and the regret of each law's recommendation.
 nice -n 5 $PY studies/active_learning/law_selection.py --sizes 8 24 --seeds 0-4
+nice -n 5 $PY studies/active_learning/law_selection.py --sizes 24 --recommend-fit nuts
+# The cross law fitted by NUTS between batches (results/cross-law-nuts.md).
+$RUN --law bimix-cross --fit-method nuts --out studies/active_learning/results/cross-law-nuts.jsonl \
+    --cells synthetic-cross-7 --methods bayesmix-optimum-variance \
+    --recommenders posterior-optimum --max-runs 24 --seeds 0-4
 # qLogNEI in the loop at 7 domains.
 $RUN --cells synthetic-bimix-7 synthetic-cross-7 --methods bayesmix-qlognei
 # 64 domains: bayesmix against Olmix's recipe (K = 195 runs in one swarm).

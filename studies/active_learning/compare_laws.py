@@ -1,10 +1,12 @@
 """The own-share law against the cross-domain law in the loop, on the seeds both ran.
 
-Reads ``results/full.jsonl`` (law ``bimix``) and ``results/cross-law.jsonl`` (law
-``bimix-cross``, ``run.py --law bimix-cross``) and writes ``results/compare_laws.md``: mean
-regret of our recommender per cell, proposer and budget under each law, and the seeds where
-optimum-variance with the cross law has lower regret than the Dirichlet swarm with the
-own-share law (the benchmark's reference proposer and recommender).
+Reads ``results/full.jsonl`` (law ``bimix``), ``results/cross-law.jsonl`` (law
+``bimix-cross`` fitted by Laplace, ``run.py --law bimix-cross``) and
+``results/cross-law-nuts.jsonl`` (fitted by NUTS, ``--fit-method nuts``) and writes
+``results/compare_laws.md``: mean regret of our recommender per cell, proposer and budget
+under each, and the seeds where optimum-variance with the cross law has lower regret than
+the Dirichlet swarm with the own-share law (the benchmark's reference proposer and
+recommender).
 
     python studies/active_learning/compare_laws.py
 """
@@ -29,7 +31,9 @@ def main() -> None:
     laws = {
         "own-share": pd.DataFrame(bench.load(HERE / "results" / "full.jsonl")),
         "cross": pd.DataFrame(bench.load(HERE / "results" / "cross-law.jsonl")),
+        "cross (NUTS)": pd.DataFrame(bench.load(HERE / "results" / "cross-law-nuts.jsonl")),
     }
+    crosses = ("cross", "cross (NUTS)")
     ours = {
         k: v[(v["recommender"] == "posterior-optimum") & v["method"].isin(PROPOSERS)]
         for k, v in laws.items()
@@ -39,7 +43,9 @@ def main() -> None:
         "",
         "Mean regret of our recommender (posterior optimum) on the seeds both laws ran; "
         "`wins`: seeds where optimum-variance with the cross law has lower regret than the "
-        "Dirichlet swarm with the own-share law. Made by `compare_laws.py`. PROVENANCE",
+        "Dirichlet swarm with the own-share law. The cross law is fitted between batches by "
+        "Laplace (`cross`) or NUTS, 2 x 300 draws (`cross (NUTS)`). Made by "
+        "`compare_laws.py`. PROVENANCE",
         "",
         "| cell | proposer | law | seeds | " + " | ".join(f"n={b}" for b in (8, 16, 24)) + " |",
         "|---|---|---|---:|---:|---:|---:|",
@@ -50,6 +56,8 @@ def main() -> None:
         for method in PROPOSERS:
             for law, df in ours.items():
                 g = df[(df["cell"] == cell) & (df["method"] == method) & df["seed"].isin(seeds)]
+                if g.empty:
+                    continue
                 used.append(g)
                 means = g.groupby("budget")["regret"].mean()
                 cells = [f"{means[b]:.4f}" if b in means.index else "" for b in (8, 16, 24)]
@@ -58,18 +66,19 @@ def main() -> None:
                     + " | ".join(cells)
                     + " |"
                 )
-        cross = ours["cross"][
-            (ours["cross"]["cell"] == cell) & (ours["cross"]["method"] == PROPOSERS[0])
-        ]
         swarm = ours["own-share"][
             (ours["own-share"]["cell"] == cell) & (ours["own-share"]["method"] == PROPOSERS[1])
         ]
-        both = cross.merge(swarm, on=["seed", "budget"], suffixes=("", "_swarm"))
-        per = both.groupby("budget").apply(
-            lambda g: f"{int((g['regret'] < g['regret_swarm']).sum())}/{len(g)}",
-            include_groups=False,
-        )
-        wins.append(f"{cell}: " + ", ".join(f"n={b}: {v}" for b, v in per.items()))
+        for law in crosses:
+            cross = ours[law][(ours[law]["cell"] == cell) & (ours[law]["method"] == PROPOSERS[0])]
+            if cross.empty:
+                continue
+            both = cross.merge(swarm, on=["seed", "budget"], suffixes=("", "_swarm"))
+            per = both.groupby("budget").apply(
+                lambda g: f"{int((g['regret'] < g['regret_swarm']).sum())}/{len(g)}",
+                include_groups=False,
+            )
+            wins.append(f"{cell}, {law}: " + ", ".join(f"n={b}: {v}" for b, v in per.items()))
     out += ["", "Optimum-variance + cross law beats Dirichlet swarm + own-share law in:", ""]
     out += [f"- {w}" for w in wins]
     records = [
