@@ -206,7 +206,7 @@ class Mode:
     values: dict[str, np.ndarray]
     potential: float
     iterations: int
-    success: bool = True
+    success: bool
 
 
 class Laplace:

@@ -120,7 +120,11 @@ def compare_laws(
         )
     k = min(folds, len(runs))
     shuffled = np.random.default_rng(seed).permutation(runs)
-    fold_runs = [list(shuffled[i::k]) for i in range(k)]
+    held_out = [set(shuffled[i::k]) for i in range(k)]
+    splits = [
+        (obs.select(runs=[r for r in runs if r not in held]), obs.select(runs=sorted(held)))
+        for held in held_out
+    ]
     # The same reference step in every fold: held-out runs' steps must mean the same.
     options = {**FOLD_FITS[method], "progress": False, "reference_step": obs.max_step}
 
@@ -128,7 +132,7 @@ def compare_laws(
     errors: dict[str, str] = {}
     for law in laws:
         try:
-            pointwise[law] = _held_out_lpd(obs, fold_runs, law, seed, options)
+            pointwise[law] = _held_out_lpd(splits, law, seed, options)
         except LawError as err:
             errors[law] = str(err)
     if not pointwise:
@@ -138,31 +142,22 @@ def compare_laws(
     return LawComparison(table, lpd, _choose(table, threshold), k, threshold)
 
 
-def select_law(obs: Observations, laws: Sequence[str] = DEFAULT_LAWS, **kwargs: Any) -> str:
-    """The law ``compare_laws`` chooses."""
-    return compare_laws(obs, laws, **kwargs).chosen
-
-
 def _held_out_lpd(
-    obs: Observations,
-    fold_runs: list[list[str]],
+    splits: list[tuple[Observations, Observations]],
     law: str,
     seed: int,
     options: dict[str, Any],
 ) -> pd.Series:
-    """Each run's log predictive density under the fit of the other folds."""
+    """Each held-out run's log predictive density under the fit of its fold's other runs."""
     from bayesmix.inference import fit
 
-    every_run = list(pd.unique(obs.frame["run_id"]))
     parts = []
-    for i, held_out_runs in enumerate(fold_runs):
-        held = set(held_out_runs)
-        train = obs.select(runs=[r for r in every_run if r not in held])
+    for i, (train, held_out) in enumerate(splits):
         with warnings.catch_warnings():
             # Folds are small by design; the comparison itself reports what they show.
             warnings.simplefilter("ignore")
             post = fit(train, law=law, seed=seed + i, **options)
-        ll = post.log_likelihood(obs.select(runs=held_out_runs))  # (draws x runs)
+        ll = post.log_likelihood(held_out)  # (draws x runs)
         parts.append(pd.Series(logsumexp(ll.to_numpy(), axis=0) - np.log(len(ll)), ll.columns))
     return pd.concat(parts)
 

@@ -49,12 +49,9 @@ WORLDS = ("synthetic-bimix-7", "synthetic-cross-7")
 SIZES = (8, 24, 56)
 LAWS = ("bimix", "bimix-cross")
 ESTIMATORS = ("map", "nuts")
-# How each law is fitted to all n runs before its posterior optimum is scored: Laplace as in
-# the benchmark loop, or NUTS (``--recommend-fit nuts``, a second pass into NUTS_OUT).
-RECOMMEND_FITS = {
-    "laplace": {"method": "laplace", "num_chains": 1, "num_samples": 256},
-    "nuts": {"method": "nuts", "num_chains": 2, "num_warmup": 300, "num_samples": 300},
-}
+# Each law is fitted to all n runs by one of the benchmark's ``FIT_METHODS`` before its
+# posterior optimum is scored: Laplace as in the loop, or NUTS (``--recommend-fit nuts``,
+# a second pass into NUTS_OUT).
 NUTS_OUT = HERE / "results" / "law_selection_nuts.jsonl"
 
 
@@ -88,7 +85,7 @@ def regrets(
         ctx = ProposalContext(
             oracle.domains, observations=obs, natural=oracle.natural, weights=weights, seed=seed
         )
-        options = {**RECOMMEND_FITS[fit], "progress": False}
+        options = {**bench.FIT_METHODS[fit], "progress": False}
         rec = get_recommender("posterior-optimum", law=law, fit_options=options)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -191,7 +188,7 @@ def main() -> None:
     p.add_argument("--seeds", default="0-4")
     p.add_argument(
         "--recommend-fit",
-        choices=sorted(RECOMMEND_FITS),
+        choices=sorted(bench.FIT_METHODS),
         default="laplace",
         help="laplace: the comparison lines; nuts: each law's regret with NUTS fits (2nd pass)",
     )
