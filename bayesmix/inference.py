@@ -251,28 +251,40 @@ def latent_sites(model: Callable[[], None]) -> list[str]:
 
 
 def warn_if_interpolating(law: Law, data: LawData) -> None:
-    """Warn when a law with an exponent per domain for every target has too few runs.
-
-    Such a law (``own_share`` False: bimix-cross, log-linear) regresses each target on the
-    M log shares: M + 1 unknowns per target. With about that many distinct mixtures it can
-    pass through every run, and the noise scale then shrinks onto the interpolation: NUTS
-    and Laplace alike return confident, wrong exponents for the domains the runs barely
-    vary (seen with 8 runs of 7 domains, studies/active_learning/results/cross-law.md).
-    Below 2 (M + 1) runs the user is told; a prior from an earlier study (``prior=``)
-    supplies what the runs cannot, so then nothing is said.
-    """
-    if law.own_share:
-        return
-    runs = len(np.unique(np.round(data.r, 6), axis=0))
-    needed = 2 * (data.n_domains + 1)
-    if runs < needed:
+    """Warn when a law with an exponent per domain for every target has too few runs
+    (``interpolation_risk``); a prior from an earlier study (``prior=``) supplies what the
+    runs cannot, so then nothing is said."""
+    risk = interpolation_risk(law, data.r)
+    if risk:
         warnings.warn(
-            f"law {law.name!r} has {data.n_domains + 1} coefficients per target and the data "
-            f"only {runs} distinct mixtures: below {needed} it can interpolate the runs, and "
-            "its intervals are then overconfident; use law='bimix' or run more mixtures",
+            f"{risk}, and its intervals are then overconfident; use law='bimix' or run more "
+            "mixtures",
             UserWarning,
             stacklevel=3,
         )
+
+
+def interpolation_risk(law: Law, r: np.ndarray) -> str | None:
+    """Why ``law`` can pass through every run of mixtures ``r`` (runs x domains), or None.
+
+    A law with an exponent per domain for every target (``own_share`` False: bimix-cross,
+    log-linear) regresses each target on the M log shares: M + 1 unknowns per target. With
+    about that many distinct mixtures it can pass through every run, and the noise scale
+    then shrinks onto the interpolation: NUTS and Laplace alike return confident, wrong
+    exponents for the domains the runs barely vary (seen with 8 runs of 7 domains,
+    studies/active_learning/results/cross-law.md). Below 2 (M + 1) runs it is a risk.
+    """
+    if law.own_share:
+        return None
+    runs = len(np.unique(np.round(r, 6), axis=0))
+    m = r.shape[1]
+    needed = 2 * (m + 1)
+    if runs >= needed:
+        return None
+    return (
+        f"law {law.name!r} has {m + 1} coefficients per target and the data only {runs} "
+        f"distinct mixtures: below {needed} it can interpolate the runs"
+    )
 
 
 def prior_centre(model: Callable[[], None]) -> dict[str, Any]:

@@ -10,24 +10,39 @@ summed over runs into elpd (expected log predictive density; higher is better). 
 differences between two laws give the standard error of their difference,
 se = sqrt(n var_i(lpd_i^a - lpd_i^b)).
 
+Leave-one-run-out without n refits (``method="loo"``, Pareto-smoothed importance sampling,
+Vehtari, Gelman & Gabry 2017): one NUTS fit per law on every run, and each run's held-out
+density estimated from that fit's draws reweighted by w_d ∝ 1 / p(y_i | theta_d),
+
+    lpd_i = log sum_d w~_d p(y_i | theta_d) / sum_d w~_d,
+
+with the largest weights replaced by a fitted generalised Pareto tail (w~). Its shape k_i says
+whether the estimate holds: above ``arviz``'s threshold (0.7 for a few hundred draws) the run
+was too influential to be left out by reweighting (a law interpolating few runs), and that run
+is refitted without it, exactly. The full fits are kept: the chosen law's is the posterior to
+use (``LawComparison.posterior``), so choosing costs little more than fitting both laws.
+
 The first candidate is the default (the simplest: the own-share law has one exponent per
 target, the cross law one per target and domain). Another is chosen only when its elpd beats
 the first's by more than ``threshold`` standard errors of the difference: with few runs a
-richer law can interpolate them, and its held-out fit is then what exposes it.
+richer law can interpolate them, and its held-out fit is then what exposes it. Below
+2 (M + 1) distinct mixtures a law with an exponent per domain is not compared at all
+(``inference.interpolation_risk``): it can pass through every run.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 from scipy.special import logsumexp
 
-from bayesmix.laws import LAW_NAMES, LawError
+from bayesmix.inference import interpolation_risk
+from bayesmix.laws import LAW_NAMES, LawError, get_law
 from bayesmix.observations import Observations
 
 DEFAULT_LAWS = ("bimix", "bimix-cross")
@@ -39,6 +54,8 @@ FOLD_FITS: dict[str, dict[str, Any]] = {
     "nuts": {"method": "nuts", "num_chains": 2, "num_warmup": 200, "num_samples": 200},
     "map": {"method": "map"},
 }
+# "loo" fits each law once on every run as a "nuts" fold, and refits influential runs alike.
+METHODS = ("loo", *FOLD_FITS)
 
 
 class SelectionError(ValueError):
@@ -50,7 +67,10 @@ class LawComparison:
     """Held-out predictive fit of each candidate law, and the one chosen.
 
     table: one row per law, in the order given: elpd and its standard error, elpd_diff and
-        se_diff against the first law, and why a law could not be fitted (``error``).
+        se_diff against the first law, and why a law was not compared (``error``).
+    posteriors: each law's fit to every run (``method="loo"``).
+    refitted: each law's runs whose importance-sampled estimate did not hold and that were
+        refitted without them (``method="loo"``; none when only one law could be compared).
     pointwise: (runs x laws) each run's held-out log predictive density.
     """
 
@@ -59,14 +79,32 @@ class LawComparison:
     chosen: str
     folds: int
     threshold: float
+    method: str = "nuts"
+    posteriors: Mapping[str, Any] = field(default_factory=dict)
+    refitted: Mapping[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def posterior(self) -> Any:
+        """The chosen law's posterior fitted to every run (``method="loo"`` only)."""
+        if self.chosen not in self.posteriors:
+            raise SelectionError(
+                f"a {self.method!r} comparison keeps no fit to every run; "
+                "use method='loo' or fit the chosen law"
+            )
+        return self.posteriors[self.chosen]
 
     def __str__(self) -> str:
         runs = len(self.pointwise)
-        lines = [f"held-out fit of {runs} runs ({self.folds}-fold cross-validation by run):"]
+        if self.method == "loo":
+            refits = ", ".join(f"{law} {len(r)}" for law, r in self.refitted.items())
+            how = f"leave-one-run-out, Pareto-smoothed; runs refitted exactly: {refits}"
+        else:
+            how = f"{self.folds}-fold cross-validation by run"
+        lines = [f"held-out fit of {runs} runs ({how}):"]
         reference = self.table.index[0]
         for law, row in self.table.iterrows():
             if pd.notna(row["error"]):
-                lines.append(f"  {law:<12} not fitted: {row['error']}")
+                lines.append(f"  {law:<12} {row['error']}")
                 continue
             diff = (
                 ""
@@ -85,7 +123,7 @@ def compare_laws(
     obs: Observations,
     laws: Sequence[str] = DEFAULT_LAWS,
     *,
-    method: Literal["nuts", "map"] = "nuts",
+    method: Literal["loo", "nuts", "map"] = "nuts",
     folds: int = 5,
     threshold: float = 1.0,
     seed: int = 0,
@@ -95,8 +133,9 @@ def compare_laws(
     Args:
         obs: observations of one metric.
         laws: candidate law names, the default (simplest) first.
-        method: how each fold is fitted (``FOLD_FITS``): "nuts" or "map".
-        folds: K; at most the number of runs (then leave-one-run-out).
+        method: "loo" (one NUTS fit per law, Pareto-smoothed leave-one-run-out; its fits
+            are kept), or how each of K folds is fitted (``FOLD_FITS``): "nuts" or "map".
+        folds: K for "nuts" and "map"; at most the number of runs (then leave-one-run-out).
         threshold: standard errors by which another law must beat the first to be chosen.
     """
     if not isinstance(obs, Observations):
@@ -107,8 +146,8 @@ def compare_laws(
         raise SelectionError(f"unknown laws {unknown or laws}; choose from {', '.join(LAW_NAMES)}")
     if len(set(laws)) != len(laws):
         raise SelectionError(f"laws are listed twice: {laws}")
-    if method not in FOLD_FITS:
-        raise SelectionError(f"unknown method {method!r}; choose one of {', '.join(FOLD_FITS)}")
+    if method not in METHODS:
+        raise SelectionError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     if not isinstance(folds, int) or folds < 2:
         raise SelectionError(f"folds must be an integer of at least 2, got {folds!r}")
     if not (np.isfinite(threshold) and threshold >= 0):
@@ -118,28 +157,93 @@ def compare_laws(
         raise SelectionError(
             f"comparing laws needs at least {MIN_RUNS} runs to hold some out, got {len(runs)}"
         )
-    k = min(folds, len(runs))
-    shuffled = np.random.default_rng(seed).permutation(runs)
-    held_out = [set(shuffled[i::k]) for i in range(k)]
-    splits = [
-        (obs.select(runs=[r for r in runs if r not in held]), obs.select(runs=sorted(held)))
-        for held in held_out
-    ]
-    # The same reference step in every fold: held-out runs' steps must mean the same.
-    options = {**FOLD_FITS[method], "progress": False, "reference_step": obs.max_step}
+    k = len(runs) if method == "loo" else min(folds, len(runs))
+    splits = [] if method == "loo" else _splits(obs, runs, k, seed)
+    # The same reference step in every fit: held-out runs' steps must mean the same.
+    fit_options = FOLD_FITS["nuts" if method == "loo" else method]
+    options = {**fit_options, "progress": False, "reference_step": obs.max_step}
 
     pointwise: dict[str, pd.Series] = {}
     errors: dict[str, str] = {}
+    posteriors: dict[str, Any] = {}
+    refitted: dict[str, list[str]] = {}
     for law in laws:
+        risk = interpolation_risk(get_law(law), obs.mixtures().to_numpy(float))
+        if risk:
+            # Its held-out fit is hopeless (law_selection.md: never chosen at 8 runs of 7
+            # domains), and computing it costs the most fits.
+            errors[law] = f"not compared: {risk}"
+            continue
         try:
-            pointwise[law] = _held_out_lpd(splits, law, seed, options)
+            if method == "loo":
+                pointwise[law], posteriors[law], refitted[law] = _psis_loo(obs, law, seed, options)
+            else:
+                pointwise[law] = _held_out_lpd(splits, law, seed, options)
         except LawError as err:
-            errors[law] = str(err)
+            errors[law] = f"not fitted: {err}"
     if not pointwise:
-        raise SelectionError(f"no law could be fitted: {errors}")
+        raise SelectionError(f"no law could be compared: {errors}")
+    if len(pointwise) == 1:
+        refitted = {law: [] for law in refitted}  # nothing to choose between: no refits
+    for law, influential in refitted.items():
+        for i, run in enumerate(influential):
+            rest = obs.select(runs=[r for r in runs if r != run])
+            post = _fit_quietly(rest, law, seed + 1 + i, options)
+            pointwise[law][run] = _lpd(post, obs.select(runs=[run]))[run]
     lpd = pd.DataFrame(pointwise).reindex(runs)
     table = _table(lpd, laws, errors)
-    return LawComparison(table, lpd, _choose(table, threshold), k, threshold)
+    chosen = _choose(table, threshold)
+    return LawComparison(table, lpd, chosen, k, threshold, method, posteriors, refitted)
+
+
+def _splits(
+    obs: Observations, runs: np.ndarray, k: int, seed: int
+) -> list[tuple[Observations, Observations]]:
+    """K folds of whole runs: (fitted on, held out) for each."""
+    shuffled = np.random.default_rng(seed).permutation(runs)
+    held_out = [set(shuffled[i::k]) for i in range(k)]
+    return [
+        (obs.select(runs=[r for r in runs if r not in held]), obs.select(runs=sorted(held)))
+        for held in held_out
+    ]
+
+
+def _fit_quietly(obs: Observations, law: str, seed: int, options: dict[str, Any]) -> Any:
+    from bayesmix.inference import fit
+
+    with warnings.catch_warnings():
+        # Folds are small by design; the comparison itself reports what they show.
+        warnings.simplefilter("ignore")
+        return fit(obs, law=law, seed=seed, **options)
+
+
+def _lpd(post: Any, held_out: Observations) -> pd.Series:
+    """log (1/D) sum_d p(y_i | theta_d) of each held-out run i."""
+    ll = post.log_likelihood(held_out)  # (draws x runs)
+    return pd.Series(logsumexp(ll.to_numpy(), axis=0) - np.log(len(ll)), ll.columns)
+
+
+def _psis_loo(
+    obs: Observations, law: str, seed: int, options: dict[str, Any]
+) -> tuple[pd.Series, Any, list[str]]:
+    """One fit to every run; each run's Pareto-smoothed leave-one-out lpd from its draws
+    (module docstring); the runs whose Pareto k says the estimate does not hold."""
+    import arviz as az
+    import xarray as xr
+
+    post = _fit_quietly(obs, law, seed, options)
+    ll = post.log_likelihood(obs)
+    draws = post.idata.posterior
+    per_chain = ll.to_numpy().reshape(draws.sizes["chain"], draws.sizes["draw"], -1)
+    log_lik = xr.Dataset(
+        {"y": (("chain", "draw", "run_id"), per_chain)},
+        coords={"chain": draws["chain"], "draw": draws["draw"], "run_id": ll.columns},
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a high k is for the caller to refit
+        loo = az.loo(az.InferenceData(posterior=draws, log_likelihood=log_lik), pointwise=True)
+    too_heavy = np.asarray(loo.pareto_k) > loo.good_k
+    return pd.Series(np.asarray(loo.loo_i), ll.columns), post, list(ll.columns[too_heavy])
 
 
 def _held_out_lpd(
@@ -149,16 +253,10 @@ def _held_out_lpd(
     options: dict[str, Any],
 ) -> pd.Series:
     """Each held-out run's log predictive density under the fit of its fold's other runs."""
-    from bayesmix.inference import fit
-
-    parts = []
-    for i, (train, held_out) in enumerate(splits):
-        with warnings.catch_warnings():
-            # Folds are small by design; the comparison itself reports what they show.
-            warnings.simplefilter("ignore")
-            post = fit(train, law=law, seed=seed + i, **options)
-        ll = post.log_likelihood(held_out)  # (draws x runs)
-        parts.append(pd.Series(logsumexp(ll.to_numpy(), axis=0) - np.log(len(ll)), ll.columns))
+    parts = [
+        _lpd(_fit_quietly(train, law, seed + i, options), held_out)
+        for i, (train, held_out) in enumerate(splits)
+    ]
     return pd.concat(parts)
 
 

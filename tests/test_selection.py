@@ -11,6 +11,7 @@ from numpyro.infer import log_likelihood
 from typer.testing import CliRunner
 
 import bayesmix as bm
+from bayesmix import selection
 from bayesmix.cli import app
 from bayesmix.domains import DomainUpdate
 from bayesmix.laws import LawData, get_law
@@ -69,7 +70,7 @@ def test_what_cannot_be_compared_says_why():
     for kwargs, message in (
         ({"laws": ["bimix", "gp"]}, "unknown laws \\['gp'\\]"),
         ({"laws": ["bimix", "bimix"]}, "listed twice"),
-        ({"method": "laplace"}, "unknown method 'laplace'; choose one of nuts, map"),
+        ({"method": "laplace"}, "unknown method .laplace.; choose one of loo, nuts, map"),
         ({"folds": 1}, "folds must be an integer of at least 2"),
         ({"threshold": -1.0}, "threshold must be a non-negative number"),
     ):
@@ -105,3 +106,30 @@ def test_the_map_is_a_posterior_of_one_draw_with_no_spread_to_transfer():
     assert abs(opt.mixture.sum() - 1.0) < 1e-6
     with pytest.raises(ValueError, match="a posterior of 1 draw \\(map\\) has no spread"):
         post.to_prior(DomainUpdate.add("d03", 1e9), observations=obs)
+
+
+def test_leave_one_run_out_from_one_fit_per_law_keeps_the_chosen_fit(monkeypatch):
+    # Pareto-smoothed leave-one-run-out: each law fitted once by NUTS, only the runs its
+    # draws cannot leave out by reweighting are refitted; the chosen law's fit is kept.
+    short = {"method": "nuts", "num_chains": 2, "num_warmup": 100, "num_samples": 150}
+    monkeypatch.setitem(selection.FOLD_FITS, "nuts", short)  # minutes -> a minute
+    comparison = compare_laws(world_runs("bimix-cross", 16, 0.01), method="loo")
+    assert comparison.chosen == "bimix-cross", str(comparison)
+    row = comparison.table.loc["bimix-cross"]
+    assert row["elpd_diff"] > row["se_diff"] > 0
+    assert comparison.posterior is comparison.posteriors["bimix-cross"]
+    assert comparison.posterior.law == "bimix-cross" and comparison.posterior.num_draws == 300
+    assert set(comparison.refitted) == {"bimix", "bimix-cross"}
+    assert "leave-one-run-out, Pareto-smoothed" in str(comparison)
+    # K folds keep no fit to every run.
+    with pytest.raises(SelectionError, match="keeps no fit to every run"):
+        _ = compare_laws(world_runs("bimix", 12, 0.02), method="map", folds=3).posterior
+
+
+def test_a_law_that_can_interpolate_the_runs_is_not_compared():
+    # 7 runs of 3 domains: the cross law has 4 coefficients per target, 8 runs are needed.
+    comparison = compare_laws(world_runs("bimix-cross", 7, 0.005), method="loo")
+    assert comparison.chosen == "bimix" and comparison.refitted == {"bimix": []}
+    assert comparison.table.loc["bimix-cross", "error"].startswith("not compared: law")
+    assert "only 7 distinct mixtures: below 8 it can interpolate" in str(comparison)
+    assert comparison.posterior.law == "bimix"

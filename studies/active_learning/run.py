@@ -107,6 +107,11 @@ FIT_METHODS = {
 }
 
 
+# --law held-out: before each batch, the law that predicts left-out runs best
+# (bayesmix.selection, method "loo"), fitted by NUTS; --fit-method does not apply.
+CHOSEN_BY_HELD_OUT_FIT = "held-out"
+
+
 @dataclass
 class Config:
     name: str
@@ -220,6 +225,10 @@ def entropies(oracle: Any, seed: int) -> dict[str, float]:
 def _fit(obs: Any, config: Config, seed: int, previous: Any) -> Any:
     import bayesmix as bm
 
+    if config.law == CHOSEN_BY_HELD_OUT_FIT:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return bm.compare_laws(obs, method="loo", seed=seed).posterior
     options = dict(config.fit)
     if previous is not None and "init" in inspect.signature(bm.fit).parameters:
         options["init"] = previous  # warm start: cheap refits between batches
@@ -295,6 +304,7 @@ def trajectory(
                     "recommend": time.process_time() - rec_started,
                 },
                 "wall_s": time.perf_counter() - wall,
+                "law": None if post is None else post.law,
                 "commit": COMMIT,
                 "host": HOST,
             }
@@ -652,7 +662,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--methods", nargs="*", help="method names to run (default: all)")
     p.add_argument("--recommenders", nargs="*", help="recommenders to score (default: all)")
     p.add_argument("--seeds", help="e.g. 0-9 or 0,3,5 (default: the config's)")
-    p.add_argument("--law", help="law of the posterior (default: the config's)")
+    p.add_argument(
+        "--law",
+        help=f"law of the posterior (default: the config's); {CHOSEN_BY_HELD_OUT_FIT!r}: the "
+        "law that predicts left-out runs best, chosen again before every batch",
+    )
     p.add_argument(
         "--fit-method",
         choices=sorted(FIT_METHODS),
