@@ -280,21 +280,28 @@ def compare_laws_cmd(
         str, typer.Option(help="candidate laws, comma-separated, the default first")
     ] = "bimix,bimix-cross",
     method: Annotated[
-        str, typer.Option(help="fit of each fold: nuts (posterior) | map (fast, plug-in)")
+        str,
+        typer.Option(
+            help="loo (one NUTS fit per law, Pareto-smoothed leave-one-run-out) | K folds "
+            "fitted by nuts (posterior) or map (fast, plug-in)"
+        ),
     ] = "nuts",
-    folds: Annotated[int, typer.Option(help="cross-validation folds (runs held out together)")] = 5,
+    folds: Annotated[
+        int, typer.Option(help="K folds (runs held out together); loo: most refits per law")
+    ] = 5,
     metric: Annotated[
         str | None, typer.Option(help="metric to compare on, if the table has several")
     ] = None,
     seed: Annotated[int, typer.Option(help="random seed of the folds")] = 0,
 ) -> None:
-    """Which law predicts held-out runs best? (K-fold cross-validation by run)"""
+    """Which law predicts held-out runs best? (cross-validation by run)"""
     from bayesmix.selection import compare_laws
 
     candidates = [name.strip() for name in laws.split(",") if name.strip()]
     try:
         obs = read_one_metric(observations, metric)
-        with console.status(f"fitting {len(candidates)} laws x {folds} folds ({method})"):
+        fits = "once, and influential runs again" if method == "loo" else f"x {folds} folds"
+        with console.status(f"fitting {len(candidates)} laws {fits} ({method})"):
             comparison = compare_laws(obs, candidates, method=method, folds=folds, seed=seed)
     except USER_ERRORS as exc:
         fail(str(exc))

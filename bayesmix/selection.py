@@ -19,8 +19,10 @@ density estimated from that fit's draws reweighted by w_d ∝ 1 / p(y_i | theta_
 with the largest weights replaced by a fitted generalised Pareto tail (w~). Its shape k_i says
 whether the estimate holds: above ``arviz``'s threshold (0.7 for a few hundred draws) the run
 was too influential to be left out by reweighting (a law interpolating few runs), and that run
-is refitted without it, exactly. The full fits are kept: the chosen law's is the posterior to
-use (``LawComparison.posterior``), so choosing costs little more than fitting both laws.
+is refitted without it: exactly when there are at most K such runs, else they are held out in
+K groups (each group's fit sees fewer runs: pessimistic for them, and K refits at most). The
+full fits are kept: the chosen law's is the posterior to use (``LawComparison.posterior``), so
+choosing costs 1 + K fits per law at most, where K folds cost K + 1 with the final fit.
 
 The first candidate is the default (the simplest: the own-share law has one exponent per
 target, the cross law one per target and domain). Another is chosen only when its elpd beats
@@ -136,6 +138,7 @@ def compare_laws(
         method: "loo" (one NUTS fit per law, Pareto-smoothed leave-one-run-out; its fits
             are kept), or how each of K folds is fitted (``FOLD_FITS``): "nuts" or "map".
         folds: K for "nuts" and "map"; at most the number of runs (then leave-one-run-out).
+            For "loo", the most refits per law (influential runs held out in K groups).
         threshold: standard errors by which another law must beat the first to be chosen.
     """
     if not isinstance(obs, Observations):
@@ -186,10 +189,11 @@ def compare_laws(
     if len(pointwise) == 1:
         refitted = {law: [] for law in refitted}  # nothing to choose between: no refits
     for law, influential in refitted.items():
-        for i, run in enumerate(influential):
-            rest = obs.select(runs=[r for r in runs if r != run])
+        groups = [influential[i::folds] for i in range(min(folds, len(influential)))]
+        for i, group in enumerate(groups):
+            rest = obs.select(runs=[r for r in runs if r not in group])
             post = _fit_quietly(rest, law, seed + 1 + i, options)
-            pointwise[law][run] = _lpd(post, obs.select(runs=[run]))[run]
+            pointwise[law][group] = _lpd(post, obs.select(runs=group))[group]
     lpd = pd.DataFrame(pointwise).reindex(runs)
     table = _table(lpd, laws, errors)
     chosen = _choose(table, threshold)
