@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -37,5 +38,9 @@ def test_small_benchmark_runs_resumes_and_tables(tmp_path: Path) -> None:
     assert len(runner.load(out)) == len(rows)
     text = runner.table(rows, config)
     assert "synthetic-bimix-4" in text and "Olmix's recipe" in text
+    # With the law chosen before each batch, the table says which law each seed's fit had.
+    held_out = replace(config, law=runner.CHOSEN_BY_HELD_OUT_FIT)
+    laws = "; ".join(f"n={b}: bimix 1" for b in budgets)
+    assert f"law chosen by held-out fit, bayesmix (seeds): {laws}" in runner.table(rows, held_out)
     with pytest.raises(ValueError, match="unknown cell kind"):
         runner.make_oracle(runner.Cell("grid", 3), 0, tmp_path)

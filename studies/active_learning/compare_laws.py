@@ -1,8 +1,9 @@
 """The own-share law against the cross-domain law in the loop, on the seeds both ran.
 
 Reads ``results/full.jsonl`` (law ``bimix``), ``results/cross-law.jsonl`` (law
-``bimix-cross`` fitted by Laplace, ``run.py --law bimix-cross``) and
-``results/cross-law-nuts.jsonl`` (fitted by NUTS, ``--fit-method nuts``) and writes
+``bimix-cross`` fitted by Laplace, ``run.py --law bimix-cross``),
+``results/cross-law-nuts.jsonl`` (fitted by NUTS, ``--fit-method nuts``) and
+``results/held-out-law.jsonl`` (the law chosen before each batch, ``--law held-out``) and writes
 ``results/compare_laws.md``: mean regret of our recommender per cell, proposer and budget
 under each, and the seeds where optimum-variance with the cross law has lower regret than
 the Dirichlet swarm with the own-share law (the benchmark's reference proposer and
@@ -32,8 +33,9 @@ def main() -> None:
         "own-share": pd.DataFrame(bench.load(HERE / "results" / "full.jsonl")),
         "cross": pd.DataFrame(bench.load(HERE / "results" / "cross-law.jsonl")),
         "cross (NUTS)": pd.DataFrame(bench.load(HERE / "results" / "cross-law-nuts.jsonl")),
+        "held-out choice": pd.DataFrame(bench.load(HERE / "results" / "held-out-law.jsonl")),
     }
-    crosses = ("cross", "cross (NUTS)")
+    crosses = ("cross", "cross (NUTS)", "held-out choice")
     ours = {
         k: v[(v["recommender"] == "posterior-optimum") & v["method"].isin(PROPOSERS)]
         for k, v in laws.items()
@@ -44,8 +46,10 @@ def main() -> None:
         "Mean regret of our recommender (posterior optimum) on the seeds both laws ran; "
         "`wins`: seeds where optimum-variance with the cross law has lower regret than the "
         "Dirichlet swarm with the own-share law. The cross law is fitted between batches by "
-        "Laplace (`cross`) or NUTS, 2 x 300 draws (`cross (NUTS)`). Made by "
-        "`compare_laws.py`. PROVENANCE",
+        "Laplace (`cross`) or NUTS, 2 x 300 draws (`cross (NUTS)`); `held-out choice`: "
+        "before each batch the law with the better Pareto-smoothed leave-one-run-out fit, "
+        "fitted by NUTS, 2 x 200 draws (`run.py --law held-out`; its wins count every seed it "
+        "ran). Made by `compare_laws.py`. PROVENANCE",
         "",
         "| cell | proposer | law | seeds | " + " | ".join(f"n={b}" for b in (8, 16, 24)) + " |",
         "|---|---|---|---:|---:|---:|---:|",
@@ -79,7 +83,12 @@ def main() -> None:
                 include_groups=False,
             )
             wins.append(f"{cell}, {law}: " + ", ".join(f"n={b}: {v}" for b, v in per.items()))
-    out += ["", "Optimum-variance + cross law beats Dirichlet swarm + own-share law in:", ""]
+    out += [
+        "",
+        "Optimum-variance + cross law (or the held-out choice) beats Dirichlet swarm + "
+        "own-share law in:",
+        "",
+    ]
     out += [f"- {w}" for w in wins]
     records = [
         {k: v for k, v in r.items() if not (isinstance(v, float) and pd.isna(v))}

@@ -596,7 +596,23 @@ def table(rows: list[dict[str, Any]], config: Config) -> str:
                 + f" | {reach[0] if reach else '>' + str(budgets[-1])} |"
             )
         out += ["", _wins(body, m)]
+        if config.law == CHOSEN_BY_HELD_OUT_FIT:
+            out += ["", _laws_chosen(body)]
     return "\n".join(out) + "\n"
+
+
+def _laws_chosen(body: pd.DataFrame) -> str:
+    """How many seeds' posteriors had each law, per proposer and budget (--law held-out)."""
+    ours = body[body["recommender"] == "posterior-optimum"].dropna(subset=["law"])
+    lines = []
+    for method, g in ours.groupby("method", sort=False):
+        counts = g.groupby("budget")["law"].value_counts().unstack(fill_value=0)
+        per = [
+            f"n={b}: " + ", ".join(f"{law} {n}" for law, n in row.items() if n)
+            for b, row in counts.iterrows()
+        ]
+        lines.append(f"law chosen by held-out fit, {method} (seeds): " + "; ".join(per))
+    return "  \n".join(lines)
 
 
 def _cpu_seconds(rows: list[dict[str, Any]]) -> float:
