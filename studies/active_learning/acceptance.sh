@@ -39,6 +39,11 @@ nice -n 5 $PY studies/active_learning/law_selection.py --sizes 24 --recommend-fi
 $RUN --law bimix-cross --fit-method nuts --out studies/active_learning/results/cross-law-nuts.jsonl \
     --cells synthetic-cross-7 --methods bayesmix-optimum-variance \
     --recommenders posterior-optimum --max-runs 24 --seeds 0-4
+# The law chosen by held-out fit before every batch, fitted by NUTS (results/held-out-law.md).
+# Its file starts with the 7-domain Olmix-recipe lines of full.jsonl (the same reference).
+HELD="$RUN --law held-out --out studies/active_learning/results/held-out-law.jsonl --recommenders posterior-optimum"
+$HELD --cells synthetic-cross-7 --methods bayesmix-optimum-variance dirichlet-swarm --seeds 0-9
+$HELD --cells synthetic-bimix-7 --methods bayesmix-optimum-variance dirichlet-swarm --seeds 0-4
 # qLogNEI in the loop at 7 domains.
 $RUN --cells synthetic-bimix-7 synthetic-cross-7 --methods bayesmix-qlognei
 # 64 domains: bayesmix against Olmix's recipe (K = 195 runs in one swarm).
