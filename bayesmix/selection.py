@@ -36,14 +36,14 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 from scipy.special import logsumexp
 
-from bayesmix.inference import interpolation_risk
+from bayesmix.inference import fit, interpolation_risk
 from bayesmix.laws import LAW_NAMES, LawError, get_law
 from bayesmix.observations import Observations
 
@@ -81,9 +81,9 @@ class LawComparison:
     chosen: str
     folds: int
     threshold: float
-    method: str = "nuts"
-    posteriors: Mapping[str, Any] = field(default_factory=dict)
-    refitted: Mapping[str, list[str]] = field(default_factory=dict)
+    method: str
+    posteriors: Mapping[str, Any]
+    refitted: Mapping[str, list[str]]
 
     @property
     def posterior(self) -> Any:
@@ -99,7 +99,7 @@ class LawComparison:
         runs = len(self.pointwise)
         if self.method == "loo":
             refits = ", ".join(f"{law} {len(r)}" for law, r in self.refitted.items())
-            how = f"leave-one-run-out, Pareto-smoothed; runs refitted exactly: {refits}"
+            how = f"leave-one-run-out, Pareto-smoothed; runs refitted without them: {refits}"
         else:
             how = f"{self.folds}-fold cross-validation by run"
         lines = [f"held-out fit of {runs} runs ({how}):"]
@@ -170,8 +170,9 @@ def compare_laws(
     errors: dict[str, str] = {}
     posteriors: dict[str, Any] = {}
     refitted: dict[str, list[str]] = {}
+    mixtures = obs.mixtures().to_numpy(float)
     for law in laws:
-        risk = interpolation_risk(get_law(law), obs.mixtures().to_numpy(float))
+        risk = interpolation_risk(get_law(law), mixtures)
         if risk:
             # Its held-out fit is hopeless (law_selection.md: never chosen at 8 runs of 7
             # domains), and computing it costs the most fits.
@@ -213,8 +214,6 @@ def _splits(
 
 
 def _fit_quietly(obs: Observations, law: str, seed: int, options: dict[str, Any]) -> Any:
-    from bayesmix.inference import fit
-
     with warnings.catch_warnings():
         # Folds are small by design; the comparison itself reports what they show.
         warnings.simplefilter("ignore")
