@@ -23,6 +23,7 @@ _LAZY = {
     "entropy_mixture": "bayesmix.proxy.entropy",
     "propose": "bayesmix.acquisition",
     "compare_laws": "bayesmix.selection",
+    "average_laws": "bayesmix.selection",
     "DomainSet": "bayesmix.domains",
     "DomainUpdate": "bayesmix.domains",
     "Study": "bayesmix.study",

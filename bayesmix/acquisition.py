@@ -13,9 +13,11 @@ the ensemble of posterior draws (``bayesmix.proposers.model.LawEnsembleModel``):
 ``propose`` optimises any of them over the bounded simplex (sum r = 1, lo <= r <= hi from
 bounds, repetition caps and minimum shares) with BoTorch's ``optimize_acqf``, greedily one
 run at a time with the earlier ones pending, or picks from a pool with
-``optimize_acqf_discrete``. Each proposal carries ``expected_gain``: the posterior expected
-improvement of F over the best observed run, E_d[max(0, min_obs F_d - F_d(x))], in the
-objective's units.
+``optimize_acqf_discrete``. ``posterior`` may be a ``LawAverage`` (``bm.average_laws``):
+the ensemble then holds each law's draws in proportion to its weight, so what is uncertain
+about the law counts too (``LawAverageModel``). Each proposal carries ``expected_gain``:
+the posterior expected improvement of F over the best observed run,
+E_d[max(0, min_obs F_d - F_d(x))], in the objective's units.
 
     import bayesmix as bm
     batch = bm.propose(post, q=8, acquisition="qlognei")
@@ -47,7 +49,8 @@ from bayesmix.proposers.base import (
     mixture_array,
     proposal_frame,
 )
-from bayesmix.proposers.model import DTYPE, LawEnsembleModel
+from bayesmix.proposers.model import DTYPE, LawAverageModel, LawEnsembleModel, LogLossEnsemble
+from bayesmix.selection import LawAverage
 
 ACQUISITIONS = ("thompson", "qlognei", "optimum-variance")
 
@@ -63,7 +66,7 @@ def objective_weights(weights: Mapping[str, float] | None, targets: list[str]) -
     return w / w.sum()
 
 
-def member_objective(model: LawEnsembleModel, X: Tensor, w: Tensor) -> Tensor:
+def member_objective(model: LogLossEnsemble, X: Tensor, w: Tensor) -> Tensor:
     """F_d(x) = sum_t w_t L_t(x; theta_d): (D, P) for mixtures X (P, M)."""
     return model.log_loss(X).exp() @ w
 
@@ -91,7 +94,7 @@ class qOptimumVarianceReduction(AcquisitionFunction):
 
     def __init__(
         self,
-        model: LawEnsembleModel,
+        model: LogLossEnsemble,
         optima: Tensor,
         noise: Tensor,
         X_pending: Tensor | None = None,
@@ -159,7 +162,7 @@ class EnsembleMean(AcquisitionFunction):
     maximises). Its maximiser is the recommended mixture; with the model's GP discrepancy
     paths it is the recommendation that also trusts the data where the law misses them."""
 
-    def __init__(self, model: LawEnsembleModel, w: Tensor) -> None:
+    def __init__(self, model: LogLossEnsemble, w: Tensor) -> None:
         super().__init__(model=model)
         self.register_buffer("w", w.to(DTYPE))
         self.set_X_pending(None)
@@ -192,7 +195,7 @@ def expected_optimum(
     model = LawEnsembleModel(
         posterior, step, max_draws=max_draws, discrepancy=discrepancy, seed=seed
     )
-    member_optima(model, posterior, w_np, step, constraints)  # seeds the starts
+    member_optima(model, w_np, step, constraints)  # seeds the starts
     x_obs = torch.as_tensor(posterior.observations.mixtures().to_numpy(dtype=float), dtype=DTYPE)
     acq = EnsembleMean(model, torch.as_tensor(w_np, dtype=DTYPE))
     gen = np.random.default_rng([seed, len(x_obs), 11])
@@ -257,18 +260,17 @@ def propose(
     from bayesmix.optimize import Constraints
 
     q = check_q(q)
-    check_posterior(posterior)
     if acquisition not in ACQUISITIONS:
         raise ProposalError(
             f"unknown acquisition {acquisition!r}; choose one of {', '.join(ACQUISITIONS)}"
         )
     settings = settings or AcquisitionSettings()
+    posterior, model = ensemble_model(
+        posterior, step, max_draws=max_draws, discrepancy=discrepancy, seed=seed
+    )
     domains = list(posterior.domains)
     lo, hi = (constraints or Constraints()).bounds(domains)
     w_np = objective_weights(weights, list(posterior.targets))
-    model = LawEnsembleModel(
-        posterior, step, max_draws=max_draws, discrepancy=discrepancy, seed=seed
-    )
     w = torch.as_tensor(w_np, dtype=DTYPE)
     x_obs = torch.as_tensor(posterior.observations.mixtures().to_numpy(dtype=float), dtype=DTYPE)
     x_pend = (
@@ -298,7 +300,7 @@ def propose(
         target, lengths = _check_run_lengths(posterior, acquisition, run_lengths, step, pool)
         if check_steps and lengths != [target]:
             lengths = _separable_lengths(posterior.observations, lengths, target, seed)
-        acq = _build(acquisition, model, posterior, w, x_obs, step, constraints, settings, seed)
+        acq = _build(acquisition, model, w, x_obs, step, constraints, settings, seed)
         if x_pend is not None:  # the study's pending runs have the target length
             acq.add_pending(x_pend, _checkpoint_steps(target, checkpoints))
         X, acq_values, steps = _cost_aware(
@@ -309,9 +311,9 @@ def propose(
             X.numpy(), domains, acquisition_value=acq_values, expected_gain=gain, steps=steps
         )
     if acquisition == "thompson":
-        X, acq_values = _thompson(model, posterior, q, w_np, step, constraints, pool, gen)
+        X, acq_values = _thompson(model, q, w_np, step, constraints, pool, gen)
     else:
-        acq = _build(acquisition, model, posterior, w, x_obs, step, constraints, settings, seed)
+        acq = _build(acquisition, model, w, x_obs, step, constraints, settings, seed)
         if x_pend is not None:
             acq.set_X_pending(x_pend)
         if pool is not None:
@@ -328,6 +330,35 @@ def propose(
         rows = _rows_in(pool[1], X)
         extra["candidate"] = list(candidates.index[pool[0][rows].numpy()])
     return proposal_frame(X.numpy(), domains, **extra)
+
+
+def ensemble_model(
+    posterior: Any,
+    step: float | None,
+    *,
+    max_draws: int = 256,
+    discrepancy: bool = False,
+    seed: int = 0,
+) -> tuple[Any, LogLossEnsemble]:
+    """The BoTorch model of a posterior or of a ``LawAverage``, and the posterior whose runs,
+    domains and steps a proposal reads (a law average's heaviest law: all see the same runs)."""
+    if isinstance(posterior, LawAverage):
+        parts = posterior.parts()
+        for part, _ in parts:
+            check_posterior(part)
+        if len(parts) > 1:
+            if discrepancy:
+                raise ProposalError(
+                    "the GP discrepancy term is fitted to one law's residuals: propose over "
+                    "one law's posterior to use it, not over an average of laws"
+                )
+            return parts[0][0], LawAverageModel(parts, step, max_draws=max_draws)
+        posterior = parts[0][0]
+    check_posterior(posterior)
+    model = LawEnsembleModel(
+        posterior, step, max_draws=max_draws, discrepancy=discrepancy, seed=seed
+    )
+    return posterior, model
 
 
 def _check_run_lengths(
@@ -399,7 +430,7 @@ def _checkpoint_steps(length: float, checkpoints: int) -> tuple[float, ...]:
 
 def _cost_aware(
     acq: qOptimumVarianceReduction,
-    model: LawEnsembleModel,
+    model: LogLossEnsemble,
     budget: float,
     lengths: list[float],
     checkpoints: int,
@@ -454,8 +485,7 @@ def _cost_aware(
 
 def _build(
     name: str,
-    model: LawEnsembleModel,
-    posterior: Any,
+    model: LogLossEnsemble,
     w: Tensor,
     x_obs: Tensor,
     step: float | None,
@@ -472,11 +502,11 @@ def _build(
             prune_baseline=True,
             cache_root=False,
         )
-    optima = member_optima(model, posterior, w.numpy(), step, constraints)
+    optima = member_optima(model, w.numpy(), step, constraints)
     return qOptimumVarianceReduction(
         model,
         torch.tensor(optima, dtype=DTYPE),  # a copy: the memoised optima are read-only
-        torch.tensor(noise_scale(posterior, model), dtype=DTYPE),
+        torch.tensor(noise_scale(model), dtype=DTYPE),
     )
 
 
@@ -499,10 +529,16 @@ def optimal_mixture(
 
 
 def member_optima(
-    model: LawEnsembleModel, posterior: Any, w: np.ndarray, step: float | None, constraints: Any
+    model: LogLossEnsemble, w: np.ndarray, step: float | None, constraints: Any
 ) -> np.ndarray:
     """(D, M) optimal mixture of each ensemble member (``Posterior.optimal_mixture``)."""
-    if "member_optima" not in model.__dict__:
+    if "member_optima" in model.__dict__:
+        return model.__dict__["member_optima"]
+    if isinstance(model, LawAverageModel):
+        parts = [member_optima(part, w, step, constraints) for part in model.parts]
+        model.__dict__["member_optima"] = np.concatenate(parts)
+    else:
+        posterior = model.law_posterior
         weights = dict(zip(posterior.targets, w, strict=True))
         per_draw = optimal_mixture(
             posterior, weights, step, constraints, model.max_draws
@@ -516,12 +552,17 @@ def member_optima(
     return model.__dict__["member_optima"]
 
 
-def noise_scale(posterior: Any, model: LawEnsembleModel) -> np.ndarray:
+def noise_scale(model: LogLossEnsemble) -> np.ndarray:
     """Per-target log-scale observation noise, read off the posterior predictive.
 
     ``predict(draws=True)`` gives the law's value and a predictive draw (noise included)
-    per posterior draw; the robust spread (1.4826 MAD) of their log ratio is sigma_t.
+    per posterior draw; the robust spread (1.4826 MAD) of their log ratio is sigma_t. Over
+    several laws, their sigma_t averaged by their number of members.
     """
+    if isinstance(model, LawAverageModel):
+        sigmas = [noise_scale(part) for part in model.parts]
+        return np.average(sigmas, axis=0, weights=[part.ensemble_size for part in model.parts])
+    posterior = model.law_posterior
     obs = posterior.observations
     mix = obs.mixtures().reset_index(drop=True).iloc[:64]
     pred = posterior.predict(mix, model.step, draws=True, max_draws=64)
@@ -541,8 +582,7 @@ def noise_scale(posterior: Any, model: LawEnsembleModel) -> np.ndarray:
 
 
 def _thompson(
-    model: LawEnsembleModel,
-    posterior: Any,
+    model: LogLossEnsemble,
     q: int,
     w: np.ndarray,
     step: float | None,
@@ -566,7 +606,7 @@ def _thompson(
             if len(chosen) == q:
                 break
         return torch.stack(chosen), torch.full((len(chosen),), float("nan"))
-    optima = torch.tensor(member_optima(model, posterior, w, step, constraints), dtype=DTYPE)
+    optima = torch.tensor(member_optima(model, w, step, constraints), dtype=DTYPE)
     for d in members:
         cand = optima[d]
         if any((cand - c).abs().sum() <= 1e-6 for c in chosen):
@@ -613,7 +653,7 @@ SOFTMAX_BOUND = 25.0  # |z| bound for L-BFGS-B: e^-50 relative shares are zero i
 
 def _optimize_on_simplex(
     acq: AcquisitionFunction,
-    model: LawEnsembleModel,
+    model: LogLossEnsemble,
     q: int,
     lo: np.ndarray,
     hi: np.ndarray,
@@ -681,7 +721,7 @@ def _optimize_on_simplex(
 
 
 def _raw_points(
-    model: LawEnsembleModel,
+    model: LogLossEnsemble,
     lo: np.ndarray,
     hi: np.ndarray,
     x_obs: Tensor,
@@ -698,7 +738,7 @@ def _raw_points(
     return torch.as_tensor(project_to_box_simplex(np.concatenate(raw), lo, hi), dtype=DTYPE)
 
 
-def expected_gain(model: LawEnsembleModel, X: Tensor, x_obs: Tensor, w: Tensor) -> np.ndarray:
+def expected_gain(model: LogLossEnsemble, X: Tensor, x_obs: Tensor, w: Tensor) -> np.ndarray:
     """E_d[max(0, min_obs F_d - F_d(x))] per proposal: expected improvement over the best run."""
     with torch.no_grad():
         f_new = member_objective(model, X, w)  # D x q
@@ -714,6 +754,7 @@ __all__ = [
     "ACQUISITIONS",
     "AcquisitionSettings",
     "EnsembleMean",
+    "ensemble_model",
     "expected_optimum",
     "expected_gain",
     "objective_weights",

@@ -30,6 +30,15 @@ the first's by more than ``threshold`` standard errors of the difference: with f
 richer law can interpolate them, and its held-out fit is then what exposes it. Below
 2 (M + 1) distinct mixtures a law with an exponent per domain is not compared at all
 (``inference.interpolation_risk``): it can pass through every run.
+
+Averaging instead of choosing (``average_laws``): the laws' fits weighted by stacking
+(Yao, Vehtari, Simpson & Gelman 2018), the weights that predict the held-out runs best as a
+mixture,
+
+    w = argmax_{w in simplex} sum_i log sum_k w_k exp(lpd_ik),
+
+so a proposal can count what is uncertain about the law: runs that tell the laws apart are
+worth proposing before the data have chosen one.
 """
 
 from __future__ import annotations
@@ -41,7 +50,8 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from scipy.special import logsumexp
+from scipy.optimize import minimize
+from scipy.special import logsumexp, softmax
 
 from bayesmix.inference import fit, interpolation_risk
 from bayesmix.laws import LAW_NAMES, LawError, get_law
@@ -119,6 +129,40 @@ class LawComparison:
             f"{self.threshold:g} standard errors)"
         )
         return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class LawAverage:
+    """Several laws' posteriors over the same runs and the weight of each (``average_laws``).
+
+    ``bm.propose`` proposes over the weighted ensemble of their draws; ``posterior`` is the
+    law the comparison chose, the one to recommend from.
+    """
+
+    posteriors: Mapping[str, Any]
+    weights: Mapping[str, float]
+    comparison: LawComparison
+
+    @property
+    def posterior(self) -> Any:
+        return self.comparison.posterior
+
+    @property
+    def domains(self) -> list[str]:
+        return list(self.posterior.domains)
+
+    @property
+    def targets(self) -> list[str]:
+        return list(self.posterior.targets)
+
+    def parts(self) -> list[tuple[Any, float]]:
+        """(posterior, weight) of each law with a positive weight, the heaviest first."""
+        laws = sorted(self.posteriors, key=lambda law: -self.weights[law])
+        return [(self.posteriors[law], self.weights[law]) for law in laws if self.weights[law] > 0]
+
+    def __str__(self) -> str:
+        weights = ", ".join(f"{law} {w:.2f}" for law, w in self.weights.items())
+        return f"{self.comparison}\nlaw weights for proposals: {weights}"
 
 
 def compare_laws(
@@ -199,6 +243,57 @@ def compare_laws(
     table = _table(lpd, laws, errors)
     chosen = _choose(table, threshold)
     return LawComparison(table, lpd, chosen, k, threshold, method, posteriors, refitted)
+
+
+def average_laws(
+    obs: Observations,
+    laws: Sequence[str] = DEFAULT_LAWS,
+    *,
+    folds: int = 3,
+    threshold: float = 1.0,
+    seed: int = 0,
+) -> LawAverage:
+    """The laws' fits to every run, weighted for proposals (module docstring).
+
+    The laws are compared by ``compare_laws(method="loo")``. Each law that can be fitted has
+    prior weight 1/K; those compared share theirs by stacking weights, and a law not yet
+    comparable (too few distinct runs for its exponents) is fitted and keeps its prior
+    weight: nothing held out speaks for or against it, and the runs proposed next are what
+    will.
+    """
+    comparison = compare_laws(obs, laws, method="loo", folds=folds, threshold=threshold, seed=seed)
+    posteriors = dict(comparison.posteriors)
+    not_comparable = [
+        law
+        for law, error in comparison.table["error"].items()
+        if isinstance(error, str) and error.startswith("not compared")
+    ]
+    options = {**FOLD_FITS["nuts"], "progress": False, "reference_step": obs.max_step}
+    for law in not_comparable:
+        posteriors[law] = _fit_quietly(obs, law, seed, options)
+    prior = 1.0 / len(posteriors)
+    compared = list(comparison.posteriors)
+    stacked = stacking_weights(comparison.pointwise[compared]) * prior * len(compared)
+    weights = {
+        law: float(stacked[law]) if law in stacked else prior for law in laws if law in posteriors
+    }
+    return LawAverage(posteriors, weights, comparison)
+
+
+def stacking_weights(lpd: pd.DataFrame) -> pd.Series:
+    """Stacking weights of the columns of ``lpd`` (runs x laws, held-out log densities):
+    argmax over the simplex of sum_i log sum_k w_k exp(lpd_ik)."""
+    if lpd.shape[1] == 1:
+        return pd.Series(1.0, lpd.columns)
+    # A per-run shift leaves the argmax unchanged and keeps exp() in range.
+    dens = np.exp(lpd.to_numpy(float) - lpd.to_numpy(float).max(axis=1, keepdims=True))
+
+    def negative_score(z: np.ndarray) -> float:
+        return -float(np.log(dens @ softmax(z) + 1e-300).sum())
+
+    k = lpd.shape[1]
+    best = minimize(negative_score, np.zeros(k), method="L-BFGS-B", bounds=[(-30, 30)] * k)
+    return pd.Series(softmax(best.x), lpd.columns)
 
 
 def _splits(

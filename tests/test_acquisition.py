@@ -119,7 +119,7 @@ def test_noise_scale_leaves_out_members_whose_prediction_overflows(fitted, monke
 
     _, post = fitted
     model = LawEnsembleModel(post, None, max_draws=32)
-    clean = noise_scale(post, model)
+    clean = noise_scale(model)
     real = post.predict
 
     def overflowing(*args, **kwargs):
@@ -128,7 +128,7 @@ def test_noise_scale_leaves_out_members_whose_prediction_overflows(fitted, monke
         return out
 
     monkeypatch.setattr(post, "predict", overflowing)
-    sigma = noise_scale(post, model)
+    sigma = noise_scale(model)
     assert np.isfinite(sigma).all()
     np.testing.assert_allclose(sigma, clean, rtol=0.25)
 

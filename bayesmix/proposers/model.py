@@ -16,10 +16,16 @@ Matheron's rule so each path is a fixed smooth function of x):
     log f_dt(x) = log L_t(x; theta_d) + g_dt(x),   g_t ~ GP posterior on the residuals
 
 which widens the ensemble where the parametric form misses the data.
+
+Several laws' posteriors make one ensemble (``LawAverageModel``): law k contributes a share
+w_k of the D members (its draws thinned as above), so the ensemble is the model average
+sum_k w_k p(f | law k, data), and an acquisition over it counts what is uncertain about the
+law as well as its parameters.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -31,7 +37,27 @@ LOG_LOSS_CAP = 30.0
 DTYPE = torch.float64
 
 
-class LawEnsembleModel(EnsembleModel):
+class LogLossEnsemble(EnsembleModel):
+    """An ensemble whose members' losses are exp(log_loss): the outputs both models share."""
+
+    ensemble_size: int
+    domains: list[str]
+    targets: list[str]
+
+    def log_loss(self, r: Tensor, step: float | None = None) -> Tensor:  # (D, P, T)
+        raise NotImplementedError
+
+    def forward(self, X: Tensor) -> Tensor:
+        batch, (n, m) = X.shape[:-2], X.shape[-2:]
+        if m != len(self.domains):
+            raise ValueError(f"X has {m} columns; the law has {len(self.domains)} domains")
+        flat = X.reshape(-1, m)
+        values = self.log_loss(flat).exp()  # (D, B*n, T)
+        values = values.reshape(self.ensemble_size, *batch, n, len(self.targets))
+        return values.movedim(0, -3)  # batch x D x n x T
+
+
+class LawEnsembleModel(LogLossEnsemble):
     """Posterior draws of a data-mixing law as a BoTorch ensemble over the simplex.
 
     Inputs X: ``batch x n x M`` mixtures (columns in ``posterior.domains`` order).
@@ -63,7 +89,6 @@ class LawEnsembleModel(EnsembleModel):
         self.ensemble_size = next(iter(self.params.values())).shape[0]
         self.domains = list(posterior.domains)
         self.targets = list(posterior.targets)
-        self._num_outputs = len(self.targets)
         self._torch_params: dict[str, Tensor] | None = None
         self._step_cache: dict[tuple[str, float | None], float | None] = {}
         self.paths: Any = None
@@ -106,15 +131,6 @@ class LawEnsembleModel(EnsembleModel):
         s = self._step_cache[key]
         return None if s is None else torch.full(r.shape[:-1], s, dtype=r.dtype, device=r.device)
 
-    def forward(self, X: Tensor) -> Tensor:
-        batch, (n, m) = X.shape[:-2], X.shape[-2:]
-        if m != len(self.domains):
-            raise ValueError(f"X has {m} columns; the law has {len(self.domains)} domains")
-        flat = X.reshape(-1, m)
-        values = self.log_loss(flat).exp()  # (D, B*n, T)
-        values = values.reshape(self.ensemble_size, *batch, n, self._num_outputs)
-        return values.movedim(0, -3)  # batch x D x n x T
-
     # ------------------------------------------------------------------ discrepancy
     def _residual_paths(self, seed: int) -> Any:
         """Matheron sample paths of per-target GPs on the law's log residuals."""
@@ -141,6 +157,45 @@ class LawEnsembleModel(EnsembleModel):
             return self.log_loss(r)
         finally:
             self.paths = paths
+
+
+class LawAverageModel(LogLossEnsemble):
+    """Several laws' posteriors over the same runs as one ensemble (module docstring).
+
+    Args:
+        parts: (posterior, weight) per law; weights are normalised, and a law whose share
+            of ``max_draws`` rounds to no member is left out.
+        step, max_draws: as ``LawEnsembleModel``; D = ``max_draws`` members in all.
+    """
+
+    def __init__(
+        self,
+        parts: Sequence[tuple[Any, float]],
+        step: float | None = None,
+        *,
+        max_draws: int = 256,
+    ) -> None:
+        super().__init__()
+        weights = np.array([float(w) for _, w in parts])
+        if not len(parts) or not np.all(np.isfinite(weights)) or (weights < 0).any():
+            raise ValueError(f"law weights must be finite and non-negative, got {weights}")
+        members = np.round(weights / weights.sum() * max_draws).astype(int)
+        self.parts = [
+            LawEnsembleModel(post, step, max_draws=int(n))
+            for (post, _), n in zip(parts, members, strict=True)
+            if n > 0
+        ]
+        first = self.parts[0]
+        for part in self.parts[1:]:
+            if part.domains != first.domains or part.targets != first.targets:
+                raise ValueError("the laws' posteriors are over different domains or targets")
+        self.step = step
+        self.domains, self.targets = first.domains, first.targets
+        self.ensemble_size = sum(part.ensemble_size for part in self.parts)
+
+    def log_loss(self, r: Tensor, step: float | None = None) -> Tensor:
+        """(D, P, T): each law's members in turn."""
+        return torch.cat([part.log_loss(r, step) for part in self.parts])
 
 
 def observed_log_losses(

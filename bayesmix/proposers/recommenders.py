@@ -74,6 +74,10 @@ class PosteriorOptimum:
         post = fit_posterior(context, self.law, self.fit_options)
         if post is None:
             raise ProposalError("a recommendation needs observed runs (the context has none)")
+        from bayesmix.selection import LawAverage
+
+        if isinstance(post, LawAverage):  # proposals average laws; recommend from the chosen
+            post = post.posterior
         if context.candidates is not None:
             return _best_in_pool(context, lambda r: self._expected(post, context, r))
         if self.discrepancy:

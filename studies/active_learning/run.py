@@ -110,6 +110,10 @@ FIT_METHODS = {
 # --law held-out: before each batch, the law that predicts left-out runs best
 # (bayesmix.selection, method "loo"), fitted by NUTS; --fit-method does not apply.
 CHOSEN_BY_HELD_OUT_FIT = "held-out"
+# --law averaged: the same choice recommends; proposals are over both laws' NUTS fits
+# weighted by stacking (bayesmix.selection.average_laws).
+AVERAGED_OVER_LAWS = "averaged"
+CHOSEN_BEFORE_EVERY_BATCH = (CHOSEN_BY_HELD_OUT_FIT, AVERAGED_OVER_LAWS)
 
 
 @dataclass
@@ -228,6 +232,8 @@ def _fit(obs: Any, config: Config, seed: int, previous: Any) -> Any:
     if config.law == CHOSEN_BY_HELD_OUT_FIT:
         # 3 refits per law at most: the choice + the fit in ~8 NUTS fits per batch.
         return bm.compare_laws(obs, method="loo", folds=3, seed=seed).posterior
+    if config.law == AVERAGED_OVER_LAWS:
+        return bm.average_laws(obs, folds=3, seed=seed)
     options = dict(config.fit)
     if previous is not None and "init" in inspect.signature(bm.fit).parameters:
         options["init"] = previous  # warm start: cheap refits between batches
@@ -303,13 +309,24 @@ def trajectory(
                     "recommend": time.process_time() - rec_started,
                 },
                 "wall_s": time.perf_counter() - wall,
-                "law": None if post is None else post.law,
+                "law": None if post is None else chosen_posterior(post).law,
                 "commit": COMMIT,
                 "host": HOST,
             }
+            if hasattr(post, "weights"):
+                line["law_weights"] = dict(post.weights)
             if name == "posterior-optimum" and pool is None:
-                line["ci90"] = optimum_interval(post, weights, config, oracle.best_mixture)
+                line["ci90"] = optimum_interval(
+                    chosen_posterior(post), weights, config, oracle.best_mixture
+                )
             yield line
+
+
+def chosen_posterior(fitted: Any) -> Any:
+    """The posterior recommendations come from (a law average's chosen law)."""
+    from bayesmix.selection import LawAverage
+
+    return fitted.posterior if isinstance(fitted, LawAverage) else fitted
 
 
 def optimum_interval(
@@ -594,13 +611,14 @@ def table(rows: list[dict[str, Any]], config: Config) -> str:
                 + f" | {reach[0] if reach else '>' + str(budgets[-1])} |"
             )
         out += ["", _wins(body, m)]
-        if config.law == CHOSEN_BY_HELD_OUT_FIT:
+        if config.law in CHOSEN_BEFORE_EVERY_BATCH:
             out += ["", _laws_chosen(body)]
     return "\n".join(out) + "\n"
 
 
 def _laws_chosen(body: pd.DataFrame) -> str:
-    """How many seeds' posteriors had each law, per proposer and budget (--law held-out)."""
+    """How many seeds' posteriors had each law, per proposer and budget (--law held-out,
+    averaged: the law chosen to recommend from)."""
     ours = body[body["recommender"] == "posterior-optimum"].dropna(subset=["law"])
     lines = []
     for method, g in ours.groupby("method", sort=False):
@@ -680,7 +698,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--law",
         help=f"law of the posterior (default: the config's); {CHOSEN_BY_HELD_OUT_FIT!r}: the "
-        "law that predicts left-out runs best, chosen again before every batch",
+        "law that predicts left-out runs best, chosen again before every batch; "
+        f"{AVERAGED_OVER_LAWS!r}: that law recommends, proposals average the laws",
     )
     p.add_argument(
         "--fit-method",
