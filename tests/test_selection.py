@@ -6,18 +6,22 @@ from dataclasses import replace
 from functools import partial
 
 import numpy as np
+import pandas as pd
 import pytest
+import torch
 from numpyro.infer import log_likelihood
 from typer.testing import CliRunner
 
 import bayesmix as bm
 from bayesmix import selection
+from bayesmix.acquisition import ensemble_model
 from bayesmix.cli import app
 from bayesmix.domains import DomainUpdate
 from bayesmix.laws import LawData, get_law
 from bayesmix.observations import ObservationsError
 from bayesmix.oracles import SyntheticOracle
-from bayesmix.selection import SelectionError, compare_laws
+from bayesmix.proposers import ProposalContext, ProposalError, get_recommender
+from bayesmix.selection import SelectionError, compare_laws, stacking_weights
 
 
 def world_runs(law: str, n: int, noise: float, m: int = 3, **observe: object) -> bm.Observations:
@@ -126,10 +130,45 @@ def test_leave_one_run_out_from_one_fit_per_law_keeps_the_chosen_fit(monkeypatch
         _ = compare_laws(world_runs("bimix", 12, 0.02), method="map", folds=3).posterior
 
 
-def test_a_law_that_can_interpolate_the_runs_is_not_compared():
+def test_a_law_that_can_interpolate_the_runs_is_not_compared_but_averaged_over():
     # 7 runs of 3 domains: the cross law has 4 coefficients per target, 8 runs are needed.
-    comparison = compare_laws(world_runs("bimix-cross", 7, 0.005), method="loo")
+    average = bm.average_laws(world_runs("bimix-cross", 7, 0.005))
+    comparison = average.comparison
     assert comparison.chosen == "bimix" and comparison.refitted == {"bimix": []}
     assert comparison.table.loc["bimix-cross", "error"].startswith("not compared: law")
     assert "only 7 distinct mixtures: below 8 it can interpolate" in str(comparison)
-    assert comparison.posterior.law == "bimix"
+    assert average.posterior is comparison.posterior and average.posterior.law == "bimix"
+    # Nothing held out speaks for either law yet: each keeps its prior weight, and the
+    # proposals are over both laws' draws.
+    assert average.weights == {"bimix": 0.5, "bimix-cross": 0.5}
+    assert average.posteriors["bimix-cross"].law == "bimix-cross"
+    _, model = ensemble_model(average, None, max_draws=64)
+    assert [part.ensemble_size for part in model.parts] == [32, 32]
+    assert [part.law_posterior.law for part in model.parts] == ["bimix", "bimix-cross"]
+    r = torch.full((5, 3), 1 / 3, dtype=torch.float64)
+    parts = [part.log_loss(r) for part in model.parts]
+    assert torch.equal(model.log_loss(r), torch.cat(parts))
+    assert not torch.allclose(parts[0].mean(0), parts[1].mean(0))
+    batch = bm.propose(average, q=2)
+    assert np.allclose(batch.filter(like="r:").sum(axis=1), 1.0)
+    assert (batch["acquisition_value"] > 0).all()
+    with pytest.raises(ProposalError, match="fitted to one law's residuals"):
+        bm.propose(average, q=2, discrepancy=True)
+    # The recommendation is the chosen law's.
+    recommender = get_recommender("posterior-optimum")
+    recommended = recommender.recommend(ProposalContext(average.domains, posterior=average))
+    chosen = recommender.recommend(ProposalContext(average.domains, posterior=average.posterior))
+    assert recommended.equals(chosen)
+
+
+def test_stacking_weights_are_the_mixture_that_predicts_held_out_runs_best():
+    rng = np.random.default_rng(0)
+    good, bad = rng.normal(1.0, 0.1, 20), rng.normal(-3.0, 0.1, 20)
+    # One law better on every run: all the weight.
+    lpd = pd.DataFrame({"a": good, "b": bad})
+    assert stacking_weights(lpd)["a"] > 0.99
+    # Each law better on half the runs: the mixture of both.
+    halves = pd.DataFrame({"a": np.r_[good[:10], bad[10:]], "b": np.r_[bad[:10], good[10:]]})
+    w = stacking_weights(halves)
+    assert abs(w["a"] - 0.5) < 0.05 and abs(w.sum() - 1) < 1e-9
+    assert stacking_weights(lpd[["a"]]).tolist() == [1.0]
