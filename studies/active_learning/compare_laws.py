@@ -3,7 +3,9 @@
 Reads ``results/full.jsonl`` (law ``bimix``), ``results/cross-law.jsonl`` (law
 ``bimix-cross`` fitted by Laplace, ``run.py --law bimix-cross``),
 ``results/cross-law-nuts.jsonl`` (fitted by NUTS, ``--fit-method nuts``) and
-``results/held-out-law.jsonl`` (the law chosen before each batch, ``--law held-out``) and writes
+``results/held-out-law.jsonl`` (the law chosen before each batch, ``--law held-out``),
+``results/averaged-laws.jsonl`` (the same choice recommends, proposals average the laws,
+``--law averaged``) and writes
 ``results/compare_laws.md``: mean regret of our recommender per cell, proposer and budget
 under each, and the seeds where optimum-variance with the cross law has lower regret than
 the Dirichlet swarm with the own-share law (the benchmark's reference proposer and
@@ -34,8 +36,11 @@ def main() -> None:
         "cross": pd.DataFrame(bench.load(HERE / "results" / "cross-law.jsonl")),
         "cross (NUTS)": pd.DataFrame(bench.load(HERE / "results" / "cross-law-nuts.jsonl")),
         "held-out choice": pd.DataFrame(bench.load(HERE / "results" / "held-out-law.jsonl")),
+        "held-out choice, averaged proposals": pd.DataFrame(
+            bench.load(HERE / "results" / "averaged-laws.jsonl")
+        ),
     }
-    crosses = ("cross", "cross (NUTS)", "held-out choice")
+    crosses = tuple(law for law in laws if law != "own-share")
     ours = {
         k: v[(v["recommender"] == "posterior-optimum") & v["method"].isin(PROPOSERS)]
         for k, v in laws.items()
@@ -49,7 +54,9 @@ def main() -> None:
         "Laplace (`cross`) or NUTS, 2 x 300 draws (`cross (NUTS)`); `held-out choice`: "
         "before each batch the law with the better Pareto-smoothed leave-one-run-out fit, "
         "fitted by NUTS, 2 x 200 draws (`run.py --law held-out`; its wins count every seed it "
-        "ran). Made by `compare_laws.py`. PROVENANCE",
+        "ran); `averaged proposals`: the same choice recommends, optimum-variance proposes "
+        "over both laws' fits weighted by stacking (`run.py --law averaged`). "
+        "Made by `compare_laws.py`. PROVENANCE",
         "",
         "| cell | proposer | law | seeds | " + " | ".join(f"n={b}" for b in (8, 16, 24)) + " |",
         "|---|---|---|---:|---:|---:|---:|",
