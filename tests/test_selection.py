@@ -20,7 +20,8 @@ from bayesmix.domains import DomainUpdate
 from bayesmix.laws import LawData, get_law
 from bayesmix.observations import ObservationsError
 from bayesmix.oracles import SyntheticOracle
-from bayesmix.proposers import ProposalContext, ProposalError, get_recommender
+from bayesmix.proposers import ProposalContext, ProposalError, get_proposer, get_recommender
+from bayesmix.proposers.bayesian import fit_posterior
 from bayesmix.selection import SelectionError, compare_laws, stacking_weights
 
 
@@ -132,7 +133,9 @@ def test_leave_one_run_out_from_one_fit_per_law_keeps_the_chosen_fit(monkeypatch
 
 def test_a_law_that_can_interpolate_the_runs_is_not_compared_but_averaged_over():
     # 7 runs of 3 domains: the cross law has 4 coefficients per target, 8 runs are needed.
-    average = bm.average_laws(world_runs("bimix-cross", 7, 0.005))
+    obs = world_runs("bimix-cross", 7, 0.005)
+    context = ProposalContext(obs.domains, observations=obs)
+    average = fit_posterior(context, "average")  # bm.average_laws, as the proposer fits it
     comparison = average.comparison
     assert comparison.chosen == "bimix" and comparison.refitted == {"bimix": []}
     assert comparison.table.loc["bimix-cross", "error"].startswith("not compared: law")
@@ -149,7 +152,7 @@ def test_a_law_that_can_interpolate_the_runs_is_not_compared_but_averaged_over()
     parts = [part.log_loss(r) for part in model.parts]
     assert torch.equal(model.log_loss(r), torch.cat(parts))
     assert not torch.allclose(parts[0].mean(0), parts[1].mean(0))
-    batch = bm.propose(average, q=2)
+    batch = get_proposer("bayesmix", law="average").propose(context, 2)
     assert np.allclose(batch.filter(like="r:").sum(axis=1), 1.0)
     assert (batch["acquisition_value"] > 0).all()
     with pytest.raises(ProposalError, match="fitted to one law's residuals"):

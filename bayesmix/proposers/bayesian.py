@@ -4,7 +4,9 @@ Before any run is observed there is no posterior, so the first batch comes from 
 posterior-free design (the Olmix swarm by default). Afterwards the posterior in the context
 is used, or one is fitted to the context's observations (law and method configurable; pass
 ``fit_options={"method": "nuts"}`` for exact intervals, the default Laplace approximation
-is what keeps refits between batches cheap).
+is what keeps refits between batches cheap). ``law="average"`` fits the candidate laws by
+NUTS and weights them by held-out fit (``bm.average_laws``; ``fit_options`` go to it): the
+proposals are over every law's draws, the recommendation is the chosen law's.
 """
 
 from __future__ import annotations
@@ -16,11 +18,14 @@ import pandas as pd
 
 from bayesmix.proposers.base import ProposalContext, ProposalError, check_q
 
+AVERAGE_OF_LAWS = "average"
+
 
 def fit_posterior(
     context: ProposalContext, law: str, fit_options: dict[str, Any] | None = None
 ) -> Any:
-    """The context's posterior, or one fitted to its observations (None without any)."""
+    """The context's posterior, or one fitted to its observations (None without any): a
+    ``LawAverage`` for ``law="average"``."""
     if context.posterior is not None:
         return context.posterior
     if context.observations is None:
@@ -28,6 +33,11 @@ def fit_posterior(
     if "posterior" not in context._cache:
         import bayesmix as bm
 
+        if law == AVERAGE_OF_LAWS:
+            context._cache["posterior"] = bm.average_laws(
+                context.observations, seed=context.seed, **(fit_options or {})
+            )
+            return context._cache["posterior"]
         options = {"method": "laplace", "progress": False, **(fit_options or {})}
         context._cache["posterior"] = bm.fit(
             context.observations, law=law, seed=context.seed, **options
@@ -41,7 +51,8 @@ class BayesMixProposer:
 
     acquisition: "optimum-variance" (default: it beat Thompson sampling in
     studies/active_learning and studies/domain_updates), "thompson" or "qlognei".
-    law, fit_options: how to fit a posterior when the context has none.
+    law, fit_options: how to fit a posterior when the context has none (a law name, or
+    "average": see the module docstring).
     initial: the posterior-free proposer for the first batch.
     max_draws: ensemble size; discrepancy: add a GP residual term to the ensemble.
     run_lengths, checkpoints: let optimum-variance choose each run's length (steps) from

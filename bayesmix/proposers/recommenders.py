@@ -58,7 +58,8 @@ def _best_in_pool(context: ProposalContext, predict: Any) -> pd.Series:
 
 @dataclass
 class PosteriorOptimum:
-    """The posterior-expected optimum of a law fitted to the observations (ours).
+    """The posterior-expected optimum of a law fitted to the observations (ours). With
+    ``law="average"`` (or a ``LawAverage`` in the context), the chosen law's.
 
     discrepancy: also trust a GP on the law's residuals (``LawEnsembleModel``), and take the
     optimum of the ensemble mean with it (``bayesmix.acquisition.expected_optimum``).
