@@ -194,6 +194,14 @@ def propose_cmd(
             "(steps), spending the compute of q target-length runs",
         ),
     ] = None,
+    average_laws: Annotated[
+        str | None,
+        typer.Option(
+            "--average-laws",
+            help="e.g. bimix,bimix-cross: refit these laws by NUTS on the posterior's runs and "
+            "propose over all of them, weighted by held-out fit (minutes)",
+        ),
+    ] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="write the batch as CSV")] = None,
 ) -> None:
     """The next q proxy runs to train, each with its expected gain."""
@@ -209,6 +217,10 @@ def propose_cmd(
         post = bm.Posterior.load(posterior)
         post.check_usable()
         lengths = parse_run_lengths(run_lengths)
+        if average_laws is not None:
+            laws = [name.strip() for name in average_laws.split(",") if name.strip()]
+            with console.status(f"fitting {len(laws)} laws and comparing them"):
+                post = bm.average_laws(post.observations, laws, seed=seed)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", UserWarning)
             batch = propose(
@@ -225,7 +237,7 @@ def propose_cmd(
         fail(str(exc))
     for warning in caught:
         err.print(f"[yellow]warning:[/yellow] {escape(str(warning.message))}", highlight=False)
-    console.print(post.summary_line())
+    console.print(post.summary_line() if average_laws is None else escape(str(post)))
     shares = batch[[f"r:{d}" for d in post.domains]].T
     shares.index = list(post.domains)
     shares.columns = [f"run {i + 1}" for i in range(len(batch))]

@@ -331,3 +331,23 @@ def test_cli_propose_prints_runs_with_their_expected_gain(fitted, tmp_path) -> N
     bad = runner.invoke(app, ["propose", str(empty), "--q", "2", "--acq", "thompson"])
     assert bad.exit_code == 1 and "posterior is empty" in bad.output, bad.output
     assert "Traceback" not in bad.output
+
+
+def test_cli_proposes_over_an_average_of_laws(fitted, tmp_path, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from bayesmix import selection
+    from bayesmix.cli import app
+
+    short = {"method": "nuts", "num_chains": 2, "num_warmup": 60, "num_samples": 60}
+    monkeypatch.setitem(selection.FOLD_FITS, "nuts", short)  # a minute -> seconds
+    path = fitted[1].save(tmp_path / "post.nc")
+    runner = CliRunner()
+    args = ["propose", str(path), "--q", "2", "--acq", "thompson", "--average-laws"]
+    ok = runner.invoke(app, [*args, "bimix,bimix-cross"])
+    assert ok.exit_code == 0, ok.output
+    # 10 runs of 5 domains: too few to compare the cross law, so both keep their prior weight.
+    assert "law weights for proposals: bimix 0.50, bimix-cross 0.50" in ok.output
+    assert "2 proposed runs (thompson)" in ok.output
+    bad = runner.invoke(app, [*args, "bimix,nope"])
+    assert bad.exit_code == 1 and "unknown laws ['nope']" in bad.output, bad.output
