@@ -41,6 +41,8 @@ def test_small_benchmark_runs_resumes_and_tables(tmp_path: Path) -> None:
     # With the law chosen before each batch, the table says which law each seed's fit had.
     held_out = replace(config, law=runner.CHOSEN_BY_HELD_OUT_FIT)
     laws = "; ".join(f"n={b}: bimix 1" for b in budgets)
-    assert f"law chosen by held-out fit, bayesmix (seeds): {laws}" in runner.table(rows, held_out)
+    held_out_text = runner.table(rows, held_out)
+    assert f"law chosen by held-out fit, bayesmix (seeds): {laws}" in held_out_text
+    assert "CPU s per batch, proposal + fit, bayesmix (mean): n=" in held_out_text
     with pytest.raises(ValueError, match="unknown cell kind"):
         runner.make_oracle(runner.Cell("grid", 3), 0, tmp_path)

@@ -566,9 +566,14 @@ def table(rows: list[dict[str, Any]], config: Config) -> str:
     df = pd.DataFrame(rows)
     out = [f"# Active-learning benchmark ({config.name})", ""]
     cpu = _cpu_seconds(rows)
+    fitted = (
+        "`bayesmix.selection` (NUTS, 2 x 200 draws)"
+        if config.law in CHOSEN_BEFORE_EVERY_BATCH
+        else f"`{config.fit}`"
+    )
     out.append(
         f"{len(df)} result lines, {df.groupby(['cell', 'seed']).ngroups} (cell, seed) pairs, "
-        f"{cpu / 3600:.2f} CPU hours recorded; law `{config.law}`, fit `{config.fit}`, "
+        f"{cpu / 3600:.2f} CPU hours recorded; law `{config.law}`, fit {fitted}, "
         f"q = {Q}. Regret = true objective of the recommended mixture minus the best "
         "achievable (nats, lower is better); mean over seeds (number of seeds in brackets). "
         + provenance(rows)
@@ -612,7 +617,7 @@ def table(rows: list[dict[str, Any]], config: Config) -> str:
             )
         out += ["", _wins(body, m)]
         if config.law in CHOSEN_BEFORE_EVERY_BATCH:
-            out += ["", _laws_chosen(body)]
+            out += ["", _laws_chosen(body), "", _cpu_per_batch(body)]
     return "\n".join(out) + "\n"
 
 
@@ -642,6 +647,19 @@ def _cpu_seconds(rows: list[dict[str, Any]]) -> float:
         batches[key] = max(batches.get(key, 0.0), cpu.get("propose", 0.0) + cpu.get("fit", 0.0))
         total += cpu.get("recommend", 0.0) + cpu.get("total", 0.0)
     return total + sum(batches.values())
+
+
+def _cpu_per_batch(body: pd.DataFrame) -> str:
+    """Mean CPU seconds of the proposal and of the fit (the law's choice included) before
+    and after each batch, per proposer and budget."""
+    ours = body[body["recommender"] == "posterior-optimum"]
+    lines = []
+    for method, g in ours.groupby("method", sort=False):
+        cpu = pd.DataFrame(list(g["cpu_s"]), index=g.index)
+        means = cpu.groupby(g["budget"])[["propose", "fit"]].mean()
+        per = [f"n={b}: {r['propose']:.0f} + {r['fit']:.0f}" for b, r in means.iterrows()]
+        lines.append(f"CPU s per batch, proposal + fit, {method} (mean): " + "; ".join(per))
+    return "  \n".join(lines)
 
 
 def _score(g: pd.DataFrame) -> str:
