@@ -68,6 +68,7 @@ FOLD_FITS: dict[str, dict[str, Any]] = {
 }
 # "loo" fits each law once on every run as a "nuts" fold, and refits influential runs alike.
 METHODS = ("loo", *FOLD_FITS)
+NOT_COMPARED = "not compared"  # the table's error for a law that could interpolate the runs
 
 
 class SelectionError(ValueError):
@@ -206,9 +207,7 @@ def compare_laws(
         )
     k = len(runs) if method == "loo" else min(folds, len(runs))
     splits = [] if method == "loo" else _splits(obs, runs, k, seed)
-    # The same reference step in every fit: held-out runs' steps must mean the same.
-    fit_options = FOLD_FITS["nuts" if method == "loo" else method]
-    options = {**fit_options, "progress": False, "reference_step": obs.max_step}
+    options = _fit_options(obs, "nuts" if method == "loo" else method)
 
     pointwise: dict[str, pd.Series] = {}
     errors: dict[str, str] = {}
@@ -220,7 +219,7 @@ def compare_laws(
         if risk:
             # Its held-out fit is hopeless (law_selection.md: never chosen at 8 runs of 7
             # domains), and computing it costs the most fits.
-            errors[law] = f"not compared: {risk}"
+            errors[law] = f"{NOT_COMPARED}: {risk}"
             continue
         try:
             if method == "loo":
@@ -266,9 +265,9 @@ def average_laws(
     not_comparable = [
         law
         for law, error in comparison.table["error"].items()
-        if isinstance(error, str) and error.startswith("not compared")
+        if isinstance(error, str) and error.startswith(NOT_COMPARED)
     ]
-    options = {**FOLD_FITS["nuts"], "progress": False, "reference_step": obs.max_step}
+    options = _fit_options(obs, "nuts")
     for law in not_comparable:
         posteriors[law] = _fit_quietly(obs, law, seed, options)
     prior = 1.0 / len(posteriors)
@@ -306,6 +305,11 @@ def _splits(
         (obs.select(runs=[r for r in runs if r not in held]), obs.select(runs=sorted(held)))
         for held in held_out
     ]
+
+
+def _fit_options(obs: Observations, method: str) -> dict[str, Any]:
+    # The same reference step in every fit: held-out runs' steps must mean the same.
+    return {**FOLD_FITS[method], "progress": False, "reference_step": obs.max_step}
 
 
 def _fit_quietly(obs: Observations, law: str, seed: int, options: dict[str, Any]) -> Any:

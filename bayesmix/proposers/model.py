@@ -177,7 +177,7 @@ class LawAverageModel(LogLossEnsemble):
     ) -> None:
         super().__init__()
         weights = np.array([float(w) for _, w in parts])
-        if not len(parts) or not np.all(np.isfinite(weights)) or (weights < 0).any():
+        if not np.all(np.isfinite(weights)) or (weights < 0).any() or not weights.sum() > 0:
             raise ValueError(f"law weights must be finite and non-negative, got {weights}")
         members = np.round(weights / weights.sum() * max_draws).astype(int)
         self.parts = [
