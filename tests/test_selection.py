@@ -131,7 +131,7 @@ def test_leave_one_run_out_from_one_fit_per_law_keeps_the_chosen_fit(monkeypatch
         _ = compare_laws(world_runs("bimix", 12, 0.02), method="map", folds=3).posterior
 
 
-def test_a_law_that_can_interpolate_the_runs_is_not_compared_but_averaged_over():
+def test_a_law_that_can_interpolate_the_runs_is_not_compared_but_averaged_over(monkeypatch):
     # 7 runs of 3 domains: the cross law has 4 coefficients per target, 8 runs are needed.
     obs = world_runs("bimix-cross", 7, 0.005)
     context = ProposalContext(obs.domains, observations=obs)
@@ -158,6 +158,12 @@ def test_a_law_that_can_interpolate_the_runs_is_not_compared_but_averaged_over()
     with pytest.raises(ProposalError, match="fitted to one law's residuals"):
         bm.propose(average, q=2, discrepancy=True)
     # The recommendation is the chosen law's.
+    # A study hands the proposer its own one-law fit: law="average" averages all the same.
+    refits = []
+    monkeypatch.setattr(bm, "average_laws", lambda *args, **kw: refits.append(kw) or average)
+    one_law = ProposalContext(obs.domains, observations=obs, posterior=average.posterior)
+    assert fit_posterior(one_law, "average") is average and refits == [{"seed": 0}]
+    assert fit_posterior(one_law, "bimix") is average.posterior
     recommender = get_recommender("posterior-optimum")
     recommended = recommender.recommend(ProposalContext(average.domains, posterior=average))
     chosen = recommender.recommend(ProposalContext(average.domains, posterior=average.posterior))

@@ -6,7 +6,9 @@ is used, or one is fitted to the context's observations (law and method configur
 ``fit_options={"method": "nuts"}`` for exact intervals, the default Laplace approximation
 is what keeps refits between batches cheap). ``law="average"`` fits the candidate laws by
 NUTS and weights them by held-out fit (``bm.average_laws``; ``fit_options`` go to it): the
-proposals are over every law's draws, the recommendation is the chosen law's.
+proposals are over every law's draws, the recommendation is the chosen law's. It is fitted
+even when the context holds one law's posterior (a study passes its own fit), unless that
+posterior already is a ``LawAverage``.
 """
 
 from __future__ import annotations
@@ -26,7 +28,10 @@ def fit_posterior(
 ) -> Any:
     """The context's posterior, or one fitted to its observations (None without any): a
     ``LawAverage`` for ``law="average"``."""
-    if context.posterior is not None:
+    from bayesmix.selection import LawAverage
+
+    averaged = isinstance(context.posterior, LawAverage)
+    if context.posterior is not None and (law != AVERAGE_OF_LAWS or averaged):
         return context.posterior
     if context.observations is None:
         return None
