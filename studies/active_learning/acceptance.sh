@@ -47,6 +47,8 @@ $HELD --cells synthetic-bimix-7 --methods bayesmix-optimum-variance dirichlet-sw
 # The same choice recommends; proposals over both laws weighted by stacking (results/averaged-laws.md).
 AVG="$RUN --law averaged --out studies/active_learning/results/averaged-laws.jsonl --recommenders posterior-optimum"
 $AVG --cells synthetic-cross-7 synthetic-bimix-7 --methods bayesmix-optimum-variance dirichlet-swarm --seeds 0-9
+$RUN --law averaged --out studies/active_learning/results/averaged-laws-seeds-10-19.jsonl --recommenders posterior-optimum \
+    --cells synthetic-cross-7 --methods bayesmix-optimum-variance dirichlet-swarm --seeds 10-19
 # qLogNEI in the loop at 7 domains.
 $RUN --cells synthetic-bimix-7 synthetic-cross-7 --methods bayesmix-qlognei
 # 64 domains: bayesmix against Olmix's recipe (K = 195 runs in one swarm).
