@@ -68,7 +68,6 @@ FOLD_FITS: dict[str, dict[str, Any]] = {
 }
 # "loo" fits each law once on every run as a "nuts" fold, and refits influential runs alike.
 METHODS = ("loo", *FOLD_FITS)
-NOT_COMPARED = "not compared"  # the table's error for a law that could interpolate the runs
 
 
 class SelectionError(ValueError):
@@ -166,6 +165,11 @@ class LawAverage:
         return f"{self.comparison}\nlaw weights for proposals: {weights}"
 
 
+def chosen_posterior(fitted: Any) -> Any:
+    """The posterior to recommend from: a ``LawAverage``'s chosen law, else ``fitted``."""
+    return fitted.posterior if isinstance(fitted, LawAverage) else fitted
+
+
 def compare_laws(
     obs: Observations,
     laws: Sequence[str] = DEFAULT_LAWS,
@@ -219,7 +223,7 @@ def compare_laws(
         if risk:
             # Its held-out fit is hopeless (law_selection.md: never chosen at 8 runs of 7
             # domains), and computing it costs the most fits.
-            errors[law] = f"{NOT_COMPARED}: {risk}"
+            errors[law] = f"not compared: {risk}"
             continue
         try:
             if method == "loo":
@@ -262,11 +266,8 @@ def average_laws(
     """
     comparison = compare_laws(obs, laws, method="loo", folds=folds, threshold=threshold, seed=seed)
     posteriors = dict(comparison.posteriors)
-    not_comparable = [
-        law
-        for law, error in comparison.table["error"].items()
-        if isinstance(error, str) and error.startswith(NOT_COMPARED)
-    ]
+    mixtures = obs.mixtures().to_numpy(float)
+    not_comparable = [law for law in laws if interpolation_risk(get_law(law), mixtures)]
     options = _fit_options(obs, "nuts")
     for law in not_comparable:
         posteriors[law] = _fit_quietly(obs, law, seed, options)
@@ -285,7 +286,8 @@ def stacking_weights(lpd: pd.DataFrame) -> pd.Series:
     if lpd.shape[1] == 1:
         return pd.Series(1.0, lpd.columns)
     # A per-run shift leaves the argmax unchanged and keeps exp() in range.
-    dens = np.exp(lpd.to_numpy(float) - lpd.to_numpy(float).max(axis=1, keepdims=True))
+    values = lpd.to_numpy(float)
+    dens = np.exp(values - values.max(axis=1, keepdims=True))
 
     def negative_score(z: np.ndarray) -> float:
         return -float(np.log(dens @ softmax(z) + 1e-300).sum())

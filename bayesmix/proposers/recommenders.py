@@ -75,10 +75,9 @@ class PosteriorOptimum:
         post = fit_posterior(context, self.law, self.fit_options)
         if post is None:
             raise ProposalError("a recommendation needs observed runs (the context has none)")
-        from bayesmix.selection import LawAverage
+        from bayesmix.selection import chosen_posterior
 
-        if isinstance(post, LawAverage):  # proposals average laws; recommend from the chosen
-            post = post.posterior
+        post = chosen_posterior(post)  # proposals may average laws; recommend from the chosen
         if context.candidates is not None:
             return _best_in_pool(context, lambda r: self._expected(post, context, r))
         if self.discrepancy:

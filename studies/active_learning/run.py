@@ -248,6 +248,7 @@ def trajectory(
     """Yield one result line per (budget, recommender) not already in ``done``."""
     import bayesmix as bm
     from bayesmix.proposers import ProposalContext, get_proposer
+    from bayesmix.selection import LawAverage, chosen_posterior
 
     oracle = make_oracle(cell, seed, cache)
     pool = getattr(oracle, "candidates", None)
@@ -313,20 +314,13 @@ def trajectory(
                 "commit": COMMIT,
                 "host": HOST,
             }
-            if hasattr(post, "weights"):
+            if isinstance(post, LawAverage):
                 line["law_weights"] = dict(post.weights)
             if name == "posterior-optimum" and pool is None:
                 line["ci90"] = optimum_interval(
                     chosen_posterior(post), weights, config, oracle.best_mixture
                 )
             yield line
-
-
-def chosen_posterior(fitted: Any) -> Any:
-    """The posterior recommendations come from (a law average's chosen law)."""
-    from bayesmix.selection import LawAverage
-
-    return fitted.posterior if isinstance(fitted, LawAverage) else fitted
 
 
 def optimum_interval(
