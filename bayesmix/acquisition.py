@@ -186,15 +186,16 @@ def expected_optimum(
 ) -> np.ndarray:
     """argmin_x E_d[F_d(x)] over the bounded simplex, through the BoTorch model (so with the
     GP discrepancy when asked); started from the law's own optimum, the members' optima and
-    the observed runs."""
+    the observed runs. Over a ``LawAverage``, d runs over every law's members in proportion
+    to the law's weight: the Bayesian-model-average recommendation."""
     from bayesmix.optimize import Constraints
 
     settings = settings or AcquisitionSettings()
-    lo, hi = (constraints or Constraints()).bounds(list(posterior.domains))
-    w_np = objective_weights(weights, list(posterior.targets))
-    model = LawEnsembleModel(
+    posterior, model = ensemble_model(
         posterior, step, max_draws=max_draws, discrepancy=discrepancy, seed=seed
     )
+    lo, hi = (constraints or Constraints()).bounds(list(posterior.domains))
+    w_np = objective_weights(weights, list(posterior.targets))
     member_optima(model, w_np, step, constraints)  # seeds the starts
     x_obs = torch.as_tensor(posterior.observations.mixtures().to_numpy(dtype=float), dtype=DTYPE)
     acq = EnsembleMean(model, torch.as_tensor(w_np, dtype=DTYPE))

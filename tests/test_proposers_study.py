@@ -44,5 +44,15 @@ def test_small_benchmark_runs_resumes_and_tables(tmp_path: Path) -> None:
     held_out_text = runner.table(rows, held_out)
     assert f"law chosen by held-out fit, bayesmix (seeds): {laws}" in held_out_text
     assert "CPU s per batch, proposal + fit, bayesmix (mean): n=" in held_out_text
+    # The model-average recommender is scored against the swarm with the same recommender.
+    ours = [r for r in rows if r["method"] == "bayesmix"]
+    averaged = [{**r, "recommender": runner.MODEL_AVERAGE, "regret": r["regret"] / 2} for r in ours]
+    swarm = [{**r, "method": "dirichlet-swarm"} for r in ours]
+    averaged += [{**r, "recommender": runner.MODEL_AVERAGE} for r in swarm]
+    wins = ", ".join(f"n={b}: 1/1" for b in budgets)
+    text = runner.table(rows + averaged, config)
+    line = f"bayesmix + {runner.MODEL_AVERAGE} beats dirichlet-swarm + {runner.MODEL_AVERAGE} in:"
+    assert f"{line} {wins}" in text
+    assert f"bayesmix + {runner.MODEL_AVERAGE} beats dirichlet-swarm + olmix" not in text
     with pytest.raises(ValueError, match="unknown cell kind"):
         runner.make_oracle(runner.Cell("grid", 3), 0, tmp_path)

@@ -157,17 +157,52 @@ def test_a_law_that_can_interpolate_the_runs_is_not_compared_but_averaged_over(m
     assert (batch["acquisition_value"] > 0).all()
     with pytest.raises(ProposalError, match="fitted to one law's residuals"):
         bm.propose(average, q=2, discrepancy=True)
-    # The recommendation is the chosen law's.
     # A study hands the proposer its own one-law fit: law="average" averages all the same.
     refits = []
     monkeypatch.setattr(bm, "average_laws", lambda *args, **kw: refits.append(kw) or average)
     one_law = ProposalContext(obs.domains, observations=obs, posterior=average.posterior)
     assert fit_posterior(one_law, "average") is average and refits == [{"seed": 0}]
     assert fit_posterior(one_law, "bimix") is average.posterior
+    # The recommendation is the chosen law's.
     recommender = get_recommender("posterior-optimum")
     recommended = recommender.recommend(ProposalContext(average.domains, posterior=average))
     chosen = recommender.recommend(ProposalContext(average.domains, posterior=average.posterior))
     assert recommended.equals(chosen)
+    _check_model_average_recommendation(average, chosen)
+
+
+def _check_model_average_recommendation(average: selection.LawAverage, chosen: pd.Series) -> None:
+    """model_average=True recommends the minimiser of the law-weighted expected objective."""
+
+    def averaged_objective(r: np.ndarray) -> np.ndarray:
+        per_law = [
+            w * np.exp(post.log_loss(r, None, max_draws=256)).mean(axis=-1).mean(axis=0)
+            for post, w in average.parts()
+        ]
+        return np.sum(per_law, axis=0)
+
+    recommender = get_recommender("posterior-optimum", model_average=True)
+    averaged = recommender.recommend(ProposalContext(average.domains, posterior=average))
+    assert abs(averaged.sum() - 1) < 1e-9 and not np.allclose(averaged, chosen, atol=1e-3)
+    each_optimum = [
+        post.optimal_mixture(max_draws=256).mixture.reindex(average.domains).to_numpy()
+        for post, _ in average.parts()
+    ]
+    values = averaged_objective(np.vstack([averaged.to_numpy(), *each_optimum]))
+    assert values[0] <= values[1:].min() + 1e-6, values
+    # Over a pool: the row the average predicts best.
+    rng = np.random.default_rng(3)
+    pool = pd.DataFrame(rng.dirichlet(np.ones(3), 40), columns=[f"r:{d}" for d in average.domains])
+    picked = recommender.recommend(
+        ProposalContext(average.domains, posterior=average, candidates=pool)
+    )
+    best = int(np.argmin(averaged_objective(pool.to_numpy())))
+    assert np.allclose(picked.to_numpy(), pool.to_numpy()[best])
+    # One law's posterior: nothing to average, its own optimum.
+    one = recommender.recommend(ProposalContext(average.domains, posterior=average.posterior))
+    assert one.equals(chosen)
+    with pytest.raises(ProposalError, match="recommend from one law"):
+        get_recommender("posterior-optimum", model_average=True, discrepancy=True)
 
 
 def test_stacking_weights_are_the_mixture_that_predicts_held_out_runs_best():

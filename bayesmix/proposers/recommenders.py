@@ -63,24 +63,37 @@ class PosteriorOptimum:
 
     discrepancy: also trust a GP on the law's residuals (``LawEnsembleModel``), and take the
     optimum of the ensemble mean with it (``bayesmix.acquisition.expected_optimum``).
+    model_average: over a ``LawAverage``, the optimum of the expected objective over every
+    law's draws, each law weighted as the proposals weight it (Bayesian model averaging),
+    instead of the chosen law's optimum.
     """
 
     law: str = "bimix"
     fit_options: dict[str, Any] = field(default_factory=dict)
     max_draws: int = 256
     discrepancy: bool = False
+    model_average: bool = False
     name: str = "posterior-optimum"
+
+    def __post_init__(self) -> None:
+        if self.discrepancy and self.model_average:
+            raise ProposalError(
+                "the GP discrepancy term is fitted to one law's residuals: recommend from one "
+                "law (model_average=False) to use it, not from an average of laws"
+            )
 
     def recommend(self, context: ProposalContext) -> pd.Series:
         post = fit_posterior(context, self.law, self.fit_options)
         if post is None:
             raise ProposalError("a recommendation needs observed runs (the context has none)")
-        from bayesmix.selection import chosen_posterior
+        from bayesmix.selection import LawAverage, chosen_posterior
 
-        post = chosen_posterior(post)  # proposals may average laws; recommend from the chosen
+        averaged = self.model_average and isinstance(post, LawAverage)
+        if not averaged:
+            post = chosen_posterior(post)
         if context.candidates is not None:
             return _best_in_pool(context, lambda r: self._expected(post, context, r))
-        if self.discrepancy:
+        if self.discrepancy or averaged:
             from bayesmix.acquisition import expected_optimum
 
             r = expected_optimum(
@@ -88,7 +101,7 @@ class PosteriorOptimum:
                 weights=context.weights,
                 step=context.step,
                 constraints=context.constraints,
-                discrepancy=True,
+                discrepancy=self.discrepancy,
                 max_draws=self.max_draws,
                 seed=context.seed,
             )
@@ -102,6 +115,10 @@ class PosteriorOptimum:
         return mixture_series(opt.mixture.reindex(context.domains).to_numpy(), context.domains)
 
     def _expected(self, post: Any, context: ProposalContext, r: np.ndarray) -> np.ndarray:
+        from bayesmix.selection import LawAverage
+
+        if isinstance(post, LawAverage):
+            return sum(weight * self._expected(part, context, r) for part, weight in post.parts())
         w = _weights(context, list(post.targets))
         if self.discrepancy:
             import torch

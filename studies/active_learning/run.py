@@ -88,6 +88,8 @@ class Method:
 
 ALL_RECOMMENDERS = ("posterior-optimum", "olmix", "regmix")
 GP = "posterior-optimum+gp"
+# --law averaged: the optimum of the law-weighted expected objective (model averaging).
+MODEL_AVERAGE = "posterior-optimum+average"
 BAYESMIX = Method(
     "bayesmix", {"acquisition": "thompson"}, (*ALL_RECOMMENDERS, GP), "bayesmix-thompson"
 )
@@ -387,7 +389,8 @@ def provenance(rows: list[dict[str, Any]]) -> str:
 
 
 def make_recommender(name: str, config: Config) -> Any:
-    """A recommender by benchmark name; "posterior-optimum+gp" adds the GP discrepancy."""
+    """A recommender by benchmark name; "posterior-optimum+gp" adds the GP discrepancy,
+    "posterior-optimum+average" recommends from the average of laws."""
     from bayesmix.proposers import get_recommender
 
     if name.startswith("posterior-optimum"):
@@ -396,7 +399,8 @@ def make_recommender(name: str, config: Config) -> Any:
             law=config.law,
             fit_options=config.fit,
             max_draws=config.max_draws,
-            discrepancy=name.endswith("+gp"),
+            discrepancy=name == GP,
+            model_average=name == MODEL_AVERAGE,
         )
     return get_recommender(name)
 
@@ -664,18 +668,19 @@ def _score(g: pd.DataFrame) -> str:
 
 
 def _wins(body: pd.DataFrame, m: int) -> str:
-    """Seeds (of those run) where each bayesmix proposer + posterior-optimum has lower regret
-    than the Dirichlet swarm with Olmix's recommender, and than every other proposer with our
-    recommender, at equal budget, from n >= m+1 on (or the largest budget run, when that is
-    below m+1)."""
+    """Seeds (of those run) where each bayesmix proposer + our recommender (posterior-optimum,
+    and posterior-optimum+average where scored) has lower regret than the Dirichlet swarm with
+    Olmix's recommender, and than every other proposer with the same recommender, at equal
+    budget, from n >= m+1 on (or the largest budget run, when that is below m+1)."""
     lines = []
     methods = list(body["method"].unique())
     bayesmix_methods = [x for x in methods if x.startswith("bayesmix")]
-    baselines = [("dirichlet-swarm", "olmix")] + [
-        (x, "posterior-optimum") for x in methods if not x.startswith("bayesmix")
-    ]
-    for method in bayesmix_methods:
-        ours = body[(body["method"] == method) & (body["recommender"] == "posterior-optimum")]
+    ours_recs = [r for r in ("posterior-optimum", MODEL_AVERAGE) if r in set(body["recommender"])]
+    for method, our_rec in [(x, r) for x in bayesmix_methods for r in ours_recs]:
+        ours = body[(body["method"] == method) & (body["recommender"] == our_rec)]
+        baselines = [("dirichlet-swarm", "olmix")] * (our_rec == "posterior-optimum") + [
+            (x, our_rec) for x in methods if not x.startswith("bayesmix")
+        ]
         for other, rec in baselines:
             theirs = body[(body["method"] == other) & (body["recommender"] == rec)]
             both = ours.merge(theirs, on=["seed", "budget"], suffixes=("", "_d"))
@@ -684,7 +689,7 @@ def _wins(body: pd.DataFrame, m: int) -> str:
             both = both[both["budget"] >= min(m + 1, both["budget"].max())]
             per = both.groupby("budget").apply(_score, include_groups=False)
             lines.append(
-                f"{method} + posterior-optimum beats {other} + {rec} in: "
+                f"{method} + {our_rec} beats {other} + {rec} in: "
                 + ", ".join(f"n={b}: {v}" for b, v in per.items())
             )
     for method in methods:  # the GP discrepancy against the same runs without it
