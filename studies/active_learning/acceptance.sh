@@ -49,6 +49,12 @@ AVG="$RUN --law averaged --out studies/active_learning/results/averaged-laws.jso
 $AVG --cells synthetic-cross-7 synthetic-bimix-7 --methods bayesmix-optimum-variance dirichlet-swarm --seeds 0-9
 $RUN --law averaged --out studies/active_learning/results/averaged-laws-seeds-10-19.jsonl --recommenders posterior-optimum \
     --cells synthetic-cross-7 --methods bayesmix-optimum-variance dirichlet-swarm --seeds 10-19
+# The same trajectories, also recommended from the average of laws (results/model-average.md).
+$RUN --law averaged --out studies/active_learning/results/model-average.jsonl \
+    --recommenders posterior-optimum posterior-optimum+average \
+    --cells synthetic-cross-7 synthetic-bimix-7 --methods bayesmix-optimum-variance dirichlet-swarm --seeds 0-9
+# Posterior-free first batches against the swarm at n = m+1 (results/first-batch.md).
+nice -n 5 $PY studies/active_learning/first_batch.py
 # qLogNEI in the loop at 7 domains.
 $RUN --cells synthetic-bimix-7 synthetic-cross-7 --methods bayesmix-qlognei
 # 64 domains: bayesmix against Olmix's recipe (K = 195 runs in one swarm).
