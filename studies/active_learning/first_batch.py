@@ -101,24 +101,11 @@ def first_batch(design: str, oracle: Any, context: Any, seed: int) -> np.ndarray
 
 def regret_line(world: str, seed: int, design: str, cache: Path) -> dict[str, Any]:
     import bayesmix as bm
-    from bayesmix.proposers import ProposalContext
 
     started = time.process_time()
     kind, m = world.rsplit("-", 1)
     oracle = bench.make_oracle(bench.Cell(kind, int(m)), seed, cache)
-    weights = {t: float(w) for t, w in zip(oracle.targets, oracle.weights, strict=True) if w > 0}
-
-    def context(obs: Any = None, post: Any = None) -> ProposalContext:
-        return ProposalContext(
-            oracle.domains,
-            observations=obs,
-            posterior=post,
-            natural=oracle.natural,
-            weights=weights,
-            seed=seed,
-        )
-
-    r = first_batch(design, oracle, context(), seed)
+    r = first_batch(design, oracle, bench.oracle_context(oracle, seed), seed)
     ids = [f"{design}-{i}" for i in range(len(r))]
     # The benchmark's noise stream for a trajectory's first batch.
     obs = bm.Observations.from_frame(oracle.observe(r, np.random.default_rng([seed, 2024]), ids))
@@ -126,7 +113,11 @@ def regret_line(world: str, seed: int, design: str, cache: Path) -> dict[str, An
         warnings.simplefilter("ignore")
         post = bm.compare_laws(obs, method="loo", folds=3, seed=seed).posterior
         recommender = bench.make_recommender("posterior-optimum", bench.configs()["full"])
-        mixture = recommender.recommend(context(obs, post)).reindex(oracle.domains).to_numpy()
+        mixture = (
+            recommender.recommend(bench.oracle_context(oracle, seed, obs, post))
+            .reindex(oracle.domains)
+            .to_numpy()
+        )
     value = float(oracle.objective(mixture[None])[0])
     return {
         "world": world,

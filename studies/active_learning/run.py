@@ -227,6 +227,27 @@ def entropies(oracle: Any, seed: int) -> dict[str, float]:
     return dict(zip(oracle.domains, rng.normal(0.0, 0.5, len(oracle.domains)), strict=True))
 
 
+def objective_weights_of(oracle: Any) -> dict[str, float]:
+    """The oracle's objective as the proposers' target weights (zero weights left out)."""
+    return {t: float(w) for t, w in zip(oracle.targets, oracle.weights, strict=True) if w > 0}
+
+
+def oracle_context(oracle: Any, seed: int, obs: Any = None, post: Any = None) -> Any:
+    """What a proposer or recommender sees of an oracle's world: its domains, natural
+    proportions, objective and pool, with the runs observed so far and their posterior."""
+    from bayesmix.proposers import ProposalContext
+
+    return ProposalContext(
+        oracle.domains,
+        observations=obs,
+        posterior=post,
+        natural=oracle.natural,
+        weights=objective_weights_of(oracle),
+        seed=seed,
+        candidates=getattr(oracle, "candidates", None),
+    )
+
+
 # --------------------------------------------------------------------------- trajectory
 def _fit(obs: Any, config: Config, seed: int, previous: Any) -> Any:
     import bayesmix as bm
@@ -249,12 +270,12 @@ def trajectory(
 ) -> Iterable[dict[str, Any]]:
     """Yield one result line per (budget, recommender) not already in ``done``."""
     import bayesmix as bm
-    from bayesmix.proposers import ProposalContext, get_proposer
+    from bayesmix.proposers import get_proposer
     from bayesmix.selection import LawAverage, chosen_posterior
 
     oracle = make_oracle(cell, seed, cache)
     pool = getattr(oracle, "candidates", None)
-    weights = {t: float(w) for t, w in zip(oracle.targets, oracle.weights, strict=True) if w > 0}
+    weights = objective_weights_of(oracle)
     options = dict(method.options)
     if method.proposer == "entropy":
         options["entropies"] = entropies(oracle, seed)
@@ -263,22 +284,10 @@ def trajectory(
     proposer = get_proposer(method.proposer, **options)
     recommenders = {name: make_recommender(name, config) for name in method.recommenders}
     rng = np.random.default_rng([seed, 2024])
-
-    def context(obs: Any, post: Any) -> ProposalContext:
-        return ProposalContext(
-            oracle.domains,
-            observations=obs,
-            posterior=post,
-            natural=oracle.natural,
-            weights=weights,
-            seed=seed,
-            candidates=pool,
-        )
-
     obs = post = None
     for budget in cell.budgets():
         started, wall = time.process_time(), time.perf_counter()
-        ctx = context(obs, post)
+        ctx = oracle_context(oracle, seed, obs, post)
         batch = proposer.propose(ctx, Q)
         r = batch[[f"r:{d}" for d in oracle.domains]].to_numpy()
         ids = [f"{method.name}-{budget - Q + i}" for i in range(Q)]
@@ -291,7 +300,7 @@ def trajectory(
         if needs_post:
             post = _fit(obs, config, seed, post)
         fit_cpu = time.process_time() - fit_started
-        ctx = context(obs, post)
+        ctx = oracle_context(oracle, seed, obs, post)
         for name in todo:
             rec_started = time.process_time()
             mixture = recommenders[name].recommend(ctx).reindex(oracle.domains).to_numpy()
@@ -418,27 +427,15 @@ def olmix_reference(cell: Cell, seed: int, cache: Path) -> list[dict[str, Any]]:
     with the truth, so the most favourable reading of Olmix's recipe) as the reference.
     """
     import bayesmix as bm
-    from bayesmix.proposers import ProposalContext, get_proposer, get_recommender
+    from bayesmix.proposers import get_proposer, get_recommender
 
     started = time.process_time()
     oracle = make_oracle(cell, seed, cache)
-    weights = {t: float(w) for t, w in zip(oracle.targets, oracle.weights, strict=True) if w > 0}
-    pool = getattr(oracle, "candidates", None)
-    ctx = ProposalContext(
-        oracle.domains, natural=oracle.natural, weights=weights, seed=seed, candidates=pool
-    )
-    batch = get_proposer("dirichlet-swarm").propose(ctx, cell.olmix_k)
+    batch = get_proposer("dirichlet-swarm").propose(oracle_context(oracle, seed), cell.olmix_k)
     r = batch[[f"r:{d}" for d in oracle.domains]].to_numpy()
     ids = [f"olmix-{i}" for i in range(len(r))]
     obs = bm.Observations.from_frame(oracle.observe(r, np.random.default_rng([seed, 7]), ids))
-    ctx = ProposalContext(
-        oracle.domains,
-        observations=obs,
-        natural=oracle.natural,
-        weights=weights,
-        seed=seed,
-        candidates=pool,
-    )
+    ctx = oracle_context(oracle, seed, obs)
     recommender = get_recommender("olmix")
     params = recommender.fit_context(ctx)
     fit_cpu = time.process_time() - started
