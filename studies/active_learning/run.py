@@ -739,7 +739,7 @@ def main(argv: list[str] | None = None) -> None:
     if a.recommenders:
         keep = set(a.recommenders)
         config.methods = [
-            replace(m, recommenders=tuple(r for r in m.recommenders if r in keep))
+            replace(m, recommenders=tuple(r for r in _offered(m) if r in keep))
             for m in config.methods
         ]
     out = a.out or HERE / "results" / f"{config.name}.jsonl"
@@ -748,6 +748,14 @@ def main(argv: list[str] | None = None) -> None:
     text = table(load(out), config)
     (out.with_suffix(".md")).write_text(text)
     print(text)
+
+
+def _offered(method: Method) -> tuple[str, ...]:
+    """The recommenders --recommenders may pick for a method: its own, and the model average
+    wherever our posterior-optimum scores it (the same posterior; they differ with --law
+    averaged only, so it is scored when asked for, not by default)."""
+    extra = (MODEL_AVERAGE,) if "posterior-optimum" in method.recommenders else ()
+    return (*method.recommenders, *extra)
 
 
 def _parse_seeds(spec: str) -> list[int]:
