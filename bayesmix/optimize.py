@@ -12,7 +12,7 @@ The own-share law has a closed form per draw; every other law uses projected gra
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -270,8 +270,7 @@ def optimal_mixture(
 
     from bayesmix.posterior import objective_weights
 
-    if not 0 < ci < 1:
-        raise ValueError(f"ci must be in (0, 1), got {ci}")
+    check_ci(ci)
     domains, targets = posterior.domains, posterior.targets
     lo, hi = (constraints or Constraints()).bounds(domains)
     w = objective_weights(weights, targets)
@@ -319,8 +318,31 @@ def optimal_mixture(
     best = best / best.sum()
 
     values = np.exp(posterior.log_loss(best[None], step, params=params))[:, 0, :] @ w
+    return summarise_optima(
+        domains, best, per_draw, values, ci, step, solver, converged=posterior.converged
+    )
+
+
+def check_ci(ci: float) -> None:
+    if not 0 < ci < 1:
+        raise ValueError(f"ci must be in (0, 1), got {ci}")
+
+
+def summarise_optima(
+    domains: Sequence[str],
+    best: np.ndarray,
+    per_draw: np.ndarray,
+    values: np.ndarray,
+    ci: float,
+    step: float | None,
+    solver: str,
+    *,
+    converged: bool,
+) -> OptimalMixture:
+    """The ``OptimalMixture`` of a recommendation ``best`` (M,), the per-draw optima (D, M)
+    and the objective of each draw at ``best`` (D,): central ``ci`` intervals of both."""
     q = (1 - ci) / 2
-    frame = pd.DataFrame(per_draw, columns=domains)
+    frame = pd.DataFrame(per_draw, columns=list(domains))
     intervals = pd.DataFrame(
         {
             "mean": frame.mean(axis=0),
@@ -329,7 +351,7 @@ def optimal_mixture(
         }
     )
     intervals.index.name = "domain"
-    mixture = pd.Series(best, index=domains, name="share")
+    mixture = pd.Series(best, index=list(domains), name="share")
     mixture.index.name = "domain"
     return OptimalMixture(
         mixture=mixture,
@@ -340,7 +362,7 @@ def optimal_mixture(
         ci=ci,
         step=step,
         solver=solver,
-        converged=posterior.converged,
+        converged=converged,
     )
 
 

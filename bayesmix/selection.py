@@ -160,6 +160,24 @@ class LawAverage:
         laws = sorted(self.posteriors, key=lambda law: -self.weights[law])
         return [(self.posteriors[law], self.weights[law]) for law in laws if self.weights[law] > 0]
 
+    def optimal_mixture(
+        self,
+        weights: Mapping[str, float] | None = None,
+        step: float | None = None,
+        constraints: Any = None,
+        ci: float = 0.9,
+        *,
+        max_draws: int = 256,
+        seed: int = 0,
+    ) -> Any:
+        """The mixture minimising the law-weighted expected objective, and the optima of every
+        law's draws as its intervals (``bayesmix.acquisition.averaged_optimal_mixture``)."""
+        from bayesmix.acquisition import averaged_optimal_mixture
+
+        return averaged_optimal_mixture(
+            self, weights, step, constraints, ci, max_draws=max_draws, seed=seed
+        )
+
     def __str__(self) -> str:
         weights = ", ".join(f"{law} {w:.2f}" for law, w in self.weights.items())
         return f"{self.comparison}\nlaw weights for proposals: {weights}"

@@ -190,6 +190,16 @@ def _check_model_average_recommendation(average: selection.LawAverage, chosen: p
     ]
     values = averaged_objective(np.vstack([averaged.to_numpy(), *each_optimum]))
     assert values[0] <= values[1:].min() + 1e-6, values
+    # The same optimum from the average itself, with intervals over both laws' optima.
+    opt = average.optimal_mixture()
+    assert np.allclose(opt.mixture.reindex(average.domains), averaged)
+    sizes = [part.ensemble_size for part in ensemble_model(average, None)[1].parts]
+    first_law = average.parts()[0][0].optimal_mixture(max_draws=sizes[0]).draws
+    assert len(opt.draws) == sum(sizes) and np.allclose(opt.draws.iloc[: sizes[0]], first_law)
+    assert opt.objective_interval[0] <= opt.expected_objective <= opt.objective_interval[1]
+    assert (opt.intervals["lo"] <= opt.intervals["hi"]).all()
+    with pytest.raises(ValueError, match="ci must be in"):
+        average.optimal_mixture(ci=1.5)
     # Over a pool: the row the average predicts best.
     rng = np.random.default_rng(3)
     pool = pd.DataFrame(rng.dirichlet(np.ones(3), 40), columns=[f"r:{d}" for d in average.domains])

@@ -93,7 +93,7 @@ class PosteriorOptimum:
             post = chosen_posterior(post)
         if context.candidates is not None:
             return _best_in_pool(context, lambda r: self._expected(post, context, r))
-        if self.discrepancy or averaged:
+        if self.discrepancy:
             from bayesmix.acquisition import expected_optimum
 
             r = expected_optimum(
@@ -101,17 +101,26 @@ class PosteriorOptimum:
                 weights=context.weights,
                 step=context.step,
                 constraints=context.constraints,
-                discrepancy=self.discrepancy,
+                discrepancy=True,
                 max_draws=self.max_draws,
                 seed=context.seed,
             )
             return mixture_series(r, context.domains)
         from bayesmix.acquisition import objective_weights, optimal_mixture
 
-        # Normalised weights, so the memo is shared with Thompson sampling's per-draw optima.
-        w = objective_weights(context.weights, list(post.targets))
-        weights = dict(zip(post.targets, w, strict=True))
-        opt = optimal_mixture(post, weights, context.step, context.constraints, self.max_draws)
+        if averaged:
+            opt = post.optimal_mixture(
+                context.weights,
+                context.step,
+                context.constraints,
+                max_draws=self.max_draws,
+                seed=context.seed,
+            )
+        else:
+            # Normalised weights: the memo is shared with Thompson sampling's per-draw optima.
+            w = objective_weights(context.weights, list(post.targets))
+            weights = dict(zip(post.targets, w, strict=True))
+            opt = optimal_mixture(post, weights, context.step, context.constraints, self.max_draws)
         return mixture_series(opt.mixture.reindex(context.domains).to_numpy(), context.domains)
 
     def _expected(self, post: Any, context: ProposalContext, r: np.ndarray) -> np.ndarray:
