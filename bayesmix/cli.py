@@ -135,6 +135,25 @@ def constraints_from_options(
         fail(str(exc))
 
 
+AverageLawsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--average-laws",
+        help="e.g. bimix,bimix-cross: refit these laws by NUTS on the posterior's runs and "
+        "use all of them, weighted by held-out fit (minutes)",
+    ),
+]
+
+
+def average_of_laws(post: Any, spec: str, seed: int) -> Any:
+    """``bm.average_laws`` of the laws named in ``spec``, refitted on ``post``'s runs."""
+    import bayesmix as bm
+
+    laws = [name.strip() for name in spec.split(",") if name.strip()]
+    with console.status(f"fitting {len(laws)} laws and comparing them"):
+        return bm.average_laws(post.observations, laws, seed=seed)
+
+
 @app.command("optimize")
 def optimize_cmd(
     posterior: Annotated[Path, typer.Argument(help="posterior file written by `bayesmix fit`")],
@@ -147,14 +166,19 @@ def optimize_cmd(
     upper: UpperOption = None,
     weight: WeightOption = None,
     strict: Annotated[bool, typer.Option(help="refuse a posterior that did not converge")] = False,
+    average_laws: AverageLawsOption = None,
+    seed: Annotated[int, typer.Option(help="random seed (--average-laws)")] = 0,
 ) -> None:
-    """The optimal mixture with credible intervals, under bounds and repetition caps."""
+    """The optimal mixture with credible intervals, under bounds and repetition caps; with
+    --average-laws, the optimum of the laws' weighted average, intervals over every law."""
     import bayesmix as bm
 
     cons = constraints_from_options(token_counts, target_tokens, max_epochs, lower, upper)
     weights = parse_assignments(weight, "--weight") or None
     try:
         post = bm.Posterior.load(posterior)
+        if average_laws is not None:
+            post = average_of_laws(post, average_laws, seed)
         opt = post.optimal_mixture(
             weights=weights, step=step, constraints=cons, ci=ci, strict=strict
         )
@@ -162,7 +186,7 @@ def optimize_cmd(
         fail(str(exc))
     except bm.NotConvergedError as exc:
         fail(str(exc))
-    console.print(post.summary_line())
+    console.print(post.summary_line() if average_laws is None else escape(str(post)))
     frame = opt.as_frame().rename(columns={"lo": f"lo {ci:.0%}", "hi": f"hi {ci:.0%}"})
     console.print(mixture_table(frame, f"optimal mixture ({opt.solver})"))
     lo, hi = opt.objective_interval
@@ -194,14 +218,7 @@ def propose_cmd(
             "(steps), spending the compute of q target-length runs",
         ),
     ] = None,
-    average_laws: Annotated[
-        str | None,
-        typer.Option(
-            "--average-laws",
-            help="e.g. bimix,bimix-cross: refit these laws by NUTS on the posterior's runs and "
-            "propose over all of them, weighted by held-out fit (minutes)",
-        ),
-    ] = None,
+    average_laws: AverageLawsOption = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="write the batch as CSV")] = None,
 ) -> None:
     """The next q proxy runs to train, each with its expected gain."""
@@ -218,9 +235,7 @@ def propose_cmd(
         post.check_usable()
         lengths = parse_run_lengths(run_lengths)
         if average_laws is not None:
-            laws = [name.strip() for name in average_laws.split(",") if name.strip()]
-            with console.status(f"fitting {len(laws)} laws and comparing them"):
-                post = bm.average_laws(post.observations, laws, seed=seed)
+            post = average_of_laws(post, average_laws, seed)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", UserWarning)
             batch = propose(

@@ -169,18 +169,22 @@ class LawAverage:
         *,
         max_draws: int = 256,
         seed: int = 0,
+        strict: bool = False,
     ) -> Any:
         """The mixture minimising the law-weighted expected objective, and the optima of every
-        law's draws as its intervals (``bayesmix.acquisition.averaged_optimal_mixture``)."""
+        law's draws as its intervals (``bayesmix.acquisition.averaged_optimal_mixture``).
+        strict: refuse it when any law's fit did not converge."""
         from bayesmix.acquisition import averaged_optimal_mixture
 
+        for post, _ in self.parts():
+            post.check_usable(strict)
         return averaged_optimal_mixture(
             self, weights, step, constraints, ci, max_draws=max_draws, seed=seed
         )
 
     def __str__(self) -> str:
         weights = ", ".join(f"{law} {w:.2f}" for law, w in self.weights.items())
-        return f"{self.comparison}\nlaw weights for proposals: {weights}"
+        return f"{self.comparison}\nlaw weights: {weights}"
 
 
 def chosen_posterior(fitted: Any) -> Any:

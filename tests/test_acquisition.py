@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import numpy as np
@@ -347,7 +348,17 @@ def test_cli_proposes_over_an_average_of_laws(fitted, tmp_path, monkeypatch) -> 
     ok = runner.invoke(app, [*args, "bimix,bimix-cross"])
     assert ok.exit_code == 0, ok.output
     # 10 runs of 5 domains: too few to compare the cross law, so both keep their prior weight.
-    assert "law weights for proposals: bimix 0.50, bimix-cross 0.50" in ok.output
+    assert "law weights: bimix 0.50, bimix-cross 0.50" in ok.output
     assert "2 proposed runs (thompson)" in ok.output
     bad = runner.invoke(app, [*args, "bimix,nope"])
     assert bad.exit_code == 1 and "unknown laws ['nope']" in bad.output, bad.output
+    # The optimum of the average, with intervals over both laws' optima.
+    args = ["optimize", str(path), "--average-laws", "bimix,bimix-cross", "--upper", "d00=0.3"]
+    ok = runner.invoke(app, args)
+    assert ok.exit_code == 0, ok.output
+    assert "law weights: bimix 0.50, bimix-cross 0.50" in ok.output
+    assert "optimal mixture (law average (BoTorch))" in ok.output and "hi 90%" in ok.output
+    share = float(re.search(r"d00\W+([0-9.]+)", ok.output).group(1))  # its recommended share
+    assert share <= 0.3 + 1e-6, ok.output
+    bad = runner.invoke(app, [*args, "--strict"])
+    assert bad.exit_code == 1 and "did NOT converge" in bad.output, bad.output
