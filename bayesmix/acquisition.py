@@ -192,18 +192,19 @@ def expected_optimum(
         posterior, step, max_draws=max_draws, discrepancy=discrepancy, seed=seed
     )
     w = objective_weights(weights, list(lead.targets))
-    return _ensemble_mean_optimum(lead, model, w, step, constraints, seed, settings)
+    return ensemble_mean_optimum(lead, model, w, step, constraints, seed, settings)
 
 
-def _ensemble_mean_optimum(
+def ensemble_mean_optimum(
     lead: Any,
     model: LogLossEnsemble,
     w: np.ndarray,
     step: float | None,
     constraints: Any,
     seed: int,
-    settings: AcquisitionSettings | None,
+    settings: AcquisitionSettings | None = None,
 ) -> np.ndarray:
+    """argmin_x E_d[F_d(x)] for a built ``model`` (``ensemble_model``) and objective weights."""
     from bayesmix.optimize import Constraints
 
     settings = settings or AcquisitionSettings()
@@ -214,44 +215,6 @@ def _ensemble_mean_optimum(
     gen = np.random.default_rng([seed, len(x_obs), 11])
     X, _ = _optimize_on_simplex(acq, model, 1, lo, hi, x_obs, settings, gen)
     return X[0].detach().numpy()
-
-
-def averaged_optimal_mixture(
-    average: LawAverage,
-    weights: Mapping[str, float] | None = None,
-    step: float | None = None,
-    constraints: Any = None,
-    ci: float = 0.9,
-    *,
-    max_draws: int = 256,
-    seed: int = 0,
-) -> Any:
-    r"""The optimal mixture over an average of laws, with its intervals (an ``OptimalMixture``).
-
-    The recommendation minimises the law-weighted expected objective,
-    argmin_x \sum_k w_k E_{d ~ p_k}[F_d(x)] (``expected_optimum`` over ``LawAverageModel``);
-    the distribution of optima pools every law's per-draw optima in proportion to its weight,
-    so the intervals widen where the laws disagree about the optimum.
-    """
-    from bayesmix.optimize import check_ci, summarise_optima
-
-    check_ci(ci)
-    lead, model = ensemble_model(average, step, max_draws=max_draws, seed=seed)
-    w = objective_weights(weights, list(lead.targets))
-    best = _ensemble_mean_optimum(lead, model, w, step, constraints, seed, None)
-    with torch.no_grad():
-        values = model.log_loss(torch.as_tensor(best[None], dtype=DTYPE)).exp()[:, 0, :].numpy()
-    converged = all(post.converged for post, _ in average.parts())
-    return summarise_optima(
-        lead.domains,
-        best,
-        member_optima(model, w, step, constraints),
-        values @ w,
-        ci,
-        step,
-        "law average (BoTorch)",
-        converged=converged,
-    )
 
 
 # ------------------------------------------------------------------------ proposing

@@ -171,15 +171,41 @@ class LawAverage:
         seed: int = 0,
         strict: bool = False,
     ) -> Any:
-        """The mixture minimising the law-weighted expected objective, and the optima of every
-        law's draws as its intervals (``bayesmix.acquisition.averaged_optimal_mixture``).
-        strict: refuse it when any law's fit did not converge."""
-        from bayesmix.acquisition import averaged_optimal_mixture
+        r"""The optimal mixture over the average of laws, with its intervals (``OptimalMixture``).
 
+        The recommendation minimises the law-weighted expected objective,
+        argmin_x \sum_k w_k E_{d ~ p_k}[F_d(x)], through the ensemble of every law's draws
+        (``LawAverageModel``, in proportion to the weights); the distribution of optima pools
+        every law's per-draw optima the same way, so the intervals widen where the laws
+        disagree. strict: refuse it when any law's fit did not converge.
+        """
+        import torch
+
+        from bayesmix.acquisition import (
+            ensemble_mean_optimum,
+            ensemble_model,
+            member_optima,
+            objective_weights,
+        )
+        from bayesmix.optimize import check_ci, summarise_optima
+
+        check_ci(ci)
         for post, _ in self.parts():
             post.check_usable(strict)
-        return averaged_optimal_mixture(
-            self, weights, step, constraints, ci, max_draws=max_draws, seed=seed
+        lead, model = ensemble_model(self, step, max_draws=max_draws, seed=seed)
+        w = objective_weights(weights, self.targets)
+        best = ensemble_mean_optimum(lead, model, w, step, constraints, seed)
+        with torch.no_grad():
+            values = model.log_loss(torch.as_tensor(best[None], dtype=torch.float64)).exp()
+        return summarise_optima(
+            self.domains,
+            best,
+            member_optima(model, w, step, constraints),
+            values[:, 0, :].numpy() @ w,
+            ci,
+            step,
+            "law average (BoTorch)",
+            converged=all(post.converged for post, _ in self.parts()),
         )
 
     def __str__(self) -> str:
