@@ -45,14 +45,23 @@ def test_small_benchmark_runs_resumes_and_tables(tmp_path: Path) -> None:
     assert f"law chosen by held-out fit, bayesmix (seeds): {laws}" in held_out_text
     assert "CPU s per batch, proposal + fit, bayesmix (mean): n=" in held_out_text
     # The model-average recommender is scored against the swarm with the same recommender.
-    ours = [r for r in rows if r["method"] == "bayesmix"]
+    first = min(budgets)  # the cross law is not compared before the second batch
+    prior, stacked = {"bimix": 0.5, "bimix-cross": 0.5}, {"bimix": 0.9, "bimix-cross": 0.1}
+    ours = [
+        {**r, "law_weights": prior if r["budget"] == first else stacked}
+        for r in rows
+        if r["method"] == "bayesmix"
+    ]
     averaged = [{**r, "recommender": runner.MODEL_AVERAGE, "regret": r["regret"] / 2} for r in ours]
     swarm = [{**r, "method": "dirichlet-swarm"} for r in ours]
     averaged += [{**r, "recommender": runner.MODEL_AVERAGE} for r in swarm]
     wins = ", ".join(f"n={b}: 1/1" for b in budgets)
-    text = runner.table(rows + averaged, config)
+    text = runner.table(ours + [r for r in rows if r["method"] != "bayesmix"] + averaged, config)
     line = f"bayesmix + {runner.MODEL_AVERAGE} beats dirichlet-swarm + {runner.MODEL_AVERAGE} in:"
     assert f"{line} {wins}" in text
     assert f"bayesmix + {runner.MODEL_AVERAGE} beats dirichlet-swarm + olmix" not in text
+    split = text.split("chosen law / average of laws, bayesmix: ")[1].splitlines()[0]
+    assert split.startswith(f"n={first}, a law not yet compared (1): ")
+    assert f"n={max(budgets)}, all compared (1): " in split
     with pytest.raises(ValueError, match="unknown cell kind"):
         runner.make_oracle(runner.Cell("grid", 3), 0, tmp_path)

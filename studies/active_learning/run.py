@@ -613,6 +613,8 @@ def table(rows: list[dict[str, Any]], config: Config) -> str:
         out += ["", _wins(body, m)]
         if config.law in CHOSEN_BEFORE_EVERY_BATCH:
             out += ["", _laws_chosen(body), "", _cpu_per_batch(body)]
+        if MODEL_AVERAGE in set(body["recommender"]):
+            out += ["", _average_by_comparison(body)]
     return "\n".join(out) + "\n"
 
 
@@ -628,6 +630,30 @@ def _laws_chosen(body: pd.DataFrame) -> str:
             for b, row in counts.iterrows()
         ]
         lines.append(f"law chosen by held-out fit, {method} (seeds): " + "; ".join(per))
+    return "  \n".join(lines)
+
+
+def _average_by_comparison(body: pd.DataFrame) -> str:
+    """Mean regret of the chosen law's and the average's recommendation, split by whether
+    every law had been compared (held-out weights) or one still had its prior weight 1/K
+    (too few distinct mixtures to compare it: stacking never gives exactly 1/K)."""
+    lines = []
+    for method, g in body.groupby("method", sort=False):
+        if not {"posterior-optimum", MODEL_AVERAGE} <= set(g["recommender"]):
+            continue
+        wide = g.pivot_table(index=["seed", "budget"], columns="recommender", values="regret")
+        weights = g[g["recommender"] == "posterior-optimum"].set_index(["seed", "budget"])
+        prior = weights["law_weights"].map(
+            lambda w: any(abs(v - 1 / len(w)) < 1e-12 for v in w.values())
+        )
+        per = []
+        for (budget, uncompared), cell in wide.groupby([wide.index.get_level_values(1), prior]):
+            per.append(
+                f"n={budget}, {'a law not yet compared' if uncompared else 'all compared'} "
+                f"({len(cell)}): {cell['posterior-optimum'].mean():.5f} / "
+                f"{cell[MODEL_AVERAGE].mean():.5f}"
+            )
+        lines.append(f"chosen law / average of laws, {method}: " + "; ".join(per))
     return "  \n".join(lines)
 
 
