@@ -1,7 +1,9 @@
 """Recommenders: the mixture to train on, from the runs observed so far.
 
 - ``posterior-optimum`` (ours): the mixture minimising the posterior expected objective
-  (``Posterior.optimal_mixture``), under the user's bounds and repetition caps.
+  (``Posterior.optimal_mixture``), under the user's bounds and repetition caps; over an
+  average of laws, the chosen law's, or with ``model_average=True`` the average's
+  (``LawAverage.optimal_mixture``).
 - ``olmix`` (Olmix's recipe): a point log-linear law per target, f_t(p) = c_t + exp(A_t . p)
   (``formulas.loglinear_log_loss``), fitted with a Huber loss (delta 0.02) by L-BFGS from
   Olmix's 300 starts per target, then
