@@ -8,6 +8,8 @@ share of (seed, domain) intervals that hold the true optimum's share (nominal: 0
 domain's interval on its own), and the seeds where every domain's interval holds it.
 
     python studies/active_learning/coverage.py     # writes results/coverage.md
+    python studies/active_learning/coverage.py results/held-out-law.jsonl   # another file:
+                                                   # writes results/held-out-law-coverage.md
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ def rows(path: Path) -> pd.DataFrame:
                 "m": m,
                 "covered": ci["covered"],
                 "width": ci["width"],
+                "law": r.get("law") or "bimix",
                 "commit": r.get("commit", "unrecorded"),
                 "host": r.get("host", "vm (2 CPU cores, no GPU)"),
             }
@@ -50,16 +53,19 @@ def rows(path: Path) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def table(df: pd.DataFrame) -> str:
+def table(df: pd.DataFrame, src: Path) -> str:
+    laws = ", ".join(f"{law} {n}" for law, n in df["law"].value_counts().items())
     lines = [
         "# Coverage of the optimal mixture's 90 % credible intervals",
         "",
         "Per domain, the central 90 % interval of its share in the optimal mixture (one "
-        "optimum per posterior draw, 256 draws, Laplace), against the oracle's true optimum. "
+        "optimum per draw of the posterior that recommended it: 256 Laplace draws in "
+        "`full.jsonl`, the chosen law's NUTS draws with `--law held-out` or `averaged`), "
+        "against the oracle's true optimum. "
         "`coverage`: share of (seed, domain) intervals holding the truth (nominal 0.90); "
         "`all inside`: seeds where every domain's interval holds it; `width`: mean interval "
-        "width in shares. Made by `coverage.py` from `full.jsonl`. "
-        + bench.provenance(df.to_dict("records")),
+        f"width in shares. Made by `coverage.py` from `{src.name}`; the law that recommended "
+        f"(lines): {laws}. " + bench.provenance(df.to_dict("records")),
     ]
     for cell, cdf in df.groupby("cell", sort=False):
         lines += [
@@ -80,14 +86,26 @@ def table(df: pd.DataFrame) -> str:
     )
     lines += ["", "Pooled over proposers and budgets: "]
     lines.append(", ".join(f"{c}: {v:.2f}" for c, v in pooled.items()) + ".")
+    if df["law"].nunique() > 1:
+        by_law = df.groupby(["cell", "law"], sort=False)[["covered", "m"]].sum()
+        lines += ["", "By the law that recommended (seeds x budgets): "]
+        lines.append(
+            ", ".join(
+                f"{c} with {law}: {v['covered'] / v['m']:.2f} "
+                f"({len(df[(df['cell'] == c) & (df['law'] == law)])})"
+                for (c, law), v in by_law.iterrows()
+            )
+            + "."
+        )
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str]) -> None:
     src = Path(argv[0]) if argv else HERE / "results" / "full.jsonl"
     df = rows(src)
-    text = table(df) if len(df) else "no ci90 lines yet\n"
-    (src.parent / "coverage.md").write_text(text)
+    text = table(df, src) if len(df) else "no ci90 lines yet\n"
+    name = "coverage.md" if src.name == "full.jsonl" else f"{src.stem}-coverage.md"
+    (src.parent / name).write_text(text)
     print(text)
     if len(df):
         widths = df.groupby(["cell", "method", "budget"])["width"].mean()
