@@ -28,16 +28,23 @@ def test_small_benchmark_runs_resumes_and_tables(tmp_path: Path) -> None:
     runner.run(config, out, tmp_path / "cache", None, None)
     rows = runner.load(out)
     budgets = config.cells[0].budgets()
-    # olmix reference (one line per KL weight) + bayesmix and swarm (1 recommender each)
-    # per budget
-    assert len(rows) == len(runner.OLMIX_KL_WEIGHTS) + 2 * len(budgets)
+    # olmix reference (one line per KL weight) + bayesmix (1 recommender) and the swarm
+    # (Olmix's at 0.05 and at its best KL weight) per budget
+    assert len(rows) == len(runner.OLMIX_KL_WEIGHTS) + 3 * len(budgets)
     assert all(r["regret"] >= -1e-9 for r in rows)
     assert {r["method"] for r in rows} == {"olmix-recipe", "bayesmix", "dirichlet-swarm"}
     assert all("cpu_s" in r for r in rows)
+    # The best KL weight is one of Olmix's weights and never worse than its 0.05.
+    swarm = {(r["budget"], r["recommender"]): r for r in rows if r["method"] == "dirichlet-swarm"}
+    for b in budgets:
+        best = swarm[b, runner.OLMIX_BEST]
+        assert best["kl_weight"] in runner.OLMIX_KL_WEIGHTS
+        assert best["regret"] <= swarm[b, "olmix"]["regret"] + 1e-12
     runner.run(config, out, tmp_path / "cache", None, None)  # resumes: nothing left to do
     assert len(runner.load(out)) == len(rows)
     text = runner.table(rows, config)
     assert "synthetic-bimix-4" in text and "Olmix's recipe" in text
+    assert f"bayesmix + posterior-optimum beats dirichlet-swarm + {runner.OLMIX_BEST} in:" in text
     # With the law chosen before each batch, the table says which law each seed's fit had.
     held_out = replace(config, law=runner.CHOSEN_BY_HELD_OUT_FIT)
     laws = "; ".join(f"n={b}: bimix 1" for b in budgets)

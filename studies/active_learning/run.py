@@ -185,7 +185,7 @@ def configs() -> dict[str, Config]:
             [Cell("synthetic-bimix", 4, max_runs=16)],
             [
                 Method("bayesmix", {"acquisition": "thompson"}, ("posterior-optimum",)),
-                Method("dirichlet-swarm", recommenders=("olmix",)),
+                Method("dirichlet-swarm", recommenders=("olmix", OLMIX_BEST)),
             ],
             [0, 1],
             fit={"method": "laplace", "num_chains": 1, "num_samples": 64},
