@@ -701,9 +701,9 @@ def _cpu_per_batch(body: pd.DataFrame) -> str:
 
 def _score(g: pd.DataFrame) -> str:
     """ "wins/seeds", and the ties (same runs, e.g. the shared first swarm) when there are."""
-    wins = int((g["regret"] < g["regret_d"]).sum())
-    ties = int(np.isclose(g["regret"], g["regret_d"], rtol=0, atol=1e-12).sum())
-    return f"{wins}/{len(g)}" + (f" ({ties} tied)" if ties else "")
+    tied = np.isclose(g["regret"], g["regret_d"], rtol=0, atol=1e-12)
+    wins = int(((g["regret"] < g["regret_d"]) & ~tied).sum())
+    return f"{wins}/{len(g)}" + (f" ({int(tied.sum())} tied)" if tied.any() else "")
 
 
 def _wins(body: pd.DataFrame, m: int) -> str:
