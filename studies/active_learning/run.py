@@ -709,17 +709,23 @@ def _score(g: pd.DataFrame) -> str:
 def _wins(body: pd.DataFrame, m: int) -> str:
     """Seeds (of those run) where each bayesmix proposer + our recommender (posterior-optimum,
     and posterior-optimum+average where scored) has lower regret than the Dirichlet swarm with
-    Olmix's recommender (at KL weight 0.05, and at its best weight where scored), and than
-    every other proposer with the same recommender, at equal
-    budget, from n >= m+1 on (or the largest budget run, when that is below m+1)."""
+    Olmix's recommender (at KL weight 0.05, and at its best weight where scored) and the
+    random swarm with RegMix's, and than every other proposer with the same recommender, at
+    equal budget, from n >= m+1 on (or the largest budget run, when that is below m+1)."""
     lines = []
     methods = list(body["method"].unique())
     bayesmix_methods = [x for x in methods if x.startswith("bayesmix")]
     ours_recs = [r for r in ("posterior-optimum", MODEL_AVERAGE) if r in set(body["recommender"])]
     for method, our_rec in [(x, r) for x in bayesmix_methods for r in ours_recs]:
         ours = body[(body["method"] == method) & (body["recommender"] == our_rec)]
-        olmix = [rec for rec in ("olmix", OLMIX_BEST) if our_rec == "posterior-optimum"]
-        baselines = [("dirichlet-swarm", rec) for rec in olmix] + [
+        # The peers' own methods (their proposer with their recommender), then the proposer's
+        # own merit: every other proposer with the same recommender.
+        peers = [
+            ("dirichlet-swarm", "olmix"),
+            ("dirichlet-swarm", OLMIX_BEST),
+            ("random-swarm", "regmix"),
+        ]
+        baselines = peers * (our_rec == "posterior-optimum") + [
             (x, our_rec) for x in methods if not x.startswith("bayesmix")
         ]
         for other, rec in baselines:
