@@ -55,6 +55,18 @@ $RUN --law averaged --out studies/active_learning/results/model-average.jsonl \
     --cells synthetic-cross-7 synthetic-bimix-7 --methods bayesmix-optimum-variance dirichlet-swarm --seeds 0-9
 # Posterior-free first batches against the swarm at n = m+1 (results/first-batch.md).
 nice -n 5 $PY studies/active_learning/first_batch.py
+# The peers' own methods at equal budget: Olmix's recommender at 0.05 and at its best KL
+# weight on the swarm, RegMix's on the random swarm (cheap: no posterior is fitted).
+SWARM="$RUN --methods dirichlet-swarm --recommenders olmix"
+$SWARM "olmix kl=best" --max-runs 24 --cells synthetic-bimix-7 synthetic-cross-7 synthetic-cross-17 \
+    regmix-landscape-17 regmix-pool-17 regmix-landscape-17-pile_cc regmix-pool-17-pile_cc
+$SWARM "olmix kl=best" --cells synthetic-bimix-17 --max-runs 32
+$RUN --methods random-swarm --recommenders regmix --max-runs 24 --cells regmix-landscape-17 \
+    regmix-pool-17 regmix-landscape-17-pile_cc regmix-pool-17-pile_cc
+$SWARM "olmix kl=best" --law averaged --out studies/active_learning/results/averaged-laws.jsonl \
+    --cells synthetic-cross-7 synthetic-bimix-7 --seeds 0-9 --max-runs 24
+$SWARM "olmix kl=best" --law averaged --cells synthetic-cross-7 --seeds 10-19 --max-runs 24 \
+    --out studies/active_learning/results/averaged-laws-seeds-10-19.jsonl
 # qLogNEI in the loop at 7 domains.
 $RUN --cells synthetic-bimix-7 synthetic-cross-7 --methods bayesmix-qlognei
 # 64 domains: bayesmix against Olmix's recipe (K = 195 runs in one swarm).
@@ -62,5 +74,8 @@ $RUN --cells synthetic-bimix-64 --methods bayesmix-thompson $RECS --max-runs 64
 nice -n 10 $PY studies/active_learning/proposal_time.py 17 64
 nice -n 10 $PY studies/active_learning/run_length.py --seeds 0-9   # 3 methods: + checked
 $PY studies/active_learning/coverage.py
+for f in held-out-law averaged-laws averaged-laws-seeds-10-19; do
+    $PY studies/active_learning/coverage.py studies/active_learning/results/$f.jsonl
+done
 $PY studies/active_learning/references.py
 $PY studies/active_learning/compare_laws.py
