@@ -285,7 +285,12 @@ def trajectory(
     if method.proposer == "bayesmix":
         options.update(law=config.law, fit_options=config.fit, max_draws=config.max_draws)
     proposer = get_proposer(method.proposer, **options)
-    recommenders = {name: make_recommender(name, config) for name in method.recommenders}
+    # Olmix's recommender, at any KL weight, is scored from one fit per batch (olmix_by_kl).
+    recommenders = {
+        name: make_recommender(name, config)
+        for name in method.recommenders
+        if name not in ("olmix", OLMIX_BEST)
+    }
     rng = np.random.default_rng([seed, 2024])
     obs = post = None
     for budget in cell.budgets():
@@ -297,7 +302,7 @@ def trajectory(
         new = bm.Observations.from_frame(oracle.observe(r, rng, ids))
         obs = new if obs is None else obs.concat(new)
         propose_cpu = time.process_time() - started
-        todo = [name for name in recommenders if (budget, name) not in done]
+        todo = [name for name in method.recommenders if (budget, name) not in done]
         needs_post = method.proposer == "bayesmix" or any(
             name.startswith("posterior-optimum") for name in todo
         )
@@ -306,12 +311,16 @@ def trajectory(
             post = _fit(obs, config, seed, post)
         fit_cpu = time.process_time() - fit_started
         ctx = oracle_context(oracle, seed, obs, post)
+        by_kl: dict[float, tuple[np.ndarray, float]] = {}  # Olmix's fit, once per batch
         for name in todo:
             rec_started = time.process_time()
             extra: dict[str, Any] = {}
-            if name == OLMIX_BEST:
-                kl, mixture, value = min(olmix_by_kl(ctx, oracle), key=lambda x: x[2])
-                extra["kl_weight"] = kl
+            if name in ("olmix", OLMIX_BEST):
+                by_kl = by_kl or {kl: (mix, v) for kl, mix, v in olmix_by_kl(ctx, oracle)}
+                kl = OLMIX_KL_WEIGHT if name == "olmix" else min(by_kl, key=lambda k: by_kl[k][1])
+                mixture, value = by_kl[kl]
+                if name == OLMIX_BEST:
+                    extra["kl_weight"] = kl
             else:
                 mixture = recommenders[name].recommend(ctx).reindex(oracle.domains).to_numpy()
                 value = float(oracle.objective(mixture[None])[0])
@@ -422,10 +431,11 @@ def make_recommender(name: str, config: Config) -> Any:
             discrepancy=name == GP,
             model_average=name == MODEL_AVERAGE,
         )
-    return get_recommender("olmix" if name == OLMIX_BEST else name)
+    return get_recommender(name)
 
 
-OLMIX_KL_WEIGHTS = (0.05, 0.1, 0.2, 0.5, 1.0)
+OLMIX_KL_WEIGHT = 0.05  # Olmix's own (its paper), the recommender's default
+OLMIX_KL_WEIGHTS = (OLMIX_KL_WEIGHT, 0.1, 0.2, 0.5, 1.0)
 
 
 def olmix_reference(cell: Cell, seed: int, cache: Path) -> list[dict[str, Any]]:
@@ -484,7 +494,7 @@ def olmix_by_kl(ctx: Any, oracle: Any) -> list[tuple[float, np.ndarray, float]]:
 
 
 def olmix_name(kl: float) -> str:
-    return "olmix" if kl == 0.05 else f"olmix kl={kl:g}"
+    return "olmix" if kl == OLMIX_KL_WEIGHT else f"olmix kl={kl:g}"
 
 
 # ---------------------------------------------------------------------------------- run
