@@ -87,12 +87,13 @@ def table(df: pd.DataFrame, src: Path) -> str:
     lines += ["", "Pooled over proposers and budgets: "]
     lines.append(", ".join(f"{c}: {v:.2f}" for c, v in pooled.items()) + ".")
     if df["law"].nunique() > 1:
-        by_law = df.groupby(["cell", "law"], sort=False)[["covered", "m"]].sum()
+        by_law = df.groupby(["cell", "law"], sort=False).agg(
+            covered=("covered", "sum"), m=("m", "sum"), lines=("m", "size")
+        )
         lines += ["", "By the law that recommended (seeds x budgets): "]
         lines.append(
             ", ".join(
-                f"{c} with {law}: {v['covered'] / v['m']:.2f} "
-                f"({len(df[(df['cell'] == c) & (df['law'] == law)])})"
+                f"{c} with {law}: {v['covered'] / v['m']:.2f} ({v['lines']})"
                 for (c, law), v in by_law.iterrows()
             )
             + "."

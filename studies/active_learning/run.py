@@ -93,6 +93,7 @@ MODEL_AVERAGE = "posterior-optimum+average"
 # Olmix's recommender at the KL weight of OLMIX_KL_WEIGHTS whose mixture is best in truth:
 # the most favourable reading of Olmix's method at equal budget, as its recipe's reference.
 OLMIX_BEST = "olmix kl=best"
+OLMIX_LINES = ("olmix", OLMIX_BEST)  # scored together from one fit per batch (olmix_by_kl)
 BAYESMIX = Method(
     "bayesmix", {"acquisition": "thompson"}, (*ALL_RECOMMENDERS, GP), "bayesmix-thompson"
 )
@@ -285,11 +286,10 @@ def trajectory(
     if method.proposer == "bayesmix":
         options.update(law=config.law, fit_options=config.fit, max_draws=config.max_draws)
     proposer = get_proposer(method.proposer, **options)
-    # Olmix's recommender, at any KL weight, is scored from one fit per batch (olmix_by_kl).
     recommenders = {
         name: make_recommender(name, config)
         for name in method.recommenders
-        if name not in ("olmix", OLMIX_BEST)
+        if name not in OLMIX_LINES
     }
     rng = np.random.default_rng([seed, 2024])
     obs = post = None
@@ -315,7 +315,7 @@ def trajectory(
         for name in todo:
             rec_started = time.process_time()
             extra: dict[str, Any] = {}
-            if name in ("olmix", OLMIX_BEST):
+            if name in OLMIX_LINES:
                 by_kl = by_kl or {kl: (mix, v) for kl, mix, v in olmix_by_kl(ctx, oracle)}
                 kl = OLMIX_KL_WEIGHT if name == "olmix" else min(by_kl, key=lambda k: by_kl[k][1])
                 mixture, value = by_kl[kl]
