@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,8 +116,9 @@ class Observations:
         dup = frame.duplicated(["run_id", "step", "target", "metric"], keep=False)
         if dup.any():
             row = frame[dup].iloc[0]
+            at = f" at step {plain(row.step)}" if np.isfinite(row.step) else ""
             raise ObservationsError(
-                f"run {row.run_id!r}: target {row.target!r} at step {row.step} appears more "
+                f"run {row.run_id!r}: target {row.target!r}{at} appears more "
                 "than once (one row per run, step, target and metric)"
             )
 
@@ -210,7 +212,9 @@ class Observations:
             f = f[f["target"].isin(targets)]
         if metric is not None:
             if metric not in set(f["metric"]):
-                raise ObservationsError(f"unknown metric {metric!r}; have {self.metrics}")
+                raise ObservationsError(
+                    f"unknown metric {metric!r}; the table has {', '.join(self.metrics)}"
+                )
             f = f[f["metric"] == metric]
         mapping = {t: d for t, d in self.target_domain.items() if t in set(f["target"])}
         return Observations(frame=f.reset_index(drop=True), target_domain=mapping)
@@ -224,11 +228,13 @@ class Observations:
         if self.domains != other.domains:
             raise ObservationsError(
                 "cannot join observations over different domains: "
-                f"{self.domains} vs {other.domains}"
+                f"{', '.join(self.domains)} vs {', '.join(other.domains)}"
             )
         both = set(self.run_ids) & set(other.run_ids)
         if both:
-            raise ObservationsError(f"run id(s) present in both tables: {sorted(both)[:5]}")
+            raise ObservationsError(
+                f"run id(s) present in both tables: {', '.join(sorted(both)[:5])}"
+            )
         mapping = {**self.target_domain, **other.target_domain}
         return Observations.from_frame(pd.concat([self.frame, other.frame]), mapping)
 
@@ -249,10 +255,65 @@ def _check_values(frame: pd.DataFrame) -> None:
     if bad.any():
         row = frame[bad].iloc[0]
         raise ObservationsError(
-            f"run {row.run_id!r}, column 'value' (target {row.target!r}): loss {row.value!r} "
-            "is not a finite positive number"
+            f"run {row.run_id!r}, column 'value' (target {row.target!r}): loss "
+            f"{plain(row.value)} is not a finite positive number"
         )
     frame["value"] = values.astype(float)
+
+
+def plain(value: object) -> str:
+    """A value as a person reads it in a message: 3.1, nan, 1e+300, 'abc'; never
+    ``np.float64(nan)`` (the repr numpy 2 gives its scalars)."""
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return f"{float(value):.6g}"
+    return repr(str(value))
+
+
+# Losses in nats or bits per byte are O(0.1-20): a value above this is not one (a perplexity,
+# or a unit mistake such as every loss times 1e12).
+MAX_LOSS = 1e3
+# A row whose loss is this factor away from the median of its metric's losses is an error in
+# the table (one loss of 1e300 among losses near 3), not something a law should bend to.
+OUTLIER_FACTOR = 100.0
+
+
+def _check_scale(frame: pd.DataFrame) -> None:
+    """Refuse losses no law of nats or bits per byte can mean, naming the rows."""
+    values = frame["value"].to_numpy(dtype=float)
+    log_v = np.log(values)
+    median = frame.groupby("metric")["value"].transform(lambda v: np.exp(np.log(v).median()))
+    far = np.abs(log_v - np.log(median.to_numpy(dtype=float))) > np.log(OUTLIER_FACTOR)
+    huge = values > MAX_LOSS
+    if huge.mean() > 0.5:
+        raise ObservationsError(
+            f"column 'value': {int(huge.sum())} of {len(values)} losses are above "
+            f"{MAX_LOSS:g} (median {plain(np.median(values))}); losses in nats or bits per "
+            "byte are O(0.1-20): is this a perplexity, or are the values scaled?"
+        )
+    bad = huge | far
+    if bad.any():
+        rows = frame[bad]
+        listed = "; ".join(
+            f"run {r.run_id!r}, target {r.target!r}"
+            + (f", step {plain(r.step)}" if np.isfinite(r.step) else "")
+            + f": {plain(r.value)}"
+            for r in rows.head(5).itertuples()
+        )
+        more = f"; and {len(rows) - 5} more" if len(rows) > 5 else ""
+        raise ObservationsError(
+            f"column 'value': {len(rows)} loss(es) above {MAX_LOSS:g} or more than "
+            f"{OUTLIER_FACTOR:g}x from the median of their metric "
+            f"(the others' median is {plain(float(np.median(values[~bad])))}): {listed}{more}; "
+            "fix or drop these rows"
+        )
+
+
+def unknown_columns(df: pd.DataFrame) -> list[str]:
+    """Columns of a tidy table that no part of bayesmix reads (typos, saved indexes)."""
+    known = (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS)
+    return [c for c in df.columns if c not in known and not str(c).startswith(RATIO_PREFIX)]
 
 
 def _check_steps(frame: pd.DataFrame) -> None:
@@ -261,7 +322,9 @@ def _check_steps(frame: pd.DataFrame) -> None:
     bad |= np.isinf(step)
     if bad.any():
         row = frame[bad].iloc[0]
-        raise ObservationsError(f"run {row.run_id!r}, column 'step': {row.step} is not positive")
+        raise ObservationsError(
+            f"run {row.run_id!r}, column 'step': {plain(row.step)} is not positive"
+        )
     has = np.isfinite(step)
     if has.any() and not has.all():
         row = frame[~has].iloc[0]
@@ -279,8 +342,8 @@ def _check_ratios(frame: pd.DataFrame, cols: list[str], renormalise_below: float
         if bad.any():
             i = int(np.argmax(bad))
             raise ObservationsError(
-                f"run {frame.run_id.iloc[i]!r}, column {col!r}: proportion {frame[col].iloc[i]!r} "
-                "is not a number in [0, 1]"
+                f"run {frame.run_id.iloc[i]!r}, column {col!r}: proportion "
+                f"{plain(frame[col].iloc[i])} is not a number in [0, 1]"
             )
     sums = arr.sum(axis=1)
     off = np.abs(sums - 1.0)
