@@ -61,7 +61,12 @@ def _write(study: Study, out_dir: str | Path | None) -> Path:
         figures.append(_observed_vs_predicted(study, post, obs))
     if obs is not None:
         figures.append(_objective(study, obs, snaps))
-        figures.append(_loss_curves(study, obs))
+    # Every run's losses as trained, of every version of the domain set: the observations
+    # a fit uses drop the targets an update touched, but their curves are still the study's.
+    raw = study.storage.observations(study.id)
+    raw = raw[raw["metric"] == study.config.objective.metric]
+    if len(raw):
+        figures.append(_loss_curves(study, raw))
     for f in figures:
         (out / f"{f.name}.png").write_bytes(f.png)
     page = _page(study, figures, post, snap)
@@ -95,13 +100,35 @@ def _forest(study: Study, summary: dict[str, Any]) -> Figure:
     lo = np.array([summary["intervals"][d]["lo"] for d in domains])
     hi = np.array([summary["intervals"][d]["hi"] for d in domains])
     fig, ax = plt.subplots(figsize=(7.5, 0.45 * m + 1.4))
-    ax.hlines(y, lo, hi, color="#1f5aa6", lw=2.5, label=f"{summary['ci']:.0%} credible interval")
+    # Caps mark each interval's ends, so a narrow (or zero-width) one still shows, and its
+    # numbers are written beside it.
+    ax.errorbar(
+        mean,
+        y,
+        xerr=np.vstack([mean - lo, hi - mean]).clip(min=0),
+        fmt="none",
+        ecolor="#1f5aa6",
+        elinewidth=2.5,
+        capsize=6,
+        capthick=2,
+        label=f"{summary['ci']:.0%} credible interval",
+    )
     ax.plot(mean, y, "o", color="#1f5aa6", ms=7, label="recommended mixture")
     ax.plot([natural[d] for d in domains], y, "x", color="#c0392b", ms=8, mew=2, label="natural")
     ax.axvline(1 / m, color="#7f8c8d", ls="--", lw=1, label="uniform")
     ax.set_yticks(y, domains)
     ax.set_xlabel("share of the training mixture")
-    ax.set_xlim(0, max(1.0 / m, float(hi.max()), max(natural.values())) * 1.08 + 0.01)
+    right = max(1.0 / m, float(hi.max()), max(natural.values())) * 1.08 + 0.01
+    ax.set_xlim(0, right + 0.16)  # room for the labels
+    for yi, a, b, c in zip(y, mean, lo, hi, strict=True):
+        ax.annotate(
+            f"{a:.3f} [{b:.3f}, {c:.3f}]",
+            (c, yi),
+            xytext=(8, 4),
+            textcoords="offset points",
+            fontsize=7,
+            color="#1f5aa6",
+        )
     ax.grid(axis="x", alpha=0.3)
     ax.legend(loc="lower right", fontsize=8, framealpha=0.9)
     fig.tight_layout()
@@ -227,40 +254,66 @@ def _objective(study: Study, obs: Any, snaps: list[Any]) -> Figure:
     return Figure("objective", "Objective against runs", caption, _png(fig))
 
 
-def _loss_curves(study: Study, obs: Any) -> Figure:
-    import matplotlib.pyplot as plt
+LEGEND_RUNS = 20  # up to this many runs, a legend names each one; beyond, a colour bar
 
-    f = obs.frame
-    targets = obs.targets
+
+def _loss_curves(study: Study, frame: pd.DataFrame) -> Figure:
+    """``frame``: tidy rows (run_id, step, target, value) of the objective's metric."""
+    import matplotlib.pyplot as plt
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    f = frame
+    targets = list(dict.fromkeys(f["target"]))
+    run_ids = list(dict.fromkeys(f["run_id"]))
     cols = min(3, len(targets))
     rows = int(np.ceil(len(targets) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(4.0 * cols, 3.0 * rows), squeeze=False)
-    run_ids = obs.run_ids
-    cmap = plt.get_cmap("viridis")
+    few = len(run_ids) <= LEGEND_RUNS
+    cmap = plt.get_cmap("tab20" if few else "viridis")
+
+    def colour(i: int) -> Any:
+        return cmap(i % 20) if few else cmap(i / max(len(run_ids) - 1, 1))
+
     has_steps = f["step"].notna().any()
+    handles: dict[str, Any] = {}
     for k, t in enumerate(targets):
         ax = axes[k // cols][k % cols]
         g = f[f["target"] == t]
-        for i, (run, rg) in enumerate(g.groupby("run_id", sort=False)):
-            color = cmap(run_ids.index(run) / max(len(run_ids) - 1, 1))
+        for run, rg in g.groupby("run_id", sort=False):
+            i = run_ids.index(run)
             if has_steps:
                 rg = rg.sort_values("step")
-                ax.plot(rg["step"], rg["value"], color=color, lw=1, alpha=0.8)
+                (line,) = ax.plot(rg["step"], rg["value"], color=colour(i), lw=1, alpha=0.85)
             else:
-                ax.plot([i], rg["value"], "o", color=color)
+                (line,) = ax.plot([i + 1], rg["value"], "o", color=colour(i))
+            handles.setdefault(str(run), line)
         ax.set_title(t, fontsize=10)
         if has_steps:
             ax.set_xscale("log")
             ax.set_xlabel("step")
+        else:
+            ax.set_xlabel("run number")
         ax.set_ylabel(study.config.objective.metric)
         ax.grid(alpha=0.3)
     for k in range(len(targets), rows * cols):
         axes[k // cols][k % cols].axis("off")
     fig.tight_layout()
-    caption = (
-        "Held-out loss per target domain over training, one line per proxy run, coloured by "
-        "run order (dark: first runs, light: last)."
-    )
+    if few:
+        fig.legend(
+            [handles[r] for r in run_ids if r in handles],
+            [r for r in run_ids if r in handles],
+            loc="center left",
+            bbox_to_anchor=(1.0, 0.5),
+            fontsize=7,
+            title="run",
+        )
+        how = "one colour per run, named in the legend"
+    else:
+        bar = ScalarMappable(Normalize(1, len(run_ids)), cmap)
+        fig.colorbar(bar, ax=axes.ravel().tolist(), label="run number (order proposed)")
+        how = "coloured by run number (the colour bar)"
+    caption = f"Held-out loss per target domain over training, one line per proxy run, {how}."
     return Figure("loss_curves", "Proxy loss curves per domain", caption, _png(fig))
 
 
@@ -278,6 +331,8 @@ padding:.5em 1em}.ok{background:#eafaf1;border-left:4px solid #27ae60;padding:.5
 .note{background:#f4f6f8;border-left:4px solid #7f8c8d;padding:.5em 1em}
 figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}
 figcaption{font-size:.85em;color:#555}
+td.reason{text-align:left;max-width:28em;overflow-wrap:anywhere}
+td.reason details{max-height:12em;overflow:auto}
 """
 
 # The page checks that its own figures decoded (a broken inline image is easy to miss).
@@ -305,6 +360,40 @@ def _table(frame: pd.DataFrame, floatfmt: str = "{:.4g}") -> str:
             cells.append(f"<td>{html.escape(text)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+REASON_CHARS = 80  # a failure reason longer than this is folded in its cell
+
+
+def _runs_table(study: Study, runs: pd.DataFrame) -> str:
+    """Every run with its final loss (the objective at its last step); a long failure reason
+    folded into a details element (its first line shown), so that no cell grows tall."""
+    shown = runs.copy()
+    try:
+        obs = study.observations()
+        final = observed_objective(study, obs) if obs is not None else pd.Series(dtype=float)
+    except ValueError:  # no observation of the objective's metric
+        final = pd.Series(dtype=float)
+    at = list(shown.columns).index("status") + 1
+    shown.insert(at, "final loss", shown["run_id"].map(final).astype(float))
+    reasons = shown.pop("reason").fillna("")
+    table = _table(shown, "{:.3f}")
+    head, sep, body = table.partition("<tbody>")
+    head = head.replace("</tr></thead>", "<th>reason</th></tr></thead>")
+    rows = body.split("</tr>")
+    cells = [_reason_cell(str(r)) for r in reasons]
+    rows = [row + cell for row, cell in zip(rows, cells, strict=False)] + rows[len(cells) :]
+    return head + sep + "</tr>".join(rows)
+
+
+def _reason_cell(reason: str) -> str:
+    if len(reason) <= REASON_CHARS:
+        return f'<td class="reason">{html.escape(reason)}</td>'
+    short = reason[:REASON_CHARS].rsplit(" ", 1)[0] + " ..."
+    return (
+        f'<td class="reason" title="{html.escape(reason, quote=True)}"><details>'
+        f"<summary>{html.escape(short)}</summary>{html.escape(reason)}</details></td>"
+    )
 
 
 def _figure_html(f: Figure) -> str:
@@ -410,8 +499,6 @@ def _page(study: Study, figures: list[Figure], post: Posterior | None, snap: Any
     parts.append("<h2 id='diagnostics'>Convergence diagnostics</h2>")
     parts.append(_diagnostics_html(post, snap))
     if len(runs):
-        shown = runs.copy()
-        shown["reason"] = shown["reason"].fillna("")
-        parts.append("<h2 id='runs'>Runs</h2>" + _table(shown, "{:.3f}"))
+        parts.append("<h2 id='runs'>Runs</h2>" + _runs_table(study, runs))
     parts.append(SELF_CHECK + "</body></html>")
     return "\n".join(parts)

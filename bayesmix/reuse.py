@@ -453,11 +453,26 @@ def warm_fit(
     old_observations: the old posterior's real observations (default: ``old.observations``).
     Not used when ``old`` comes from ``transfer_posterior``: every one of its targets travels
     in its prior (its observations are placeholders), so no old row may enter the likelihood.
+    Without ``new_observations`` (no run over the new set yet) and with an own-share law, the
+    result is ``transfer_posterior``: the old posterior carried over, each touched domain
+    widened, nothing refitted.
     The result's ``info['prior_targets']`` lists the targets that took an informative prior,
     so that the next update does not count their runs twice.
     """
     import bayesmix as bm
 
+    if new_observations is None:
+        # No run over the new set yet. A refit on the old runs alone would drop every target
+        # the update touched (a revised or added domain has no row that maps exactly), and the
+        # optimum would then give it a share of 0 with a zero-width interval: what the study
+        # knew about it is the old posterior, carried with the update's widening.
+        seed = int(fit_options.get("seed", 0))
+        if old.law_obj.own_share:
+            return transfer_posterior(
+                old, update, domain_set=domain_set, settings=settings, seed=seed
+            )
+        if all(op.kind == "revise" for op in update.ops):
+            return revise_posterior(old, update, settings=settings, seed=seed)
     if old.info.get("transferred"):
         old_observations = None
     elif old_observations is None:
@@ -495,6 +510,91 @@ def warm_fit(
 
 
 # ------------------------------------------------------------------------------ transfer
+REVISED_SITES = ("logk", "alpha", "eps")  # the sites through which a domain's content acts
+
+
+def revise_posterior(
+    post: Any,
+    update: DomainUpdate,
+    *,
+    settings: TransferSettings | None = None,
+    max_draws: int | None = 1000,
+    seed: int = 0,
+) -> Any:
+    """After an update that only revises domains, before any new run (any law).
+
+    The domain set keeps its names, so the old draws stay meaningful; each revised domain's
+    entries of ``REVISED_SITES`` (its target's level and exponents, its effect on the other
+    targets, its floor) are widened about their mean by ``revise_widen`` and moved by
+    ``revise_drift``, on the log scale where a site is positive: the recommendation keeps
+    what the study knew, with the wider interval that the changed content calls for. Never
+    refit it (``info['transferred']``).
+    """
+    settings = settings or TransferSettings()
+    revised = [op.name for op in update.ops if op.kind == "revise"]
+    if len(revised) != len(update.ops):
+        raise ValueError("revise_posterior takes an update that only revises domains")
+    domains, targets = list(post.domains), list(post.targets)
+    own = {d: t for t, d in post.observations.target_domain.items()}
+    rng = np.random.default_rng(seed)
+    draws = post.draws(max_draws)
+    n = len(next(iter(draws.values())))
+    out = {k: np.array(v, dtype=float, copy=True) for k, v in draws.items()}
+    for d in revised:
+        j = domains.index(d)
+        t = targets.index(own[d]) if d in own else None
+        for site in REVISED_SITES:
+            if site not in out or out[site].ndim < 2:
+                continue
+            v = out[site]
+            if v.ndim == 3:  # (D, T, M): the target's row and the domain's column
+                index: list[Any] = [np.s_[:, :, j]]
+                if t is not None:
+                    index.append(np.s_[:, t, :])
+            elif t is not None and v.shape[1] == len(targets):
+                index = [np.s_[:, t]]
+            elif v.shape[1] == len(domains):
+                index = [np.s_[:, j]]
+            else:
+                continue
+            for ix in index:
+                v[ix] = _widened(v[ix], site, settings, rng)
+    samples = {k: v[None] for k, v in out.items()}
+    info = {
+        "prior_targets": list(targets),
+        "transferred": True,
+        "_converged": True,
+        "update": update.to_dict(),
+        "from_domains": domains,
+        "settings": settings.__dict__,
+    }
+    return type(post).from_samples(
+        post.law,
+        post.settings,
+        post.method,
+        samples,
+        {"diverging": np.zeros((1, n), bool)},
+        post.observations,
+        info,
+    )
+
+
+def _widened(
+    x: np.ndarray, site: str, settings: TransferSettings, rng: np.random.Generator
+) -> np.ndarray:
+    """Draws (D, ...) widened about their mean by revise_widen, plus revise_drift of noise,
+    on an unconstrained scale: ``logk`` as it is, a positive site on the log scale; cross
+    exponents (of either sign) are only widened, as a drift in their own units would swamp
+    them."""
+    kind = "log" if site == "logk" else "positive" if bool((x > 0).all()) else "signed"
+    u = np.log(x) if kind == "positive" else x
+    mean = u.mean(axis=0, keepdims=True)
+    u = mean + settings.revise_widen * (u - mean)
+    if kind != "signed":
+        u = u + settings.revise_drift * rng.standard_normal(u.shape)
+    return np.exp(u) if kind == "positive" else u
+
+
 def transfer_posterior(
     post: Any,
     update: DomainUpdate,

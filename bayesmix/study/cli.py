@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 study_app = typer.Typer(
     help="Studies: a persistent, resumable active-learning loop (create, run, resume, ...).",
@@ -66,12 +67,24 @@ def _open(name: str, storage: str | None):  # -> Study
 def create_cmd(
     config: Annotated[Path, typer.Argument(help="the study's YAML file")],
     storage: StorageOpt = None,
+    allow_foreign_tables: Annotated[
+        bool,
+        typer.Option(
+            "--allow-foreign-tables",
+            help="store the study in a database that holds other tools' tables too",
+        ),
+    ] = False,
 ) -> None:
     """Validate a study config, prepare its data, and store the new study."""
     from bayesmix.study.study import Study
 
     try:
-        study = Study.create(config, storage_url(storage), progress=err.is_terminal)
+        study = Study.create(
+            config,
+            storage_url(storage),
+            progress=err.is_terminal,
+            allow_foreign_tables=allow_foreign_tables,
+        )
     except user_errors() as exc:
         fail(_one_line(exc))
     dset = study.domain_set
@@ -112,6 +125,7 @@ def _run(
         fail(f"--executor must be local or ray, got {executor!r}")
     try:
         study = _open(name, storage)
+        failed_before = study.counts()["failed"]
         if resume:
             counts = study.counts()
             console.print(
@@ -146,6 +160,15 @@ def _run(
             except user_errors() as exc:
                 fail(f"report: {_one_line(exc)}")
             console.print(f"report: {path}", highlight=False)
+    # A script (or CI) that runs a study must notice failed runs: they cost their compute
+    # and left holes in the design.
+    new_failures = counts["failed"] - failed_before
+    if new_failures > 0:
+        first = study.runs("failed")[-new_failures]
+        fail(
+            f"{new_failures} run(s) failed, first {first.name}: {first.reason}; "
+            f"`bayesmix study status {name}` lists every reason"
+        )
 
 
 @study_app.command("run")
@@ -259,24 +282,60 @@ def status_cmd(
         highlight=False,
     )
     if len(frame):
-        table = Table(title=f"last {min(runs, len(frame))} runs", title_justify="left")
-        cols = ["run", "proposal", "status", "attempts", "acq."] + [
-            c[2:] for c in frame.columns if c.startswith("r:")
-        ]
-        for c in cols:
-            table.add_column(c, justify="left" if c in ("run", "status") else "right")
-        for _, r in frame.tail(runs).iterrows():
-            acq = r["acquisition_value"]
-            table.add_row(
-                r["run_id"],
-                str(r["proposal"]),
-                r["status"] + (f" ({r['reason'][:40]})" if r["status"] == "failed" else ""),
-                str(r["attempts"]),
-                "-" if acq is None or acq != acq else f"{acq:.3g}",
-                *(f"{r[c]:.3f}" for c in frame.columns if c.startswith("r:")),
+        shown = frame.tail(runs)
+        for table in runs_tables(shown, console.width):
+            console.print(table)
+        failed = shown[shown["status"] == "failed"]
+        if len(failed):
+            console.print("why the runs failed:", highlight=False)
+        for _, r in failed.iterrows():
+            # The whole reason, wrapped at the terminal's width (a cut reason hides its cause).
+            console.print(
+                Text(f"  {r['run_id']}: {r['reason'] or 'no reason recorded'}", overflow="fold")
             )
-        console.print(table)
     print_optimum(study)
+
+
+def runs_tables(frame, width: int) -> list[Table]:  # frame: Study.runs_frame()
+    """The runs as tables no wider than ``width``: the run columns, then the mixture's
+    columns in as many tables (each led by the run's name) as it takes to show every header
+    whole, instead of rich's cut headers ("propos…")."""
+    domains = [c for c in frame.columns if c.startswith("r:")]
+
+    def acq(v: object) -> str:
+        return "-" if v is None or v != v else f"{v:.3g}"
+
+    columns: list[tuple[str, list[str]]] = [
+        ("run", list(frame["run_id"])),
+        ("proposal", [str(v) for v in frame["proposal"]]),
+        ("status", list(frame["status"])),
+        ("attempts", [str(v) for v in frame["attempts"]]),
+        ("acq.", [acq(v) for v in frame["acquisition_value"]]),
+        *((c[2:], [f"{v:.3f}" for v in frame[c]]) for c in domains),
+    ]
+
+    def need(col: tuple[str, list[str]]) -> int:  # content, padding and one border
+        return max(len(col[0]), *(len(x) for x in col[1])) + 3
+
+    groups: list[list[tuple[str, list[str]]]] = [[]]
+    used = 1
+    for col in columns:
+        if groups[-1] and used + need(col) > width:
+            groups.append([columns[0]])  # each further table names its runs
+            used = 1 + need(columns[0])
+        groups[-1].append(col)
+        used += need(col)
+    tables = []
+    for i, group in enumerate(groups):
+        title = f"last {len(frame)} runs" + (f" (continued, {i + 1})" if i else "")
+        table = Table(title=title, title_justify="left")
+        for header, _ in group:
+            left = header in ("run", "status")
+            table.add_column(header, justify="left" if left else "right", no_wrap=True)
+        for k in range(len(frame)):
+            table.add_row(*(cells[k] for _, cells in group))
+        tables.append(table)
+    return tables
 
 
 @study_app.command("report")
@@ -319,11 +378,20 @@ def update_cmd(
         Path | None,
         typer.Option("--prior", help="saved posterior (models/NAME) to start from instead"),
     ] = None,
+    law_value: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--law-value",
+            help="trainer 'law': a domain's known-law value, code_rust:alpha=0.15 "
+            "(default: its parent's, its sources' mean, or the old domains' mean)",
+        ),
+    ] = None,
     storage: StorageOpt = None,
 ) -> None:
     """Change the study's domain set (a new version): the old posterior becomes the prior."""
     from bayesmix.domains import DomainUpdate, DomainUpdateError
 
+    values = _law_values(law_value or [])
     try:
         upd = DomainUpdate.parse(
             add=add or [],
@@ -334,7 +402,7 @@ def update_cmd(
         )
         study = _open(name, storage)
         old = study.domain_set
-        rec = study.update(upd, prior=prior)
+        rec = study.update(upd, prior=prior, law_values=values)
     except (DomainUpdateError, *user_errors()) as exc:
         fail(_one_line(exc))
     table = Table(
@@ -354,6 +422,22 @@ def update_cmd(
         f"the next fit starts from {source} (bayesmix.reuse); next: bayesmix study run {name}",
         highlight=False,
     )
+
+
+def _law_values(specs: list[str]) -> dict[str, dict[str, float]]:
+    """'code_rust:alpha=0.15' -> {'code_rust': {'alpha': 0.15}} (domain names may hold ':')."""
+    out: dict[str, dict[str, float]] = {}
+    for spec in specs:
+        left, eq, text = spec.partition("=")
+        domain, colon, key = left.strip().rpartition(":")
+        if not (eq and colon and domain and key):
+            fail(f"--law-value {spec!r}: expected DOMAIN:KEY=VALUE, as in code_rust:alpha=0.15")
+        try:
+            value = float(text)
+        except ValueError:
+            fail(f"--law-value {spec!r}: {text.strip()!r} is not a number")
+        out.setdefault(domain, {})[key.strip()] = value
+    return out
 
 
 @study_app.command("save-model")

@@ -23,11 +23,13 @@ from pydantic import (
     model_validator,
 )
 
+from bayesmix.laws import LAW_NAMES
+
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 DOMAIN = re.compile(r"^[a-z0-9][a-z0-9_:.\-]*$")
 PROPOSERS = ("bayesmix", "dirichlet-swarm", "random-swarm", "uniform", "entropy")
 FIRST_PROPOSERS = ("dirichlet-swarm", "random-swarm", "uniform", "entropy")
-LAWS = ("bimix", "bimix-cross", "loglinear")
+LAWS = LAW_NAMES
 PROXY_SIZES = ("tiny", "6m", "15m", "30m", "60m")
 
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -77,6 +79,12 @@ class DataConfig(_Section):
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
         given = [bool(self.sample_corpus), bool(self.paths), bool(self.domains)]
+        if not any(given):
+            # An empty list or mapping given on purpose is its own mistake: "give exactly one
+            # of ..." would send the user looking for a key they did give.
+            for key in ("domains", "paths"):
+                if key in self.model_fields_set:
+                    raise ValueError(f"{key} is empty: list the training domains (at least two)")
         if sum(given) != 1:
             raise ValueError("give exactly one of sample_corpus: true, paths or domains")
         names = self.names
@@ -204,7 +212,7 @@ class ConstraintsConfig(_Section):
 class FitConfig(_Section):
     """The law fitted to the study's observations (``bayesmix.fit``)."""
 
-    law: str = "bimix"
+    law: str = "bimix-cross"  # laws.default_law for one model size
     method: Literal["nuts", "laplace", "svi"] = "nuts"
     options: dict[str, Any] = Field(default_factory=dict)  # e.g. num_warmup, num_samples
     final: bool = True  # fit once more when the budget is spent (the recommendation)
@@ -472,6 +480,14 @@ def load_config(path: str | Path) -> StudyConfig:
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a text file") from None
     return parse_config(data, str(path), path.resolve().parent)
+
+
+def with_workdir(cfg: StudyConfig, default: Path) -> StudyConfig:
+    """``cfg`` with its workdir, ``default`` when it names none (SQLite studies: found beside
+    the database, so that a copy of the file has files of its own)."""
+    if cfg.workdir:
+        return cfg
+    return cfg.model_copy(update={"workdir": str(default.resolve())})
 
 
 def _resolve_paths(cfg: StudyConfig, base: Path) -> StudyConfig:

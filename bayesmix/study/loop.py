@@ -55,6 +55,8 @@ def run_study(
     budget = int(budget if budget is not None else cfg.budget)
     if budget < 1:
         raise ValueError(f"budget must be a positive number of runs, got {budget}")
+    study.extend_budget(budget)  # stored: status must not later count "16 of 12 runs"
+    cfg = study.config
     console = console or Console(stderr=True)
     events: list[str] = []
 

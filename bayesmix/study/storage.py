@@ -38,11 +38,12 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    inspect,
     select,
     update,
 )
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
+from sqlalchemy.exc import ArgumentError, DatabaseError, IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 SCHEMA_VERSION = 1
@@ -245,18 +246,28 @@ def normalise_url(url: str) -> str:
 class Storage:
     """All reads and writes of studies, each in its own short transaction."""
 
-    def __init__(self, url: str = DEFAULT_URL, *, create: bool = True) -> None:
+    def __init__(
+        self, url: str = DEFAULT_URL, *, create: bool = True, allow_foreign: bool = False
+    ) -> None:
+        """``create``: add bayesmix's tables when the database has none. ``allow_foreign``:
+        add them even beside other tools' tables (refused by default: a mistyped URL must not
+        write into another application's database)."""
         self.url = normalise_url(url)
         if not create and self.is_sqlite and not Path(make_url(self.url).database or "").is_file():
             raise StorageError(f"storage {self.safe_url}: no such database file")
         self.engine = _engine(self.url)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
         try:
-            self._check_schema(create)
-        except OperationalError as exc:
-            raise StorageError(
-                f"storage {self.safe_url}: cannot connect ({_first_line(exc)})"
-            ) from None
+            self._check_schema(create, allow_foreign)
+        except DatabaseError as exc:
+            self.engine.dispose()
+            text = _first_line(exc)
+            if self.is_sqlite and "not a database" in text:
+                raise StorageError(
+                    f"storage {self.safe_url}: the file {make_url(self.url).database} is not a "
+                    "SQLite database"
+                ) from None
+            raise StorageError(f"storage {self.safe_url}: cannot connect ({text})") from None
 
     @property
     def safe_url(self) -> str:
@@ -266,6 +277,15 @@ class Storage:
     def is_sqlite(self) -> bool:
         return self.url.startswith("sqlite")
 
+    def default_workdir(self, name: str) -> Path:
+        """A study's files when its config names no workdir: beside a SQLite file
+        (<file stem>-studies/<name>, so a copied database writes beside the copy); under the
+        cwd for a server."""
+        if self.is_sqlite:
+            db = Path(make_url(self.url).database or "")
+            return db.parent / f"{db.stem}-studies" / name
+        return Path.cwd() / "bayesmix-studies" / name
+
     def close(self) -> None:
         self.engine.dispose()
 
@@ -274,12 +294,28 @@ class Storage:
         with self._session() as s, s.begin():
             yield s
 
-    def _check_schema(self, create: bool) -> None:
+    def _check_schema(self, create: bool, allow_foreign: bool = False) -> None:
         with self.engine.connect() as conn:
-            has_meta = self.engine.dialect.has_table(conn, "meta")
-        if not has_meta:
+            tables = set(inspect(conn).get_table_names())
+        ours = "meta" in tables and "studies" in tables
+        if not ours:
+            foreign = sorted(t for t in tables if not t.startswith("sqlite_"))
+            listed = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
             if not create:
-                raise StorageError(f"storage {self.safe_url}: no bayesmix studies here")
+                held = f" (it holds other tables: {listed})" if foreign else ""
+                raise StorageError(f"storage {self.safe_url}: no bayesmix studies here{held}")
+            if "meta" in foreign:  # bayesmix's own table name is taken: no way to share
+                raise StorageError(
+                    f"storage {self.safe_url}: the database has a table 'meta' that is not "
+                    "bayesmix's; give bayesmix a database of its own"
+                )
+            if foreign and not allow_foreign:
+                raise StorageError(
+                    f"storage {self.safe_url}: the database holds tables that are not "
+                    f"bayesmix's ({listed}); bayesmix will not add its tables to another "
+                    "tool's database. Give a new file (or database), or pass "
+                    "--allow-foreign-tables to share this one"
+                )
             Base.metadata.create_all(self.engine)
             with self.session() as s:
                 if s.get(MetaRow, "schema_version") is None:
@@ -328,6 +364,14 @@ class Storage:
             ) from None
         return rec
 
+    def set_config(self, study_id: int, config: dict[str, Any]) -> None:
+        """Replace a study's stored config (a budget extended by ``run --budget``)."""
+        with self.session() as s:
+            row = s.get(StudyRow, study_id)
+            if row is None:
+                raise StorageError(f"no study with id {study_id}")
+            row.config = config
+
     def study(self, name: str) -> StudyRecord:
         with self.session() as s:
             row = s.scalars(select(StudyRow).where(StudyRow.name == name)).first()
@@ -364,10 +408,12 @@ class Storage:
         token_counts: dict[str, float],
         shards: str | None,
         update: dict[str, Any],
+        config: dict[str, Any] | None = None,
     ) -> DomainSetRecord:
         """Store the next version of a study's domain set and the update that made it, in one
         transaction; refused (nothing written) if the latest version is no longer
-        ``expected_version`` or runs are still proposed or running."""
+        ``expected_version`` or runs are still proposed or running. ``config``: the study's
+        config over the new domain set, stored in the same transaction."""
         now = time.time()
         with self.session() as s:
             latest = s.scalar(
@@ -397,6 +443,10 @@ class Storage:
                 created_at=now,
             )
             s.add(row)
+            if config is not None:
+                study = s.get(StudyRow, study_id)
+                if study is not None:
+                    study.config = config
             s.add(
                 MetaRow(
                     key=f"domain_update:{study_id}:{expected_version + 1}",
@@ -814,6 +864,45 @@ class Storage:
             if row is None:
                 raise StorageError(f"no posterior snapshot {posterior_id}")
             return row.netcdf, row.path
+
+    # ---------------------------------------------------------------- leases
+    def take_lease(self, key: str, holder: str, stale_after: float) -> str | None:
+        """Claim the lease ``key`` (a fit of one set of runs) for ``holder``; None when taken,
+        else the holder it was taken over from ("" when free). A lease not renewed for
+        ``stale_after`` seconds is taken over: its holder died."""
+        now = time.time()
+        try:
+            with self.session() as s:
+                row = s.get(MetaRow, key)
+                if row is None:
+                    s.add(MetaRow(key=key, value=json.dumps({"holder": holder, "at": now})))
+                    return ""
+                held = json.loads(row.value)
+                if now - float(held["at"]) <= stale_after:
+                    return None
+                row.value = json.dumps({"holder": holder, "at": now})
+                return str(held["holder"])
+        except IntegrityError:  # a concurrent claim won (servers without a write lock)
+            return None
+
+    def lease_holder(self, key: str) -> str | None:
+        with self.session() as s:
+            row = s.get(MetaRow, key)
+            return None if row is None else str(json.loads(row.value)["holder"])
+
+    def renew_lease(self, key: str, holder: str) -> bool:
+        with self.session() as s:
+            row = s.get(MetaRow, key)
+            if row is None or json.loads(row.value)["holder"] != holder:
+                return False
+            row.value = json.dumps({"holder": holder, "at": time.time()})
+            return True
+
+    def drop_lease(self, key: str, holder: str) -> None:
+        with self.session() as s:
+            row = s.get(MetaRow, key)
+            if row is not None and json.loads(row.value)["holder"] == holder:
+                s.delete(row)
 
     def fingerprint(self) -> str:
         """A hash of every table's rows (tests: a refused input changes nothing)."""

@@ -14,19 +14,31 @@ only what it had not yet told.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+import threading
 import time
+import uuid
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+from pydantic import ValidationError
 
+from bayesmix.laws import get_law
 from bayesmix.observations import Observations, ObservationsError
-from bayesmix.study.config import ConfigError, StudyConfig, load_config
+from bayesmix.study.config import (
+    ConfigError,
+    StudyConfig,
+    format_error,
+    load_config,
+    with_workdir,
+)
 from bayesmix.study.storage import (
     DEFAULT_URL,
     DomainSetRecord,
@@ -35,7 +47,7 @@ from bayesmix.study.storage import (
     StorageError,
     runs_key,
 )
-from bayesmix.study.worker import is_dead_locally
+from bayesmix.study.worker import is_dead_locally, worker_id
 
 if TYPE_CHECKING:
     from bayesmix.inference import Posterior
@@ -63,10 +75,7 @@ def _seed(*parts: int) -> int:
 
 def default_workdir(storage: Storage, name: str) -> Path:
     """Beside a SQLite file (<file stem>-studies/<name>); under the cwd for a server."""
-    if storage.is_sqlite:
-        db = Path(storage.url.split("///", 1)[1])
-        return db.parent / f"{db.stem}-studies" / name
-    return Path.cwd() / "bayesmix-studies" / name
+    return storage.default_workdir(name)
 
 
 class Study:
@@ -75,7 +84,15 @@ class Study:
     def __init__(self, storage: Storage, name: str) -> None:
         self.storage = storage
         self.record = storage.study(name)
-        self.config = StudyConfig.model_validate(self.record.config)
+        self.config = with_workdir(
+            StudyConfig.model_validate(self.record.config), storage.default_workdir(name)
+        )
+
+    def _stored(self, cfg: StudyConfig) -> dict[str, Any]:
+        """``cfg`` as stored: a workdir found beside the database stays unstored."""
+        out = cfg.to_json()
+        out["workdir"] = self.record.config.get("workdir")
+        return out
 
     # ---------------------------------------------------------------- creation
     @classmethod
@@ -85,24 +102,38 @@ class Study:
         storage: str | Storage = DEFAULT_URL,
         *,
         progress: bool = False,
+        allow_foreign_tables: bool = False,
     ) -> Study:
-        """Validate the config, prepare its data, and store the new study."""
+        """Validate the config, prepare its data, and store the new study.
+
+        ``allow_foreign_tables``: store it in a database that holds other tools' tables too
+        (refused by default).
+        """
         from bayesmix.study.data import prepare_domains
 
         cfg = config if isinstance(config, StudyConfig) else load_config(config)
-        store = storage if isinstance(storage, Storage) else Storage(storage)
+        store = (
+            storage
+            if isinstance(storage, Storage)
+            else Storage(storage, allow_foreign=allow_foreign_tables)
+        )
         if any(s.name == cfg.name for s in store.studies()):
             raise StorageError(
                 f"a study named {cfg.name!r} already exists in {store.safe_url} "
                 "(resume it, or choose another name)"
             )
         workdir = Path(cfg.workdir) if cfg.workdir else default_workdir(store, cfg.name)
+        # A SQLite study's default workdir is not stored but found beside the file each time:
+        # a copied database must not write its report over the original study's.
+        stored = cfg.model_copy(
+            update={"workdir": None if not cfg.workdir and store.is_sqlite else str(workdir)}
+        )
         cfg = cfg.model_copy(update={"workdir": str(workdir.resolve())})
         workdir.mkdir(parents=True, exist_ok=True)
         data = prepare_domains(cfg, workdir, progress)
         _check_domains(cfg, data.domains)
         _check_feasible(cfg, data.domains, data.token_counts)
-        store.create_study(cfg.name, cfg.to_json(), data.domains, data.token_counts, data.shards)
+        store.create_study(cfg.name, stored.to_json(), data.domains, data.token_counts, data.shards)
         return cls(store, cfg.name)
 
     @classmethod
@@ -195,8 +226,26 @@ class Study:
             )
         return obs.select(metric=metric)
 
+    def extend_budget(self, budget: int) -> None:
+        """Store a larger budget (``study run --budget``), so that status and report count
+        against it; a smaller one is a stop for this time only and changes nothing."""
+        if budget <= self.config.budget:
+            return
+        try:
+            cfg = StudyConfig.model_validate({**self.config.to_json(), "budget": int(budget)})
+        except ValidationError as exc:
+            raise StudyError(format_error(exc, f"study {self.name!r}")) from None
+        self.storage.set_config(self.id, self._stored(cfg))
+        self.record = self.storage.study(self.name)
+        self.config = cfg
+
     # ---------------------------------------------------------------- domain updates
-    def update(self, update: Any, prior: str | Path | None = None) -> DomainSetRecord:
+    def update(
+        self,
+        update: Any,
+        prior: str | Path | None = None,
+        law_values: Mapping[str, Mapping[str, float]] | None = None,
+    ) -> DomainSetRecord:
         """Apply a ``DomainUpdate`` to the study's domain set and store the new version.
 
         Every check runs before anything is written: a malformed update (unknown domain,
@@ -205,6 +254,12 @@ class Study:
         ``prior`` leave the study unchanged. ``prior``: a saved posterior (a file, or a
         ``models/NAME`` folder) over the current domains to start the new version from,
         instead of the study's latest snapshot.
+
+        With the ``law`` trainer, the stored config follows the new domain set: its
+        ``data.domains`` and ``token_counts``, and its known law's per-domain ``alpha`` and
+        ``loss`` (a split part takes its parent's value, a merge its sources' mean, a new
+        domain the mean of the old ones), unless ``law_values`` gives them:
+        ``{"code_rust": {"alpha": 0.15, "loss": 2.4}}``.
         """
         from bayesmix.domains import DomainSet, DomainUpdate, DomainUpdateError
 
@@ -217,6 +272,13 @@ class Study:
             new = old.apply(update)
         except DomainUpdateError as exc:
             raise StudyError(f"study {self.name!r}: {exc}; nothing was changed") from None
+        if len(new.domains) < 2:
+            # As `create` refuses: a single domain has no mixture to choose.
+            raise StudyError(
+                f"study {self.name!r}: the update ({update.describe()}) would leave one domain "
+                f"({', '.join(new.domains)}); a mixture needs at least two domains; nothing "
+                "was changed"
+            )
         creates = [op.kind for op in update.ops if op.kind in ("add", "split", "merge")]
         if creates and rec.shards:
             raise StudyError(
@@ -229,6 +291,7 @@ class Study:
             _check_feasible(self.config, list(new.domains), dict(new.token_counts))
         except ConfigError as exc:
             raise StudyError(f"after the update: {exc}; nothing was changed") from None
+        config = _config_after_update(self.config, update, old, new, law_values or {})
         prior_path, snapshot = None, None
         if prior is not None:
             from bayesmix.reuse import load_model
@@ -256,11 +319,20 @@ class Study:
             "prior_path": prior_path,
         }
         try:
-            return self.storage.add_domain_set(
-                self.id, rec.version, list(new.domains), dict(new.token_counts), rec.shards, record
+            out = self.storage.add_domain_set(
+                self.id,
+                rec.version,
+                list(new.domains),
+                dict(new.token_counts),
+                rec.shards,
+                record,
+                config=self._stored(config) if config is not self.config else None,
             )
         except StorageError as exc:
             raise StudyError(f"study {self.name!r}: {exc}") from None
+        self.record = self.storage.study(self.name)
+        self.config = config
+        return out
 
     def _across_versions(self, frame: pd.DataFrame, upto: int) -> Observations | None:
         """Completed runs of versions <= ``upto``, mapped onto version ``upto`` where exact
@@ -273,7 +345,7 @@ class Study:
         versions = self.storage.run_versions(self.id)
         mixtures = {r.name: r.mixture for r in self.runs("completed")}
         base = [c for c in frame.columns if not str(c).startswith("r:")]
-        own_share = self.config.fit.law == "bimix"
+        own_share = get_law(self.config.fit.law).own_share
         parts: list[Observations] = []
         for v in sorted(x for x in sets if x <= upto):
             names = {n for n, ver in versions.items() if ver == v and n in mixtures}
@@ -421,21 +493,53 @@ class Study:
     # ---------------------------------------------------------------- fit and optimise
     def fit(self, progress: bool = False) -> Fit:
         """The law's posterior on every completed run; a stored snapshot when one exists."""
-        import bayesmix as bm
-
         obs = self.observations()
-        if obs is None:
+        version = self.domain_set.version
+        # After an update, no old run may map exactly (a revised domain every run trained
+        # on), yet the posterior the update carried still holds what the study knew.
+        if obs is None and (version == 1 or not self.counts()["completed"]):
             raise StudyError(f"study {self.name!r} has no completed run to fit")
         cfg = self.config.fit
-        version = self.domain_set.version
-        key = runs_key(obs.run_ids if version == 1 else [*obs.run_ids, f"@domain-set-v{version}"])
+        names = list(obs.run_ids) if obs is not None else []
+        key = runs_key(names if version == 1 else [*names, f"@domain-set-v{version}"])
         found = self.storage.find_posterior(self.id, key, cfg.law, cfg.method)
         if found is not None:
             return Fit(self.load_posterior(found.id), found.id, True)
+        # A lease on this fit, as runs are leased: a second driver of the study waits for the
+        # first one's snapshot instead of fitting the same runs again.
+        lease = f"fit_lease:{self.id}:{key}:{cfg.law}:{cfg.method}"
+        me = worker_id(f"fit-{uuid.uuid4().hex[:8]}")
+        stale = self.config.executor.stale_after_seconds
+        while self.storage.take_lease(lease, me, stale) is None:
+            holder = self.storage.lease_holder(lease)
+            if holder is not None and is_dead_locally(holder):
+                self.storage.drop_lease(lease, holder)
+                continue
+            time.sleep(LEASE_POLL_SECONDS)
+            found = self.storage.find_posterior(self.id, key, cfg.law, cfg.method)
+            if found is not None:
+                return Fit(self.load_posterior(found.id), found.id, True)
+        try:
+            with _Renew(self.storage, lease, me, self.config.executor.heartbeat_seconds):
+                return self._fit_and_store(obs, key, version, progress)
+        finally:
+            self.storage.drop_lease(lease, me)
+
+    def _fit_and_store(
+        self, obs: Observations | None, key: str, version: int, progress: bool
+    ) -> Fit:
+        import bayesmix as bm
+
+        cfg = self.config.fit
         started = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             warm = self._warm_fit(progress) if version > 1 else None
+            if warm is None and obs is None:
+                raise StudyError(
+                    f"study {self.name!r}: no completed run maps onto the updated domain set "
+                    "and the update carried no posterior: run the study to fit it"
+                )
             post = warm or bm.fit(
                 obs,
                 law=cfg.law,
@@ -445,13 +549,18 @@ class Study:
                 **cfg.options,
             )
         summary = self.summarise(post)
+        # A carried posterior (no run over the new domain set yet) stands for every run;
+        # its own rows are the old ones, or stand-ins.
+        carried = bool(post.info.get("transferred"))
+        n_runs = self.counts()["completed"] if carried or obs is None else len(obs.run_ids)
+        summary["n_runs"] = n_runs
         summary["fit_seconds"] = time.perf_counter() - started
         summary["warnings"] = sorted({str(w.message) for w in caught})
         netcdf, path = self._posterior_payload(post, key)
         snap = self.storage.add_posterior(
             self.id,
             key,
-            len(obs.run_ids),
+            n_runs,
             cfg.law,
             cfg.method,
             bool(post.converged),
@@ -569,6 +678,105 @@ class Study:
 
 
 # ------------------------------------------------------------------------------ helpers
+LEASE_POLL_SECONDS = 0.5
+
+
+class _Renew:
+    """Renews a fit's lease every ``interval`` seconds from a thread while the fit runs."""
+
+    def __init__(self, storage: Storage, key: str, holder: str, interval: float) -> None:
+        self.args = (key, holder)
+        self.storage, self.interval = storage, interval
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._beat, name="fit-lease", daemon=True)
+
+    def _beat(self) -> None:
+        while not self.stop.wait(self.interval):
+            # A missed renewal is retried; staleness is the waiter's call.
+            with contextlib.suppress(Exception):
+                self.storage.renew_lease(*self.args)
+
+    def __enter__(self) -> _Renew:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+LAW_KEYS = ("alpha", "loss")  # the known law's per-domain values
+
+
+def _config_after_update(
+    cfg: StudyConfig,
+    update: Any,
+    old: Any,
+    new: Any,
+    given: Mapping[str, Mapping[str, float]],
+) -> StudyConfig:
+    """The config over the updated domain set (``Study.update``); ``cfg`` itself when the
+    trainer is a real proxy (its data are the shards, which an update does not touch)."""
+    if cfg.proxy.trainer != "law":
+        if given:
+            raise StudyError(
+                f"study {cfg.name!r}: --law-value sets the known law of trainer 'law'; this "
+                f"study trains {cfg.proxy.trainer!r} proxies; nothing was changed"
+            )
+        return cfg
+    for domain, values in given.items():
+        if domain not in new.domains:
+            raise StudyError(
+                f"--law-value: unknown domain {domain!r} (after the update the domains are "
+                f"{', '.join(new.domains)}); nothing was changed"
+            )
+        for key, v in values.items():
+            if key not in LAW_KEYS:
+                raise StudyError(
+                    f"--law-value {domain}:{key}: the known law's per-domain values are "
+                    f"{' and '.join(LAW_KEYS)}; nothing was changed"
+                )
+            if not (isinstance(v, int | float) and np.isfinite(v) and v > 0):
+                raise StudyError(
+                    f"--law-value {domain}:{key}: must be a positive number, got {v!r}; "
+                    "nothing was changed"
+                )
+    fates = update.fates(old)
+    law_update: dict[str, Any] = {}
+    for key in LAW_KEYS:
+        value = getattr(cfg.proxy.law, key)
+        mine = {d: float(v[key]) for d, v in given.items() if key in v}
+        if not isinstance(value, dict) and not mine:
+            continue  # one value for every domain, old and new
+        per = value if isinstance(value, dict) else dict.fromkeys(old.domains, float(value))
+        out: dict[str, float] = {}
+        for d in new.domains:
+            fate, sources = fates[d]
+            if d in mine:
+                out[d] = mine[d]
+            elif sources:  # unchanged, revised, split (the parent), merged (the sources)
+                out[d] = float(np.mean([per[x] for x in sources]))
+            else:  # added: the old domains' mean, a typical domain
+                out[d] = float(np.mean([per[x] for x in old.domains]))
+        law_update[key] = out
+    data = cfg.data.model_copy(
+        update={
+            "domains": list(new.domains),
+            "token_counts": {d: float(n) for d, n in new.token_counts.items()},
+        }
+    )
+    proxy = cfg.proxy.model_copy(update={"law": cfg.proxy.law.model_copy(update=law_update)})
+    # Validated again: the copy skipped pydantic's checks, and the store must hold a config
+    # that loads.
+    try:
+        return StudyConfig.model_validate(
+            cfg.model_copy(update={"data": data, "proxy": proxy}).to_json()
+        )
+    except ValidationError as exc:
+        text = format_error(exc, "the config")
+        raise StudyError(f"after the update, {text}; nothing was changed") from None
+
+
 def _check_domains(cfg: StudyConfig, domains: list[str]) -> None:
     for where, mapping in (
         ("objective.weights", cfg.objective.weights or {}),

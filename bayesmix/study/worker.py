@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bayesmix.study.config import StudyConfig
+from bayesmix.study.config import StudyConfig, with_workdir
 from bayesmix.study.storage import Storage, StorageError
 from bayesmix.study.trainers import RunSpec, make_trainer
 
@@ -108,7 +108,9 @@ def _execute(
     storage: Storage, study_name: str, names: Sequence[str], token: str, progress: bool
 ) -> WorkerReport:
     study = storage.study(study_name)
-    config = StudyConfig.model_validate(study.config)
+    config = with_workdir(
+        StudyConfig.model_validate(study.config), storage.default_workdir(study_name)
+    )
     dset = storage.domain_set(study.id)
     me = worker_id(token)
     claimed = []
