@@ -7,6 +7,7 @@ tables a person can read. Heavy imports (JAX, arviz, torch) happen inside the co
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -55,50 +56,111 @@ def parse_assignments(items: list[str] | None, what: str) -> dict[str, float]:
     return out
 
 
-def mixture_table(frame, title: str) -> Table:  # frame: pandas DataFrame indexed by domain
-    """A rich table of a frame of shares (one row per domain), formatted to 3 decimals."""
+def mixture_table(frame, title: str, notes: dict[str, str] | None = None) -> Table:
+    """A rich table of a frame of shares (one row per domain), formatted to 3 decimals, with a
+    note column where ``notes`` (domain -> text) has any."""
     table = Table(title=title, title_justify="left")
     table.add_column("domain")
     for col in frame.columns:
         table.add_column(str(col), justify="right")
+    if notes:
+        table.add_column("note")
     for name, row in frame.iterrows():
-        table.add_row(str(name), *(f"{v:.3f}" for v in row.to_numpy(dtype=float)))
+        cells = [f"{v:.3f}" for v in row.to_numpy(dtype=float)]
+        if notes:
+            cells.append(escape(notes.get(str(name), "")))
+        table.add_row(escape(str(name)), *cells)
     return table
 
 
 @app.command("fit")
 def fit_cmd(
-    observations: Annotated[Path, typer.Argument(help="tidy table (.csv or .parquet)")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="posterior file to write (.nc)")],
+    observations: Annotated[
+        Path | None, typer.Argument(help="tidy table (.csv or .parquet); or --regmix/--olmix")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="posterior file to write (.nc)")
+    ] = None,
     law: Annotated[str, typer.Option(help="bimix | bimix-cross | loglinear")] = "bimix",
     method: Annotated[str, typer.Option(help="nuts | laplace | svi | map")] = "nuts",
     metric: Annotated[
         str | None, typer.Option(help="metric to fit, if the table has several")
     ] = None,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    regmix: Annotated[
+        tuple[Path, Path] | None,
+        typer.Option(help="RegMix's release instead of a tidy table: MIXTURE.csv LOSS.csv"),
+    ] = None,
+    olmix: Annotated[
+        tuple[Path, Path] | None,
+        typer.Option(help="Olmix's release instead of a tidy table: RATIOS.csv METRICS.csv"),
+    ] = None,
 ) -> None:
     """Fit a data-mixing law to observations and save its posterior."""
     import bayesmix as bm
 
+    inputs = [p for p in (observations, *(regmix or ()), *(olmix or ())) if p is not None]
+    given = [what for what, v in (("a table", observations), ("--regmix", regmix),
+                                  ("--olmix", olmix)) if v is not None]  # fmt: skip
+    if len(given) != 1:
+        fail(f"give exactly one of a tidy table, --regmix or --olmix (got {len(given)})")
+    if out is None:
+        fail("give the posterior file to write with -o/--out, e.g. -o post.nc")
+    check_output_path(out, inputs)
     try:
-        obs = read_one_metric(observations, metric)
+        if regmix is not None:
+            obs = bm.datasets.load_regmix(*regmix)
+        elif olmix is not None:
+            obs = bm.datasets.load_olmix(*olmix)
+        else:
+            obs = read_one_metric(observations, metric)
+        if metric is not None and observations is None:
+            obs = obs.select(metric=metric)
         post = bm.fit(obs, law=law, method=method, seed=seed)
         post.save(out)
     except USER_ERRORS as exc:
         fail(str(exc))
+    except OSError as exc:  # the disk filled, or the folder went away during the fit
+        out.with_name(out.name + ".tmp").unlink(missing_ok=True)
+        fail(f"-o {out}: cannot write the posterior ({exc.strerror or exc})")
     console.print(f"{obs!r}")
     console.print(post.summary_line())
     console.print(f"posterior written to {out}")
 
 
-def read_one_metric(path: Path, metric: str | None) -> Any:
-    """The observations in ``path``, of ``metric`` (default: the first, if there are several)."""
-    import bayesmix as bm
+def check_output_path(out: Path, inputs: list[Path]) -> None:
+    """Refuse, before minutes of fitting, an output that cannot or must not be written."""
+    if out.is_dir():
+        fail(f"-o {out} is a folder; give a file name, e.g. -o {out / 'post.nc'}")
+    if any(out.resolve() == p.resolve() for p in inputs):
+        fail(f"-o {out} is an input file; writing the posterior there would overwrite it")
+    folder = out.parent
+    if not folder.is_dir():
+        fail(f"-o {out}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        fail(f"-o {out}: folder {folder} is not writable")
 
-    obs = bm.Observations.read(path)
-    if metric is not None or len(obs.metrics) > 1:
-        obs = obs.select(metric=metric or obs.metrics[0])
-    return obs
+
+def read_one_metric(path: Path, metric: str | None) -> Any:
+    """The observations in ``path`` of ``metric``; a table of several metrics needs one named.
+
+    Warnings of the read (ignored columns) are printed once, as ``warning:`` lines.
+    """
+    import bayesmix as bm
+    from bayesmix.observations import ObservationsError
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        obs = bm.Observations.read(path)
+    for warning in caught:
+        text = escape(str(warning.message))
+        err.print(f"[yellow]warning:[/yellow] {text}", highlight=False, soft_wrap=True)
+    if metric is None and len(obs.metrics) > 1:
+        raise ObservationsError(
+            f"{path} holds {len(obs.metrics)} metrics ({', '.join(obs.metrics)}): "
+            "choose one with --metric"
+        )
+    return obs.select(metric=metric) if metric is not None else obs
 
 
 # Options shared by the commands that take a user's constraints and objective.
@@ -150,8 +212,8 @@ def average_of_laws(post: Any, spec: str, seed: int) -> Any:
     import bayesmix as bm
 
     laws = [name.strip() for name in spec.split(",") if name.strip()]
-    with console.status(f"fitting {len(laws)} laws and comparing them"):
-        return bm.average_laws(post.observations, laws, seed=seed)
+    say(f"fitting {len(laws)} laws and comparing them")
+    return bm.average_laws(post.observations, laws, seed=seed, progress=say)
 
 
 @app.command("optimize")
@@ -173,6 +235,7 @@ def optimize_cmd(
     --average-laws, the optimum of the laws' weighted average, intervals over every law."""
     import bayesmix as bm
 
+    check_step(step)
     cons = constraints_from_options(token_counts, target_tokens, max_epochs, lower, upper)
     weights = parse_assignments(weight, "--weight") or None
     try:
@@ -187,12 +250,54 @@ def optimize_cmd(
     except bm.NotConvergedError as exc:
         fail(str(exc))
     console.print(post.summary_line() if average_laws is None else escape(str(post)))
-    frame = opt.as_frame().rename(columns={"lo": f"lo {ci:.0%}", "hi": f"hi {ci:.0%}"})
-    console.print(mixture_table(frame, f"optimal mixture ({opt.solver})"))
+    console.print(optimum_table(post, opt, ci))
+    if unmeasured_domains(post):
+        console.print(UNMEASURED_FOOTNOTE, highlight=False)
     lo, hi = opt.objective_interval
-    console.print(
-        f"expected objective {opt.expected_objective:.4f} ({ci:.0%} interval {lo:.4f} to {hi:.4f})"
-    )
+    if is_point_estimate(post):
+        console.print(
+            f"expected objective {opt.expected_objective:.4f} (point estimate: a MAP fit has no "
+            "interval; fit by nuts or laplace for one)"
+        )
+    else:
+        console.print(
+            f"expected objective {opt.expected_objective:.4f} "
+            f"({ci:.0%} interval {lo:.4f} to {hi:.4f})"
+        )
+
+
+def is_point_estimate(post: Any) -> bool:
+    """A MAP fit is one draw: its 'intervals' have zero width and mean nothing."""
+    return getattr(post, "method", None) == "map"
+
+
+def unmeasured_domains(post: Any) -> list[str]:
+    """Domains no target measures, under an own-share law: nothing in the data speaks for
+    them, so the optimum keeps them at their lower bound (0 without one)."""
+    from bayesmix.laws import get_law
+
+    if not hasattr(post, "law") or not get_law(post.law).own_share:
+        return []
+    measured = set(post.observations.target_domain.values())
+    return [d for d in post.domains if d not in measured]
+
+
+def optimum_table(post: Any, opt: Any, ci: float) -> Table:
+    """The optimal mixture per domain, saying why a share is what it is where the numbers
+    alone mislead: a MAP's point estimate, a domain the own-share law cannot see."""
+    frame = opt.as_frame().rename(columns={"lo": f"lo {ci:.0%}", "hi": f"hi {ci:.0%}"})
+    title = f"optimal mixture ({opt.solver})"
+    if is_point_estimate(post):  # no interval columns: they would all have zero width
+        frame = frame[["recommended"]].rename(columns={"recommended": "MAP point estimate"})
+    note = "no target measures it (*)"
+    return mixture_table(frame, title, {d: note for d in unmeasured_domains(post)})
+
+
+UNMEASURED_FOOTNOTE = (
+    "(*) the own-share law sees a domain only through the target that measures it; a domain "
+    "no target measures is kept at its lower bound, as nothing in the data says what it is "
+    "worth. Give it a --lower bound, or fit --law bimix-cross, which sees every share."
+)
 
 
 @app.command("propose")
@@ -227,6 +332,7 @@ def propose_cmd(
     import bayesmix as bm
     from bayesmix.acquisition import propose
 
+    check_step(step)
     cons = constraints_from_options(token_counts, target_tokens, max_epochs, lower, upper)
     weights = parse_assignments(weight, "--weight") or None
     torch.set_num_threads(1)  # small tensors: threads only add contention
@@ -309,10 +415,11 @@ def compare_laws_cmd(
     method: Annotated[
         str,
         typer.Option(
-            help="loo (one NUTS fit per law, Pareto-smoothed leave-one-run-out) | K folds "
-            "fitted by nuts (posterior) or map (fast, plug-in)"
+            help="loo (one NUTS fit per law, Pareto-smoothed leave-one-run-out; the fastest "
+            "with intervals) | K folds fitted by nuts (posterior, K fits per law) or map "
+            "(fast, plug-in)"
         ),
-    ] = "nuts",
+    ] = "loo",
     folds: Annotated[
         int, typer.Option(help="K folds (runs held out together); loo: most refits per law")
     ] = 5,
@@ -328,11 +435,18 @@ def compare_laws_cmd(
     try:
         obs = read_one_metric(observations, metric)
         fits = "once, and influential runs again" if method == "loo" else f"x {folds} folds"
-        with console.status(f"fitting {len(candidates)} laws {fits} ({method})"):
-            comparison = compare_laws(obs, candidates, method=method, folds=folds, seed=seed)
+        say(f"fitting {len(candidates)} laws {fits} ({method}) on {obs!r}")
+        comparison = compare_laws(
+            obs, candidates, method=method, folds=folds, seed=seed, progress=say
+        )
     except USER_ERRORS as exc:
         fail(str(exc))
     console.print(str(comparison), highlight=False, soft_wrap=True)
+
+
+def say(line: str) -> None:
+    """A progress line on stderr (stdout keeps the results)."""
+    err.print(escape(line), highlight=False, soft_wrap=True)
 
 
 def parse_run_lengths(text: str | None) -> list[float] | None:
@@ -348,18 +462,44 @@ def parse_run_lengths(text: str | None) -> list[float] | None:
 
 
 def read_token_counts(path: Path) -> dict[str, float]:
-    """domain,token_count CSV -> mapping; clear errors for a missing file or columns."""
+    """domain,token_count CSV -> mapping; one clear error for a missing file or column, a
+    domain listed twice, or a count that is not a positive number (naming its line)."""
+    import numpy as np
     import pandas as pd
 
     if not path.is_file():
         fail(f"{path}: no such file")
     try:
-        frame = pd.read_csv(path)
+        frame = pd.read_csv(path, dtype={"domain": str, "token_count": str})
     except Exception as exc:  # pandas raises many types for unreadable files
         fail(f"{path}: cannot be read as CSV ({exc})")
     if not {"domain", "token_count"} <= set(frame.columns):
-        fail(f"{path}: expected columns domain,token_count")
-    return dict(zip(frame["domain"].astype(str), frame["token_count"].astype(float), strict=True))
+        fail(
+            f"{path}: expected columns domain,token_count, got {', '.join(map(str, frame.columns))}"
+        )
+    domains = frame["domain"].fillna("").str.strip()
+    twice = sorted(set(domains[domains.duplicated()]))
+    if twice:
+        fail(f"{path}: domain(s) {', '.join(twice)} listed more than once (one row per domain)")
+    counts = pd.to_numeric(frame["token_count"].str.strip(), errors="coerce").to_numpy(float)
+    bad = ~np.isfinite(counts) | (counts <= 0)
+    if bad.any():
+        i = int(np.argmax(bad))
+        given = frame["token_count"].iloc[i]
+        shown = "(empty)" if pd.isna(given) else repr(given)
+        fail(
+            f"{path}, line {i + 2} (domain {domains.iloc[i]!r}): token_count {shown} "
+            "is not a positive number of tokens"
+        )
+    return dict(zip(domains, counts.tolist(), strict=True))
+
+
+def check_step(step: float | None) -> None:
+    """--step is a training step (or token count) of the law: positive and finite."""
+    import math
+
+    if step is not None and not (math.isfinite(step) and step > 0):
+        fail(f"--step must be a positive number of training steps, got {step:g}")
 
 
 @app.command("demo")

@@ -170,7 +170,7 @@ def load_olmix(
 def _aggregate_mmlu(tasks: pd.DataFrame, categories: pd.DataFrame) -> pd.DataFrame:
     need = {"metric", "category", "weight"}
     if not need <= set(categories.columns):
-        raise ObservationsError(f"MMLU categories: expected columns {sorted(need)}")
+        raise ObservationsError(f"MMLU categories: expected columns {', '.join(sorted(need))}")
     out = tasks.copy()
     for category, rows in categories.groupby("category", sort=True):
         present = [m for m in rows["metric"] if m in out.columns]
@@ -203,7 +203,7 @@ def pile_natural_proportions(
     if domains is not None:
         unknown = [d for d in domains if d not in weights]
         if unknown:
-            raise ObservationsError(f"Pile weights: no weight for domain(s) {unknown}")
+            raise ObservationsError(f"Pile weights: no weight for domain(s) {', '.join(unknown)}")
         weights = {d: weights[d] for d in domains}
     p = pd.Series(weights, dtype=float)
     tokens = p * PILE_TOKENS
@@ -216,7 +216,7 @@ def olmix_priors(priors_csv: str | Path) -> pd.DataFrame:
     df = _read_csv(priors_csv, "Olmix priors")
     need = {"domain", "natural_proportion", "token_count"}
     if not need <= set(df.columns):
-        raise ObservationsError(f"Olmix priors: expected columns {sorted(need)}")
+        raise ObservationsError(f"Olmix priors: expected columns {', '.join(sorted(need))}")
     df["domain"] = df["domain"].map(canonical_name)
     out = df.set_index("domain")[["natural_proportion", "token_count"]].astype(float)
     if not np.isclose(out["natural_proportion"].sum(), 1.0, atol=1e-3):
