@@ -18,9 +18,12 @@ The hierarchy is sampled centred or non-centred as the data warrant (``LawSettin
 from __future__ import annotations
 
 import logging
+import sys
+import threading
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import partial, wraps
 from typing import Any, Literal
@@ -118,7 +121,7 @@ def fit(
         prior: informative prior per site (warm starts, see ``bayesmix.reuse``).
         init: an earlier posterior of the same law, domains and targets: its posterior mean
             starts the MAP search (refits after a few more runs converge in a few iterations).
-        progress: show NUTS progress bars.
+        progress: show NUTS progress (one line; ``sampling_progress``).
     """
     if not isinstance(obs, Observations):
         raise TypeError(f"fit expects Observations, got {type(obs).__name__}")
@@ -445,10 +448,54 @@ def _nuts(
         num_samples=num_samples,
         num_chains=num_chains,
         chain_method=chain_method,
-        progress_bar=progress,
+        progress_bar=False,  # one line of our own instead of a bar per chain
     )
-    mcmc.run(rng_run, init_params=init_params, extra_fields=("diverging", "num_steps"))
+    what = f"NUTS: {num_chains} chains x ({num_warmup} warm-up + {num_samples}) draws"
+    with sampling_progress(progress, what):
+        mcmc.run(rng_run, init_params=init_params, extra_fields=("diverging", "num_steps"))
     samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
     extra = mcmc.get_extra_fields(group_by_chain=True)
     stats = {k: np.asarray(v) for k, v in extra.items()}
     return samples, stats
+
+
+# Seconds between two plain progress lines when stderr is not a terminal.
+PROGRESS_EVERY = 30.0
+
+
+@contextmanager
+def sampling_progress(show: bool, what: str) -> Iterator[None]:
+    """Progress of a long sampling call, compact wherever stderr goes.
+
+    numpyro draws one tqdm bar per chain; on a terminal they overlap, and in a log file or
+    CI each redraw is a new line (hundreds per fit). Instead: on a terminal one transient
+    line (spinner, what runs, time elapsed); elsewhere a plain line at the start, one every
+    ``PROGRESS_EVERY`` seconds and one at the end.
+    """
+    if not show:
+        yield
+        return
+    if sys.stderr.isatty():
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+        with Progress(*columns, transient=True) as bar:
+            bar.add_task(what, total=None)
+            yield
+        return
+    started = time.perf_counter()
+    stop = threading.Event()
+
+    def tick() -> None:
+        while not stop.wait(PROGRESS_EVERY):
+            print(f"{what}: {time.perf_counter() - started:.0f} s so far", file=sys.stderr)
+
+    print(f"{what}: started", file=sys.stderr, flush=True)
+    ticker = threading.Thread(target=tick, daemon=True)
+    ticker.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        ticker.join()
+        print(f"{what}: done in {time.perf_counter() - started:.0f} s", file=sys.stderr)
