@@ -61,7 +61,7 @@ def fitted(tmp_path_factory) -> Path:
     csv = folder / "table.csv"
     tidy_table().to_csv(csv, index=False)
     out = folder / "post.nc"
-    result = invoke("fit", csv, "-o", out, "--method", "laplace", "--seed", "1")
+    result = invoke("fit", csv, "-o", out, "--law", "bimix", "--method", "laplace", "--seed", "1")
     assert result.exit_code == 0, result.output
     assert "posterior written to" in result.output and "law bimix by laplace" in result.output
     assert out.is_file()
@@ -101,21 +101,28 @@ def test_optimize_with_token_caps(fitted, tmp_path):
     assert recommended(result.output, "code") >= 0.3 - 1e-3
 
 
-def test_optimize_errors(fitted, tmp_path):
-    assert_one_clear_error(invoke("optimize", fitted, "--upper", "news=0.2"), "unknown domain")
-    assert_one_clear_error(
-        invoke("optimize", fitted, "--lower", "web=0.7", "--lower", "code=0.5"),
-        "lower bounds sum to 1.2",
-    )
-    assert_one_clear_error(invoke("optimize", fitted, "--upper", "web"), "not domain=value")
-    assert_one_clear_error(invoke("optimize", fitted, "--upper", "web=abc"), "not a number")
-    assert_one_clear_error(invoke("optimize", tmp_path / "none.nc"), "no such posterior file")
+# (id, the input, text the one error line must contain): listed in tests/MALFORMED_INPUTS.md
+OPTIMIZE_ERRORS: list[tuple[str, str, str]] = [
+    ("upper-unknown-domain", "--upper news=0.2", "unknown domain"),
+    ("lower-sum", "--lower web=0.7 --lower code=0.5", "lower bounds sum to 1.2"),
+    ("bound-no-value", "--upper web", "not domain=value"),
+    ("bound-text", "--upper web=abc", "not a number"),
+    ("posterior-missing", "optimize none.nc", "no such posterior file"),
+    ("posterior-junk", "optimize junk.nc (a text file)", "not a bayesmix posterior file"),
+    ("token-counts-missing", "--token-counts no.csv", "no such file"),
+]
+
+
+@pytest.mark.parametrize("case", OPTIMIZE_ERRORS, ids=[c[0] for c in OPTIMIZE_ERRORS])
+def test_optimize_errors(fitted, tmp_path, case):
+    name, given, expect = case
     junk = tmp_path / "junk.nc"
     junk.write_text("x")
-    assert_one_clear_error(invoke("optimize", junk), "not a bayesmix posterior file")
-    assert_one_clear_error(
-        invoke("optimize", fitted, "--token-counts", tmp_path / "no.csv"), "no such file"
-    )
+    files = {"none.nc": tmp_path / "none.nc", "junk.nc": junk, "no.csv": tmp_path / "no.csv"}
+    words = given.split(" (")[0].split()
+    posterior = files[words[1]] if words[0] == "optimize" else fitted
+    args = [] if words[0] == "optimize" else [files.get(w, w) for w in words]
+    assert_one_clear_error(invoke("optimize", posterior, *args), expect)
 
 
 def write(tmp_path: Path, frame: pd.DataFrame, name: str = "bad.csv") -> Path:
@@ -124,32 +131,38 @@ def write(tmp_path: Path, frame: pd.DataFrame, name: str = "bad.csv") -> Path:
     return path
 
 
-def test_fit_errors(tmp_path):
+FIT_ERRORS: list[tuple[str, str, str]] = [
+    ("table-missing", "fit missing.csv", "no such file"),
+    ("proportions-sum", "a run's proportions sum to 1.2", r"run 'run-1'.*sum to"),
+    ("value-empty", "a loss left empty", r"run 'run-1', column 'value'"),
+    ("law-unknown", "--law nope", "unknown law 'nope'"),
+    ("method-unknown", "--method mcmc", "unknown method 'mcmc'"),
+    ("not-a-table", "a .txt file with columns a,b", "missing required column"),
+]
+
+
+@pytest.mark.parametrize("case", FIT_ERRORS, ids=[c[0] for c in FIT_ERRORS])
+def test_fit_errors(tmp_path, case):
+    name, _, expect = case
     out = tmp_path / "post.nc"
-    assert_one_clear_error(invoke("fit", tmp_path / "missing.csv", "-o", out), "no such file")
-
     frame = tidy_table(runs=3)
-    frame.loc[frame["run_id"] == "run-1", "r:books"] += 0.2
-    bad = write(tmp_path, frame)
-    assert_one_clear_error(
-        invoke("fit", bad, "-o", out, "--method", "laplace"), r"run 'run-1'.*sum to"
-    )
-
-    frame = tidy_table(runs=3)
-    frame.loc[4, "value"] = np.nan
-    bad = write(tmp_path, frame)
-    assert_one_clear_error(
-        invoke("fit", bad, "-o", out, "--method", "laplace"), r"run 'run-1', column 'value'"
-    )
-
-    good = write(tmp_path, tidy_table(runs=3), "good.csv")
-    assert_one_clear_error(invoke("fit", good, "-o", out, "--law", "nope"), "unknown law 'nope'")
-    assert_one_clear_error(
-        invoke("fit", good, "-o", out, "--method", "mcmc"), "unknown method 'mcmc'"
-    )
-    text = tmp_path / "table.txt"
-    text.write_text("a,b\n1,2\n")
-    assert_one_clear_error(invoke("fit", text, "-o", out), "missing required column")
+    args: list = [write(tmp_path, frame, "good.csv"), "--method", "laplace"]
+    if name == "table-missing":
+        args[0] = tmp_path / "missing.csv"
+    elif name == "proportions-sum":
+        frame.loc[frame["run_id"] == "run-1", "r:books"] += 0.2
+        args[0] = write(tmp_path, frame)
+    elif name == "value-empty":
+        frame.loc[4, "value"] = np.nan
+        args[0] = write(tmp_path, frame)
+    elif name == "law-unknown":
+        args += ["--law", "nope"]
+    elif name == "method-unknown":
+        args[1:] = ["--method", "mcmc"]
+    else:
+        args[0] = tmp_path / "table.txt"
+        args[0].write_text("a,b\n1,2\n")
+    assert_one_clear_error(invoke("fit", *args, "-o", out), expect)
     assert not out.exists()
 
 
