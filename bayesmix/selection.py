@@ -19,10 +19,11 @@ density estimated from that fit's draws reweighted by w_d ∝ 1 / p(y_i | theta_
 with the largest weights replaced by a fitted generalised Pareto tail (w~). Its shape k_i says
 whether the estimate holds: above ``arviz``'s threshold (0.7 for a few hundred draws) the run
 was too influential to be left out by reweighting (a law interpolating few runs), and that run
-is refitted without it: exactly when there are at most K such runs, else they are held out in
-K groups (each group's fit sees fewer runs: pessimistic for them, and K refits at most). The
-full fits are kept: the chosen law's is the posterior to use (``LawComparison.posterior``), so
-choosing costs 1 + K fits per law at most, where K folds cost K + 1 with the final fit.
+is refitted without it (by Laplace, ``REFIT``): exactly when there are at most K such runs,
+else they are held out in K groups (each group's fit sees fewer runs: pessimistic for them,
+and K refits at most). The full fits are kept: the chosen law's is the posterior to use
+(``LawComparison.posterior``), so choosing costs one NUTS fit and K Laplace refits per law at
+most, where K folds cost K + 1 NUTS fits with the final fit.
 
 The first candidate is the default (the simplest: the own-share law has one exponent per
 target, the cross law one per target and domain). Another is chosen only when its elpd beats
@@ -66,9 +67,14 @@ MIN_RUNS = 4
 FOLD_FITS: dict[str, dict[str, Any]] = {
     "nuts": {"method": "nuts", "num_chains": 2, "num_warmup": 200, "num_samples": 200},
     "map": {"method": "map"},
+    "laplace": {"method": "laplace", "num_chains": 1, "num_samples": 400},  # REFIT
 }
-# "loo" fits each law once on every run as a "nuts" fold, and refits influential runs alike.
-METHODS = ("loo", *FOLD_FITS)
+# "loo" fits each law once on every run as a "nuts" fold, and refits its influential runs
+# (those whose importance weights do not hold) by Laplace: each refit only scores the few
+# runs it leaves out, and NUTS refits made "loo" as slow as K folds (48 RegMix runs: 10
+# refits, about 8 of its 15 minutes).
+REFIT = "laplace"
+METHODS = ("loo", "nuts", "map")
 
 
 class SelectionError(ValueError):
@@ -275,7 +281,7 @@ def compare_laws(
     mixtures = obs.mixtures().to_numpy(float)
     risks = {law: interpolation_risk(get_law(law), mixtures) for law in laws}
     compared = [law for law in laws if not risks[law]]
-    clock = FitClock(len(compared) * (1 if method == "loo" else k), progress)
+    clock = FitClock({law: 1 if method == "loo" else k for law in compared}, progress)
     for law in laws:
         if risks[law]:
             # Its held-out fit is hopeless (law_selection.md: never chosen at 8 runs of 7
@@ -300,12 +306,13 @@ def compare_laws(
         law: [influential[i::folds] for i in range(min(folds, len(influential)))]
         for law, influential in refitted.items()
     }
-    clock.add(sum(len(groups) for groups in plans.values()))
+    clock.add({law: len(groups) for law, groups in plans.items()})
+    refit_options = _fit_options(obs, REFIT)
     for law, groups in plans.items():
         for i, group in enumerate(groups):
             rest = obs.select(runs=[r for r in runs if r not in group])
-            post = _fit_quietly(rest, law, seed + 1 + i, options)
-            clock.fitted(f"{law}, refit {i + 1} of {len(groups)} without influential runs")
+            post = _fit_quietly(rest, law, seed + 1 + i, refit_options)
+            clock.fitted(law, f"refit {i + 1} of {len(groups)} without influential runs")
             pointwise[law][group] = _lpd(post, obs.select(runs=group))[group]
     lpd = pd.DataFrame(pointwise).reindex(runs)
     table = _table(lpd, laws, errors)
@@ -404,7 +411,7 @@ def _psis_loo(
     import xarray as xr
 
     post = _fit_quietly(obs, law, seed, options)
-    clock.fitted(f"{law}, fit to every run")
+    clock.fitted(law, "fit to every run")
     ll = post.log_likelihood(obs)
     draws = post.idata.posterior
     per_chain = ll.to_numpy().reshape(draws.sizes["chain"], draws.sizes["draw"], -1)
@@ -430,37 +437,53 @@ def _held_out_lpd(
     parts = []
     for i, (train, held_out) in enumerate(splits):
         post = _fit_quietly(train, law, seed + i, options)
-        clock.fitted(f"{law}, fold {i + 1} of {len(splits)}")
+        clock.fitted(law, f"fold {i + 1} of {len(splits)}")
         parts.append(_lpd(post, held_out))
     return pd.concat(parts)
 
 
 class FitClock:
-    """Counts a comparison's fits and, after each, says how long the rest should take
-    (the mean time per fit so far, times the fits left): minutes of fitting with no sign
-    of life read as a hang (issue 21: 9 minutes of silence on 48 RegMix runs)."""
+    """Counts a comparison's fits and, after each, says how long the rest should take: each
+    law's fits left times that law's mean time per fit so far (a cross law's fit takes
+    several times an own-share law's). Minutes of fitting with no sign of life read as a
+    hang (issue 21: 9 minutes of silence on 48 RegMix runs)."""
 
-    def __init__(self, total: int, progress: Callable[[str], None] | None) -> None:
-        self.total, self.done, self.progress = total, 0, progress
-        self.started = time.perf_counter()
-        self.say(f"{total} fit(s) to run")
+    def __init__(self, planned: dict[str, int], progress: Callable[[str], None] | None) -> None:
+        self.planned = dict(planned)
+        self.seconds: dict[str, list[float]] = {law: [] for law in planned}
+        self.progress = progress
+        self.started = self.last = time.perf_counter()
+        self.say(f"{self.total} fit(s) to run")
+
+    @property
+    def total(self) -> int:
+        return sum(self.planned.values())
 
     def say(self, line: str) -> None:
         if self.progress is not None:
             self.progress(line)
 
-    def add(self, fits: int) -> None:
-        self.total += fits
-        if fits:
-            self.say(f"{fits} refit(s) of influential runs added: {self.total} fit(s) in all")
+    def add(self, fits: dict[str, int]) -> None:
+        for law, n in fits.items():
+            self.planned[law] = self.planned.get(law, 0) + n
+            self.seconds.setdefault(law, [])
+        if sum(fits.values()):
+            added = sum(fits.values())
+            self.say(f"{added} refit(s) of influential runs added: {self.total} fit(s) in all")
 
-    def fitted(self, what: str) -> None:
-        self.done += 1
-        spent = time.perf_counter() - self.started
-        left = spent / self.done * max(self.total - self.done, 0)
+    def fitted(self, law: str, what: str) -> None:
+        now = time.perf_counter()
+        self.seconds[law].append(now - self.last)
+        self.last = now
+        done = sum(len(v) for v in self.seconds.values())
+        overall = (now - self.started) / done
+        left = sum(
+            (self.planned[name] - len(times)) * (np.mean(times) if times else overall)
+            for name, times in self.seconds.items()
+        )
         self.say(
-            f"{what}: done, fit {self.done} of {self.total} "
-            f"({_duration(spent)} so far, about {_duration(left)} left)"
+            f"{law}, {what}: done, fit {done} of {self.total} "
+            f"({_duration(now - self.started)} so far, about {_duration(left)} left)"
         )
 
 
