@@ -41,13 +41,24 @@ def _name(name: Any, where: str) -> str:
         raise DomainUpdateError(str(exc)) from None
 
 
+def shown(value: Any) -> str:
+    """A value in a message: strings quoted, numbers plain (never 'np.float64(nan)')."""
+    if isinstance(value, str):
+        return repr(value)
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        value = value.item()  # a numpy scalar
+    return str(value)
+
+
 def _count(value: Any, where: str) -> float:
     try:
         v = float(value)
     except (TypeError, ValueError):
-        raise DomainUpdateError(f"{where}: token count {value!r} is not a number") from None
+        raise DomainUpdateError(f"{where}: token count {shown(value)} is not a number") from None
     if not math.isfinite(v) or v <= 0:
-        raise DomainUpdateError(f"{where}: token count must be a positive number, got {value!r}")
+        raise DomainUpdateError(
+            f"{where}: token count must be a positive number, got {shown(value)}"
+        )
     return v
 
 

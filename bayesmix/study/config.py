@@ -240,7 +240,9 @@ class FitConfig(_Section):
         )
         unknown = [k for k in v if k not in allowed]
         if unknown:
-            raise ValueError(f"unknown fit option(s) {', '.join(unknown)}; known: {allowed}")
+            raise ValueError(
+                f"unknown fit option(s) {', '.join(unknown)}; known: {', '.join(allowed)}"
+            )
         return v
 
 

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 from pydantic import ValidationError
 
+from bayesmix.domains import shown
 from bayesmix.laws import get_law
 from bayesmix.observations import Observations, ObservationsError
 from bayesmix.study.config import (
@@ -388,7 +389,7 @@ class Study:
         from bayesmix.proposers import ProposalContext, ProposalError, get_proposer
 
         if isinstance(q, bool) or not isinstance(q, int | np.integer) or q < 1:
-            raise StudyError(f"q must be a positive integer (runs to propose), got {q!r}")
+            raise StudyError(f"q must be a positive integer (runs to propose), got {shown(q)}")
         snapshot = posterior.snapshot if isinstance(posterior, Fit) else None
         if isinstance(posterior, Fit):
             posterior = posterior.posterior
@@ -736,9 +737,9 @@ def _config_after_update(
                     f"--law-value {domain}:{key}: the known law's per-domain values are "
                     f"{' and '.join(LAW_KEYS)}; nothing was changed"
                 )
-            if not (isinstance(v, int | float) and np.isfinite(v) and v > 0):
+            if isinstance(v, bool) or not (isinstance(v, int | float) and np.isfinite(v) and v > 0):
                 raise StudyError(
-                    f"--law-value {domain}:{key}: must be a positive number, got {v!r}; "
+                    f"--law-value {domain}:{key}: must be a positive number, got {shown(v)}; "
                     "nothing was changed"
                 )
     fates = update.fates(old)
