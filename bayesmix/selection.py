@@ -19,11 +19,11 @@ density estimated from that fit's draws reweighted by w_d ∝ 1 / p(y_i | theta_
 with the largest weights replaced by a fitted generalised Pareto tail (w~). Its shape k_i says
 whether the estimate holds: above ``arviz``'s threshold (0.7 for a few hundred draws) the run
 was too influential to be left out by reweighting (a law interpolating few runs), and that run
-is refitted without it (by Laplace, ``REFIT``): exactly when there are at most K such runs,
+is refitted without it: exactly when there are at most K such runs,
 else they are held out in K groups (each group's fit sees fewer runs: pessimistic for them,
 and K refits at most). The full fits are kept: the chosen law's is the posterior to use
-(``LawComparison.posterior``), so choosing costs one NUTS fit and K Laplace refits per law at
-most, where K folds cost K + 1 NUTS fits with the final fit.
+(``LawComparison.posterior``), so choosing costs 1 + K fits per law at most, where K folds
+cost K + 1 with the final fit.
 
 The first candidate is the default (the simplest: the own-share law has one exponent per
 target, the cross law one per target and domain). Another is chosen only when its elpd beats
@@ -67,14 +67,11 @@ MIN_RUNS = 4
 FOLD_FITS: dict[str, dict[str, Any]] = {
     "nuts": {"method": "nuts", "num_chains": 2, "num_warmup": 200, "num_samples": 200},
     "map": {"method": "map"},
-    "laplace": {"method": "laplace", "num_chains": 1, "num_samples": 400},  # REFIT
 }
-# "loo" fits each law once on every run as a "nuts" fold, and refits its influential runs
-# (those whose importance weights do not hold) by Laplace: each refit only scores the few
-# runs it leaves out, and NUTS refits made "loo" as slow as K folds (48 RegMix runs: 10
-# refits, about 8 of its 15 minutes).
-REFIT = "laplace"
-METHODS = ("loo", "nuts", "map")
+# "loo" fits each law once on every run as a "nuts" fold, and refits influential runs alike.
+# Not by Laplace, though faster (48 RegMix runs: 4.6 min instead of 16): its refits of the
+# cross law scored 39 held-out runs so badly (elpd 782 against 1121) that the choice flipped.
+METHODS = ("loo", *FOLD_FITS)
 
 
 class SelectionError(ValueError):
@@ -247,9 +244,10 @@ def compare_laws(
         threshold: standard errors by which another law must beat the first to be chosen.
         progress: called with a line after each fit (which, how many left, time left).
 
-    "loo" is the default: one NUTS fit per law (and a refit per influential run, K at most)
-    where K folds cost K NUTS fits per law; on 16 RegMix runs it took a fraction of the
-    time of 5 NUTS folds (issue 21), and its fits are kept for use.
+    "loo" is the default: one NUTS fit per law, plus refits of influential runs (K at most),
+    where K folds always cost K NUTS fits per law; its fits are kept for use. On 16 RegMix
+    runs (one law comparable): 27 s against 188 s for 5 NUTS folds (issue 21, a loaded
+    2-core machine); on 48 runs, with 5 refits per law, it costs about what K folds do.
     """
     if not isinstance(obs, Observations):
         raise TypeError(f"compare_laws expects Observations, got {type(obs).__name__}")
@@ -307,11 +305,10 @@ def compare_laws(
         for law, influential in refitted.items()
     }
     clock.add({law: len(groups) for law, groups in plans.items()})
-    refit_options = _fit_options(obs, REFIT)
     for law, groups in plans.items():
         for i, group in enumerate(groups):
             rest = obs.select(runs=[r for r in runs if r not in group])
-            post = _fit_quietly(rest, law, seed + 1 + i, refit_options)
+            post = _fit_quietly(rest, law, seed + 1 + i, options)
             clock.fitted(law, f"refit {i + 1} of {len(groups)} without influential runs")
             pointwise[law][group] = _lpd(post, obs.select(runs=group))[group]
     lpd = pd.DataFrame(pointwise).reindex(runs)
