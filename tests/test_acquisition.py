@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -27,21 +26,13 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def world() -> SyntheticOracle:
-    return SyntheticOracle(5, law="bimix", world_seed=1)
+def world(synthetic_world: SyntheticOracle) -> SyntheticOracle:
+    return synthetic_world
 
 
 @pytest.fixture(scope="module")
-def fitted(world: SyntheticOracle) -> tuple[bm.Observations, object]:
-    ctx = ProposalContext(world.domains, natural=world.natural, seed=0)
-    first = get_proposer("uniform").propose(ctx, 10)
-    r = first[[f"r:{d}" for d in world.domains]].to_numpy()
-    frame = world.observe(r, np.random.default_rng(0), [f"run-{i}" for i in range(10)])
-    obs = bm.Observations.from_frame(frame)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        post = bm.fit(obs, method="laplace", progress=False, num_chains=1, num_samples=128)
-    return obs, post
+def fitted(synthetic_fit) -> tuple[bm.Observations, object]:
+    return synthetic_fit  # conftest.py: 10 uniform runs of the world, fitted (Laplace)
 
 
 def shares(frame: pd.DataFrame, domains: list[str]) -> np.ndarray:
@@ -93,7 +84,8 @@ def test_members_far_in_the_tails_keep_gradients_finite(fitted) -> None:
 
 @pytest.mark.parametrize("acquisition", ACQUISITIONS)
 def test_each_acquisition_proposes_feasible_distinct_runs(fitted, acquisition: str) -> None:
-    _, post = fitted
+    obs, post = fitted
+    obs_r = obs.mixtures().to_numpy()
     domains = list(post.domains)
     cons = bm.Constraints(lower={domains[0]: 0.1}, upper={domains[1]: 0.15})
     out = propose(post, 3, acquisition, constraints=cons, max_draws=64, seed=0)
@@ -101,7 +93,11 @@ def test_each_acquisition_proposes_feasible_distinct_runs(fitted, acquisition: s
     assert r.shape == (3, 5)
     np.testing.assert_allclose(r.sum(axis=1), 1.0, atol=1e-6)
     assert (r[:, 0] >= 0.1 - 1e-6).all() and (r[:, 1] <= 0.15 + 1e-6).all()
-    assert (out["expected_gain"] >= 0).all()
+    # The expected gain is E_d[max(0, min_obs F_d - F_d(x))] over the same 64 draws.
+    objective = np.exp(post.log_loss(np.vstack([r, obs_r]), max_draws=64)).mean(-1)
+    best = objective[:, 3:].min(axis=1, keepdims=True)
+    gain = np.maximum(best - objective[:, :3], 0).mean(axis=0)
+    np.testing.assert_allclose(out["expected_gain"].to_numpy(), gain, rtol=1e-6, atol=1e-12)
     assert np.abs(r[:, None] - r[None]).sum(-1)[np.triu_indices(3, 1)].min() > 1e-4
 
 
@@ -164,27 +160,9 @@ def test_pending_runs_count_as_runs_of_the_batch(fitted) -> None:
     np.testing.assert_allclose([as_pending, float(added(x[None, 2:]))], together, rtol=1e-9)
 
 
-def fitted_swarm_with_steps(world: SyntheticOracle, n: int) -> object:
-    """The law fitted to a swarm of n runs of 10,000 steps, each recorded at 4 checkpoints."""
-    ctx = ProposalContext(world.domains, natural=world.natural, seed=0)
-    first = get_proposer("dirichlet-swarm").propose(ctx, n)
-    r = first[[f"r:{d}" for d in world.domains]].to_numpy()
-    ids = [f"run-{i}" for i in range(n)]
-    frame = world.observe(r, np.random.default_rng(0), ids, steps=10_000, checkpoints=4)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return bm.fit(
-            bm.Observations.from_frame(frame),
-            method="laplace",
-            progress=False,
-            num_samples=128,
-            reference_step=10_000,
-        )
-
-
 @pytest.fixture(scope="module")
-def fitted_with_steps(world: SyntheticOracle) -> object:
-    return fitted_swarm_with_steps(world, 8)
+def fitted_with_steps(synthetic_fit_with_steps) -> object:
+    return synthetic_fit_with_steps  # conftest.py: a swarm of 8 runs with 4 checkpoints
 
 
 def test_cost_aware_proposals_spend_the_batch_compute_on_short_runs(fitted_with_steps) -> None:
@@ -206,11 +184,13 @@ def test_cost_aware_proposals_spend_the_batch_compute_on_short_runs(fitted_with_
     assert np.all(np.diff(out["acquisition_value"].to_numpy()) >= -1e-9)
 
 
-def test_cost_aware_proposals_keep_to_the_target_length_where_short_runs_mislead() -> None:
+def test_cost_aware_proposals_keep_to_the_target_length_where_short_runs_mislead(
+    fit_swarm_with_steps,
+) -> None:
     """Where a domain's effect changes with training (step drift), the separability check
     on the first runs' checkpoints sends the batch back to target-length runs, and says so;
     ``check_steps=False`` trusts the law and proposes short runs anyway."""
-    post = fitted_swarm_with_steps(SyntheticOracle(5, world_seed=1, step_drift=1.0), 10)
+    post = fit_swarm_with_steps(SyntheticOracle(5, world_seed=1, step_drift=1.0), 10)
     options = {"max_draws": 64, "run_lengths": [2_500, 10_000], "checkpoints": 2}
     with pytest.warns(UserWarning, match="short runs would mislead here .*NOT separable"):
         checked = propose(post, 2, "optimum-variance", **options)
@@ -334,14 +314,35 @@ def test_cli_propose_prints_runs_with_their_expected_gain(fitted, tmp_path) -> N
     assert "Traceback" not in bad.output
 
 
-def test_cli_proposes_over_an_average_of_laws(fitted, tmp_path, monkeypatch) -> None:
+@pytest.mark.parametrize(
+    ("draws", "refit"),
+    [
+        # As a user runs it: each command refits the average (NUTS, 2 chains of 60 draws).
+        pytest.param(60, True, marks=pytest.mark.slow),
+        # The same commands on shorter chains, the average fitted once and handed to each
+        # command (same observations, laws and seed: the same fits).
+        (16, False),
+    ],
+)
+def test_cli_proposes_over_an_average_of_laws(fitted, tmp_path, monkeypatch, draws, refit):
     from typer.testing import CliRunner
 
     from bayesmix import selection
     from bayesmix.cli import app
 
-    short = {"method": "nuts", "num_chains": 2, "num_warmup": 60, "num_samples": 60}
+    short = {"method": "nuts", "num_chains": 2, "num_warmup": draws, "num_samples": draws}
     monkeypatch.setitem(selection.FOLD_FITS, "nuts", short)  # a minute -> seconds
+    if not refit:
+        averages: dict[tuple, object] = {}
+        real = bm.average_laws
+
+        def once(obs, laws, **kwargs):
+            key = (tuple(laws), tuple(sorted(kwargs.items())))
+            if key not in averages:
+                averages[key] = real(obs, laws, **kwargs)
+            return averages[key]
+
+        monkeypatch.setattr(bm, "average_laws", once)
     path = fitted[1].save(tmp_path / "post.nc")
     runner = CliRunner()
     args = ["propose", str(path), "--q", "2", "--acq", "thompson", "--average-laws"]
