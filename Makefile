@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint
+.PHONY: setup demo test test-slow test-all lint
 
 $(BIN)/bayesmix: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -18,9 +18,24 @@ setup: $(BIN)/bayesmix
 demo: setup
 	$(BIN)/bayesmix demo
 
+# The default run leaves out the tests marked slow (pyproject's addopts), on 2 worker
+# processes, each test file whole on one worker (its module fixtures, and PostgreSQL's
+# tests, stay on one process). TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= 2
+PYTEST_PAR = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+
 test: setup
 	$(BIN)/ruff check bayesmix tests studies
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q $(PYTEST_PAR)
+
+# Nightly-style: only the slow tests (long NUTS fits, the full fault test, the demo...).
+test-slow: setup
+	$(BIN)/pytest -q $(PYTEST_PAR) -m slow
+
+# Everything: the default run and the slow tests.
+test-all: setup
+	$(BIN)/ruff check bayesmix tests studies
+	$(BIN)/pytest -q $(PYTEST_PAR) -m "slow or not slow"
 
 lint: setup
 	$(BIN)/ruff check bayesmix tests studies
