@@ -217,9 +217,9 @@ def test_storage_that_is_not_a_database_names_the_file(tmp_path):
     junk = tmp_path / "notes.db"
     junk.write_text("these are my notes, not a database\n" * 100)
     code, out = cli(["status", "dry-run", "--storage", f"sqlite:///{junk}"])
-    one_error(code, out, f"{junk} is not a SQLite database")
+    one_error(code, out, f"{junk}: file is not a database")
     code, out = cli(["create", str(dry_run_config(tmp_path)), "--storage", f"sqlite:///{junk}"])
-    one_error(code, out, f"{junk} is not a SQLite database")
+    one_error(code, out, f"{junk}: file is not a database")
 
 
 # ------------------------------------------------------------------------------ item 5

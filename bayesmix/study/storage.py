@@ -264,8 +264,8 @@ class Storage:
             text = _first_line(exc)
             if self.is_sqlite and "not a database" in text:
                 raise StorageError(
-                    f"storage {self.safe_url}: the file {make_url(self.url).database} is not a "
-                    "SQLite database"
+                    f"storage {self.safe_url}: {make_url(self.url).database}: file is not a "
+                    "database (SQLite cannot read it)"
                 ) from None
             raise StorageError(f"storage {self.safe_url}: cannot connect ({text})") from None
 
