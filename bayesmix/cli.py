@@ -7,6 +7,7 @@ tables a person can read. Heavy imports (JAX, arviz, torch) happen inside the co
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from pathlib import Path
@@ -17,6 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from bayesmix.laws import LAW_NAMES
 from bayesmix.proxy.cli import proxy_app
 from bayesmix.study.cli import study_app
 
@@ -81,7 +83,13 @@ def fit_cmd(
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="posterior file to write (.nc)")
     ] = None,
-    law: Annotated[str, typer.Option(help="bimix | bimix-cross | loglinear")] = "bimix",
+    law: Annotated[
+        str | None,
+        typer.Option(
+            help=f"{' | '.join(LAW_NAMES)}; default: bimix-cross (cross-scaling "
+            "when runs of several model sizes are mixed)"
+        ),
+    ] = None,
     method: Annotated[str, typer.Option(help="nuts | laplace | svi | map")] = "nuts",
     metric: Annotated[
         str | None, typer.Option(help="metric to fit, if the table has several")
@@ -221,6 +229,17 @@ def optimize_cmd(
     posterior: Annotated[Path, typer.Argument(help="posterior file written by `bayesmix fit`")],
     ci: Annotated[float, typer.Option(help="credible level of the intervals")] = 0.9,
     step: Annotated[float | None, typer.Option(help="training step to optimise at")] = None,
+    model_size: Annotated[
+        float | None,
+        typer.Option(help="parameters of the model the mixture is for (a law with a size axis)"),
+    ] = None,
+    tokens: Annotated[
+        float | None,
+        typer.Option(
+            help="training tokens of that model (instead of --step; the fit's runs "
+            "must record tokens)"
+        ),
+    ] = None,
     token_counts: TokenCountsOption = None,
     target_tokens: TargetTokensOption = None,
     max_epochs: MaxEpochsOption = None,
@@ -236,15 +255,26 @@ def optimize_cmd(
     import bayesmix as bm
 
     check_step(step)
+    if tokens is not None and step is not None:
+        fail("give --tokens or --step, not both")
+    if model_size is not None and average_laws is not None:
+        fail("--average-laws answers at the fitted model size; leave out --model-size")
+    for name, value in (("--model-size", model_size), ("--tokens", tokens)):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            fail(f"{name} must be a positive number, got {value:g}")
     cons = constraints_from_options(token_counts, target_tokens, max_epochs, lower, upper)
     weights = parse_assignments(weight, "--weight") or None
     try:
         post = bm.Posterior.load(posterior)
+        if tokens is not None:
+            step = post.step_for_tokens(tokens)
         if average_laws is not None:
             post = average_of_laws(post, average_laws, seed)
-        opt = post.optimal_mixture(
-            weights=weights, step=step, constraints=cons, ci=ci, strict=strict
-        )
+        settings = dict(weights=weights, step=step, constraints=cons, ci=ci, strict=strict)
+        if average_laws is None:
+            opt = post.optimal_mixture(**settings, model_size=model_size)
+        else:
+            opt = post.optimal_mixture(**settings)
     except USER_ERRORS as exc:
         fail(str(exc))
     except bm.NotConvergedError as exc:

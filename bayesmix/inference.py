@@ -38,7 +38,7 @@ from numpyro.infer.util import constrain_fn, potential_energy, unconstrain_fn
 from threadpoolctl import threadpool_limits
 
 from bayesmix import jax_setup  # noqa: F401  (XLA flags and float64 before any computation)
-from bayesmix.laws import Law, LawData, LawSettings, Prior, get_law
+from bayesmix.laws import Law, LawData, LawError, LawSettings, Prior, default_law, get_law
 from bayesmix.observations import Observations, ObservationsError
 from bayesmix.posterior import ConvergenceWarning, NotConvergedError, Posterior
 
@@ -49,6 +49,12 @@ METHODS = ("nuts", "laplace", "svi", "map")
 
 __all__ = ["ConvergenceWarning", "NotConvergedError", "Posterior", "fit"]
 
+
+MAP_GTOL = 1e-5
+# A point whose potential's gradient is below this in every coordinate is taken as the mode
+# even where the optimiser reported a failure (it stopped on precision loss at the mode).
+MAP_GTOL_ACCEPT = 1e-3
+MAP_RESTARTS = 2
 
 # Fits between two drops of JAX's compiled code (``_drops_compiled``).
 FITS_PER_CACHE = 16
@@ -81,7 +87,7 @@ def _drops_compiled(fit_fn: Callable[..., Posterior]) -> Callable[..., Posterior
 @_drops_compiled
 def fit(
     obs: Observations,
-    law: str = "bimix",
+    law: str | None = None,
     seed: int = 0,
     *,
     method: Method = "nuts",
@@ -104,7 +110,8 @@ def fit(
 
     Args:
         obs: observations of one metric (``obs.select(metric=...)`` first if several).
-        law: "bimix" (own share), "bimix-cross" (every share) or "loglinear".
+        law: "bimix" (own share), "bimix-cross" (every share), "loglinear" or
+            "cross-scaling" (every share, model size and tokens); None: ``default_law``.
         method: "nuts" (exact, with diagnostics), "laplace" (Gaussian at the MAP), "svi"
             (multivariate-normal variational posterior), both fast and approximate, or "map"
             (the mode alone, one draw: no intervals).
@@ -135,11 +142,18 @@ def fit(
             f"observations hold several metrics {obs.metrics}: fit one, e.g. "
             f"obs.select(metric={obs.metrics[0]!r})"
         )
+    law = law or default_law(obs)
     law_obj = get_law(law)
+    if obs.has_sizes and not getattr(law_obj, "size_axis", False):
+        raise LawError(
+            f"the observations mix model sizes {sorted(obs.frame['model_size'].unique())} "
+            f"and law {law!r} has no size axis: fit law='cross-scaling' (or select one size)"
+        )
     settings = LawSettings(
         eps=eps,
         noise=noise,
         reference_step=reference_step or obs.max_step,
+        reference_size=obs.max_model_size if obs.has_sizes else None,
         rank=rank,
         centered=centered,
     )
@@ -160,6 +174,7 @@ def fit(
         "map_potential": mode.potential,
         "map_iterations": mode.iterations,
         "map_success": mode.success,
+        "map_message": mode.message,
         "map_flat": mode.flat.tolist(),
         "map_seconds": time.perf_counter() - started,
     }
@@ -210,6 +225,7 @@ class Mode:
     potential: float
     iterations: int
     success: bool
+    message: str = ""  # why the search stopped short of a mode, where it did
 
 
 class Laplace:
@@ -341,22 +357,31 @@ def find_map(model: Callable[[], None], start: np.ndarray | None = None) -> Mode
         return float(value), np.asarray(grad)
 
     # The optimiser's own linear algebra is tiny: BLAS threads would only contend for cores.
+    x, iterations = np.asarray(flat0), 0
     with threadpool_limits(limits=1, user_api="blas"):
-        result = minimize(
-            objective,
-            np.asarray(flat0),
-            jac=True,
-            hessp=lambda v, d: np.asarray(hvp(v, d)),
-            method="trust-krylov",
-            options={"maxiter": 2000, "gtol": 1e-5},
-        )
+        # trust-krylov stops "unsuccessfully" when its trust region collapses on a nearly
+        # flat ridge short of the gradient tolerance; a fresh start from where it stopped
+        # (a new trust radius) usually finishes the job, so it gets MAP_RESTARTS more tries.
+        for _ in range(1 + MAP_RESTARTS):
+            result = minimize(
+                objective,
+                x,
+                jac=True,
+                hessp=lambda v, d: np.asarray(hvp(v, d)),
+                method="trust-krylov",
+                options={"maxiter": 2000, "gtol": MAP_GTOL},
+            )
+            x, iterations = np.asarray(result.x), iterations + int(result.nit)
+            if result.success or not np.isfinite(result.fun):
+                break
     if not np.isfinite(result.fun):
         raise RuntimeError("MAP search failed: the potential is not finite at the optimum")
+    gradient = float(np.abs(objective(x)[1]).max())
     constrain = partial(constrain_fn, model, (), {}, return_deterministic=True)
-    values = {k: np.asarray(v) for k, v in constrain(unravel(jnp.asarray(result.x))).items()}
-    return Mode(
-        np.asarray(result.x), values, float(result.fun), int(result.nit), bool(result.success)
-    )
+    values = {k: np.asarray(v) for k, v in constrain(unravel(jnp.asarray(x))).items()}
+    success = bool(result.success) or gradient <= MAP_GTOL_ACCEPT
+    message = "" if success else f"{result.message} (max |gradient| {gradient:.2g})"
+    return Mode(x, values, float(result.fun), iterations, success, message)
 
 
 def _potential(model: Callable[[], None], z: Mapping[str, Any]) -> Any:

@@ -109,7 +109,10 @@ class Observations:
         frame["metric"] = frame["metric"].astype(str)
 
         _check_values(frame)
+        _check_scale(frame)
         _check_steps(frame)
+        if "model_size" in frame.columns:
+            frame["model_size"] = _check_model_sizes(frame)
         ratio_cols = [ratio_column(d) for d in domains]
         frame[ratio_cols] = _check_ratios(frame, ratio_cols, renormalise_below)
 
@@ -147,7 +150,19 @@ class Observations:
             raise
         except Exception as exc:  # pandas raises many types for unreadable files
             raise ObservationsError(f"{path}: cannot be read as a table ({exc})") from exc
-        return cls.from_frame(df, target_domain)
+        obs = cls.from_frame(df, target_domain)
+        ignored = unknown_columns(df)
+        if ignored:
+            # Said once, here where a file comes in: a typo ('vaule') or a saved index
+            # ('Unnamed: 0') is kept in the frame but no law reads it.
+            warnings.warn(
+                f"{path}: ignored column(s) {', '.join(map(str, ignored))} (not part of the "
+                "tidy table: run_id, step, tokens, target, value, metric, model_size, seed, "
+                "r:<domain>)",
+                UserWarning,
+                stacklevel=2,
+            )
+        return obs
 
     def write(self, path: str | Path) -> None:
         path = Path(path)
@@ -182,6 +197,18 @@ class Observations:
         """True when the table has a step axis with more than one distinct value."""
         steps = self.frame["step"].dropna().unique()
         return len(steps) > 1
+
+    @property
+    def has_sizes(self) -> bool:
+        """True when runs of more than one model size (parameters) are mixed: the laws then
+        gain a size term, and ``step`` counts tokens so that every size shares it."""
+        return "model_size" in self.frame.columns and self.frame["model_size"].nunique() > 1
+
+    @property
+    def max_model_size(self) -> float | None:
+        if "model_size" not in self.frame.columns:
+            return None
+        return float(self.frame["model_size"].max())
 
     @property
     def max_step(self) -> float | None:
@@ -332,6 +359,26 @@ def _check_steps(frame: pd.DataFrame) -> None:
             f"run {row.run_id!r}, column 'step' is empty while other rows have steps "
             "(use steps throughout, or leave the column empty everywhere)"
         )
+
+
+def _check_model_sizes(frame: pd.DataFrame) -> pd.Series:
+    """model_size: a positive parameter count on every row, one per run."""
+    sizes = pd.to_numeric(frame["model_size"], errors="coerce").astype(float)
+    bad = ~np.isfinite(sizes.to_numpy()) | (sizes.to_numpy() <= 0)
+    if bad.any():
+        row = frame[bad].iloc[0]
+        raise ObservationsError(
+            f"run {row.run_id!r}, column 'model_size': {plain(row.model_size)} is not a positive "
+            "parameter count (give every row its run's model size, or drop the column)"
+        )
+    per_run = sizes.groupby(frame["run_id"]).nunique()
+    if (per_run > 1).any():
+        run = per_run.index[int(np.argmax(per_run.to_numpy() > 1))]
+        raise ObservationsError(
+            f"run {run!r}, column 'model_size': one run has several model sizes "
+            "(a run trains one model; give runs of other sizes their own run_id)"
+        )
+    return sizes
 
 
 def _check_ratios(frame: pd.DataFrame, cols: list[str], renormalise_below: float) -> pd.DataFrame:

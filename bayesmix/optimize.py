@@ -264,8 +264,10 @@ def optimal_mixture(
     ci: float = 0.9,
     *,
     max_draws: int | None = 1000,
+    model_size: float | None = None,
 ) -> OptimalMixture:
-    """Per-draw optima (intervals) and the posterior-expected optimum (recommendation)."""
+    """Per-draw optima (intervals) and the posterior-expected optimum (recommendation), at
+    ``step`` and ``model_size`` (None: the reference size of a law with a size axis)."""
     import jax.numpy as jnp
 
     from bayesmix.posterior import objective_weights
@@ -277,6 +279,7 @@ def optimal_mixture(
     params = {k: v for k, v in posterior.draws(max_draws).items() if k in FORMULA_SITES}
     law = posterior.law_obj
     s_rel = posterior.s_rel(step)
+    n_rel = posterior.n_rel(model_size)
     own_onehot = posterior.own_onehot()
     own = own_onehot.argmax(axis=1)
     if law.own_share:
@@ -297,11 +300,11 @@ def optimal_mixture(
 
     jparams = {k: jnp.asarray(v) for k, v in params.items()}
     s_rel_j = None if s_rel is None else jnp.asarray(s_rel)
-    onehot_j = jnp.asarray(own_onehot)
+    inputs = posterior.law_inputs(jnp, jnp.zeros(()), n_rel)
     w_j = jnp.asarray(w)
 
     def objective_one(p: Mapping[str, Any], r: Any) -> Any:
-        logl = law.log_loss(jnp, p, r[None], s_rel_j, own_onehot=onehot_j)
+        logl = law.log_loss(jnp, p, r[None], s_rel_j, **inputs)
         return (jnp.exp(logl[0]) * w_j).sum()
 
     start = _natural_start(posterior, lo, hi)
@@ -317,7 +320,8 @@ def optimal_mixture(
     best = projected_gradient(expected, batch, mean_start[None], lo, hi, iterations=600)[0]
     best = best / best.sum()
 
-    values = np.exp(posterior.log_loss(best[None], step, params=params))[:, 0, :] @ w
+    values = posterior.log_loss(best[None], step, model_size=model_size, params=params)
+    values = np.exp(values)[:, 0, :] @ w
     return summarise_optima(
         domains, best, per_draw, values, ci, step, solver, converged=posterior.converged
     )

@@ -30,7 +30,19 @@ ESS_MIN = 400
 MIX_TOLERANCE = 1e-3
 FILE_FORMAT = 2  # 2: the cross law's floors are per domain
 # The sites each law's formula reads (the rest are hyperparameters and noise).
-FORMULA_SITES = ("logk", "alpha", "eps", "frac", "beta", "log_c", "A")
+FORMULA_SITES = (
+    "logk",
+    "alpha",
+    "eps",
+    "frac",
+    "beta",
+    "log_c",
+    "A",
+    "frac_size",
+    "gamma",
+    "delta",
+    "delta_level",
+)
 # Draws x mixtures x targets x domains evaluated at once by log_loss (memory bound).
 CHUNK_ELEMENTS = 20_000_000
 
@@ -126,8 +138,9 @@ class Posterior:
         """NUTS: every r_hat <= 1.01, every ess_bulk >= 400, no divergence.
 
         Approximations (laplace, svi, map) have no chains to check: they count as converged
-        when the MAP's Hessian is positive definite (svi: the ELBO stopped moving; map: the
-        search met its tolerance), and
+        when the mode search met its tolerance (``info["map_message"]`` says why not) and,
+        for laplace, the Hessian there is positive definite (svi: the ELBO stopped moving),
+        and
         ``convergence_message`` says they are approximate.
         """
         if "_converged" not in self.info:
@@ -135,19 +148,28 @@ class Posterior:
                 d = self.diagnostics()
                 ok = bool((d["r_hat"] <= R_HAT_MAX).all() and (d["ess_bulk"] >= ESS_MIN).all())
                 ok = ok and self.divergences == 0
-            elif self.method == "laplace":
-                ok = bool(self.info.get("laplace_pd", False))
-            elif self.method == "map":
-                ok = bool(self.info.get("map_success", False))
             else:
-                ok = self.info.get("svi_rel_change", np.inf) < 1.0
+                # Every approximation stands on the mode search: a search that stopped short
+                # of a mode makes the fit unconverged, whatever came after it.
+                ok = bool(self.info.get("map_success", False))
+                if self.method == "laplace":
+                    ok = ok and bool(self.info.get("laplace_pd", False))
+                elif self.method == "svi":
+                    ok = ok and self.info.get("svi_rel_change", np.inf) < 1.0
             self.info["_converged"] = ok
         return bool(self.info["_converged"])
 
     def convergence_message(self) -> str:
         if self.method != "nuts":
-            state = "converged" if self.converged else "did NOT converge"
-            return f"approximate posterior ({self.method}); its optimisation {state}"
+            if self.converged:
+                return f"approximate posterior ({self.method}); its optimisation converged"
+            if not self.info.get("map_success", False):
+                why = "the mode search stopped short: " + str(self.info.get("map_message", ""))
+            elif self.method == "laplace":
+                why = "the Hessian at the mode is not positive definite"
+            else:
+                why = "its ELBO was still changing"
+            return f"approximate posterior ({self.method}) did NOT converge: {why}"
         d = self.diagnostics()
         if self.converged:
             return (
@@ -215,6 +237,50 @@ class Posterior:
             raise ValueError(f"step must be a positive number, got {step!r}")
         return np.array([s / ref])
 
+    def step_for_tokens(self, tokens: float) -> float:
+        """The law's step at a number of training tokens, from the fitted runs' own ratio of
+        step to tokens (steps may count tokens, millions of them, or optimiser steps at a
+        fixed batch)."""
+        frame = self.observations.frame
+        both = frame[["step", "tokens"]].dropna()
+        if both.empty:
+            raise ObservationsError(
+                "the fitted runs record no tokens beside their steps: give the step instead"
+            )
+        ratio = (both["step"] / both["tokens"]).to_numpy()
+        if np.ptp(ratio) > 0.01 * np.median(ratio):
+            raise ObservationsError(
+                "the fitted runs' steps are not a fixed multiple of their tokens: give the "
+                "step instead"
+            )
+        return float(tokens) * float(np.median(ratio))
+
+    @property
+    def has_sizes(self) -> bool:
+        """True when the law has a model-size axis (fitted to runs of several sizes)."""
+        return self.settings.reference_size is not None and self.observations.has_sizes
+
+    def n_rel(self, model_size: float | None) -> np.ndarray | None:
+        """Model size relative to the reference size, or None at the reference (and without
+        a size axis, where only the fitted size can be answered)."""
+        if model_size is not None and (
+            not np.isfinite(float(model_size)) or float(model_size) <= 0
+        ):
+            raise ValueError(f"model_size must be a positive parameter count, got {model_size}")
+        if not self.has_sizes:
+            fitted = self.observations.max_model_size
+            if model_size is not None and (fitted is None or float(model_size) != fitted):
+                raise ObservationsError(
+                    f"this posterior has no model-size axis (fitted to "
+                    f"{'one size' if fitted is None else f'{fitted:.3g} parameters'}): "
+                    "fit runs of several sizes (a model_size column) with law "
+                    "'cross-scaling' to answer for another size"
+                )
+            return None
+        if model_size is None:
+            return None
+        return np.array([float(model_size) / float(self.settings.reference_size)])
+
     def own_onehot(self) -> np.ndarray:
         """(T, M): 1 at each target's own training domain (rows of zeros where none)."""
         own = np.zeros((len(self.targets), len(self.domains)))
@@ -227,6 +293,7 @@ class Posterior:
         r: Any,
         step: float | None = None,
         *,
+        model_size: float | None = None,
         max_draws: int | None = None,
         params: Mapping[str, Any] | None = None,
     ) -> Any:
@@ -234,25 +301,45 @@ class Posterior:
 
         r may be a numpy array or a torch tensor; with a tensor the law is evaluated in torch
         (draws moved to r's dtype and device), so gradients flow to r (BoTorch acquisition).
+        ``model_size`` (parameters) needs a law with a size axis; None is the reference size.
         """
         s_rel = self.s_rel(step)
         if s_rel is not None:
             s_rel = np.repeat(s_rel, r.shape[-2])
-        return self._log_loss(r, s_rel, params if params is not None else self.draws(max_draws))
+        n_rel = self.n_rel(model_size)
+        if n_rel is not None:
+            n_rel = np.repeat(n_rel, r.shape[-2])
+        params = params if params is not None else self.draws(max_draws)
+        return self._log_loss(r, s_rel, params, n_rel)
 
-    def _log_loss(self, r: Any, s_rel: np.ndarray | None, params: Mapping[str, Any]) -> Any:
-        """The law's log loss (D, P, T) at mixtures r (P, M) and relative steps s_rel (P,)."""
+    def law_inputs(self, xp: Any, like: Any, n_rel: np.ndarray | None) -> dict[str, Any]:
+        """The constant keyword inputs of the law's ``log_loss``: the own-domain map, and the
+        relative model sizes where the law has a size axis."""
+        inputs = {"own_onehot": _as(xp, self.own_onehot(), like)}
+        if n_rel is not None:
+            inputs["n_rel"] = _as(xp, n_rel, like)
+        return inputs
+
+    def _log_loss(
+        self,
+        r: Any,
+        s_rel: np.ndarray | None,
+        params: Mapping[str, Any],
+        n_rel: np.ndarray | None = None,
+    ) -> Any:
+        """The law's log loss (D, P, T) at mixtures r (P, M), relative steps s_rel (P,) and
+        relative model sizes n_rel (P,)."""
         xp = namespace(r)
         params = {k: _as(xp, v, r) for k, v in params.items() if k in FORMULA_SITES}
         if s_rel is not None:
             s_rel = _as(xp, s_rel, r)
-        own = _as(xp, self.own_onehot(), r)
+        inputs = self.law_inputs(xp, r, n_rel)
         n_draws = next(iter(params.values())).shape[0]
         per_draw = r.shape[-2] * len(self.targets) * len(self.domains)
         chunk = max(1, CHUNK_ELEMENTS // max(per_draw, 1))
         parts = [
             self.law_obj.log_loss(
-                xp, {k: v[i : i + chunk] for k, v in params.items()}, r, s_rel, own_onehot=own
+                xp, {k: v[i : i + chunk] for k, v in params.items()}, r, s_rel, **inputs
             )
             for i in range(0, n_draws, chunk)
         ]
@@ -285,10 +372,16 @@ class Posterior:
         # The fit's reference step, not the scored runs' longest: s_rel must mean the same.
         reference = self.settings.reference_step or self.observations.max_step
         data = LawData.from_observations(obs, replace(self.settings, reference_step=reference))
+        if self.has_sizes:
+            if "model_size" not in obs.frame.columns:
+                raise ObservationsError("the posterior has a size axis: the runs need model_size")
+            first = obs.frame.drop_duplicates("run_id").set_index("run_id")["model_size"]
+            sizes = first.loc[data.point_run].to_numpy(dtype=float)
+            data = replace(data, n_rel=sizes / float(self.settings.reference_size))
         index = np.array([self.targets.index(t) for t in data.targets])
         data = replace(data, target=index[data.target])
         params = self.draws(max_draws)
-        log_mean = self._log_loss(data.r, data.s_rel, params)
+        log_mean = self._log_loss(data.r, data.s_rel, params, data.n_rel)
         points = point_log_likelihood(self.settings.noise, params, log_mean, data)
         codes, runs = pd.factorize(data.point_run)
         per_run = points @ np.eye(len(runs))[codes]
@@ -304,6 +397,7 @@ class Posterior:
         step: float | None = None,
         ci: float = 0.9,
         *,
+        model_size: float | None = None,
         weights: Mapping[str, float] | None = None,
         draws: bool = False,
         max_draws: int | None = None,
@@ -317,6 +411,8 @@ class Posterior:
         the data barely cover, a few draws with extreme exponents can dominate the mean).
         With ``weights``, rows with target ``objective`` give the weighted sum of targets.
         With ``draws=True``, one row per posterior draw (``draw``, ``value``) instead.
+        ``model_size`` (parameters; a law with a size axis) answers for another model size;
+        the rows then carry a ``model_size`` column.
         """
         self.check_usable(strict)
         if not 0 < ci < 1:
@@ -328,7 +424,7 @@ class Posterior:
             else mixtures.index.astype(str).to_numpy()
         )
         params = self.draws(max_draws)
-        log_mean = self.log_loss(r, step, params=params)  # (D, P, T)
+        log_mean = self.log_loss(r, step, model_size=model_size, params=params)  # (D, P, T)
         noise = self._noise(params, log_mean.shape, seed)
         law_value = np.exp(log_mean)
         predictive = np.exp(log_mean + noise)
@@ -346,7 +442,7 @@ class Posterior:
         n_p, n_t = law_value.shape[1], law_value.shape[2]
         if draws:
             d = law_value.shape[0]
-            return pd.DataFrame(
+            table = pd.DataFrame(
                 {
                     "run_id": np.tile(np.repeat(run_ids, n_t), d),
                     "target": np.tile(np.tile(names, n_p), d),
@@ -356,8 +452,9 @@ class Posterior:
                     "step": step_value,
                 }
             )
+            return self._with_size(table, model_size)
         q = (1 - ci) / 2
-        return pd.DataFrame(
+        table = pd.DataFrame(
             {
                 "run_id": np.repeat(run_ids, n_t),
                 "target": np.tile(names, n_p),
@@ -368,6 +465,13 @@ class Posterior:
                 "step": step_value,
             }
         )
+        return self._with_size(table, model_size)
+
+    def _with_size(self, table: pd.DataFrame, model_size: float | None) -> pd.DataFrame:
+        """A ``model_size`` column where the law has a size axis: the size answered for."""
+        if self.has_sizes:
+            table["model_size"] = float(model_size or self.settings.reference_size)
+        return table
 
     def _noise(
         self, params: Mapping[str, np.ndarray], shape: tuple[int, ...], seed: int
@@ -392,18 +496,25 @@ class Posterior:
         constraints: Constraints | None = None,
         ci: float = 0.9,
         *,
+        model_size: float | None = None,
         max_draws: int | None = 1000,
         strict: bool = False,
     ) -> OptimalMixture:
-        """The mixture minimising sum_t w_t L_t at ``step``, and the distribution of optima.
-
-        See ``bayesmix.optimize.optimal_mixture``.
+        """The mixture minimising sum_t w_t L_t at ``step`` (tokens, where sizes are mixed)
+        and ``model_size`` (parameters; the user's target model, for a law with a size axis),
+        and the distribution of optima. See ``bayesmix.optimize.optimal_mixture``.
         """
         from bayesmix.optimize import optimal_mixture
 
         self.check_usable(strict)
         return optimal_mixture(
-            self, weights=weights, step=step, constraints=constraints, ci=ci, max_draws=max_draws
+            self,
+            weights=weights,
+            step=step,
+            constraints=constraints,
+            ci=ci,
+            max_draws=max_draws,
+            model_size=model_size,
         )
 
     def to_prior(self, update: Any, **kwargs: Any) -> Any:

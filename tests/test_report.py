@@ -95,7 +95,8 @@ def test_report_files_and_sections(fitted, written):
     assert "r0008" in page and "natural" in page
     # status prints the same recommendation the report shows
     status = CliRunner().invoke(app, ["status", "rep", "--storage", study.storage.url])
-    assert status.exit_code == 0 and "optimal mixture (bimix, laplace, 8 runs)" in status.output
+    assert status.exit_code == 0
+    assert "optimal mixture (bimix-cross, laplace, 8 runs)" in status.output
 
 
 def test_report_in_headless_chromium(written, tmp_path):

@@ -31,7 +31,7 @@ def test_the_law_s_own_world_is_separable_and_a_drifting_one_is_not():
     assert same.separable and same.p_value > 0.05
     assert list(same.log_ratio.columns) == ["mean", "sd", "z"] and len(same.log_ratio) == 5
     # A target that is no training domain (a benchmark) has no own exponent: left out.
-    obs = runs(1.0)
+    obs = runs(1.0, seed=1)  # seed 0 draws losses above 1e3, which Observations refuses
     bench = obs.frame[obs.frame["target"] == "d00"].assign(target="math")
     drift = check_separability(bm.Observations.from_frame(pd.concat([obs.frame, bench])))
     assert not drift.separable and drift.p_value < 1e-3
@@ -65,7 +65,7 @@ def test_cli_check_steps_prints_the_test_and_refuses_a_table_without_steps(tmp_p
 
     from bayesmix.cli import app
 
-    obs = runs(1.0)
+    obs = runs(1.0, seed=1)  # seed 0 draws losses above 1e3, which Observations refuses
     obs.write(tmp_path / "runs.csv")
     runner = CliRunner()
     ok = runner.invoke(app, ["check-steps", str(tmp_path / "runs.csv")])

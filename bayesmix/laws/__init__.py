@@ -23,12 +23,21 @@ _LAWS = {
     "bimix": ("bayesmix.laws.bimix", "BiMix"),
     "bimix-cross": ("bayesmix.laws.bimix", "BiMixCross"),
     "loglinear": ("bayesmix.laws.loglinear", "LogLinear"),
+    "cross-scaling": ("bayesmix.laws.scaling", "CrossScaling"),
 }
 LAW_NAMES = tuple(_LAWS)
 
 
+def default_law(obs: Any) -> str:
+    """The law fitted where none is named: the cross-domain law under shrinkage
+    ("bimix-cross"), which falls back to own-share BiMix where the data show no cross effect
+    and is right on real cross-domain data where BiMix is not (DESIGN.md); with runs of
+    several model sizes, its extension over size and tokens ("cross-scaling")."""
+    return "cross-scaling" if obs.has_sizes else "bimix-cross"
+
+
 def get_law(name: str) -> Law:
-    """The law registered under ``name`` ("bimix", "bimix-cross", "loglinear")."""
+    """The law registered under ``name`` (one of ``LAW_NAMES``)."""
     from bayesmix import jax_setup  # noqa: F401  (XLA flags and float64 before any computation)
     from bayesmix.laws.base import LawError
 
@@ -44,4 +53,4 @@ def __getattr__(name: str) -> Any:
     return getattr(importlib.import_module(_LAZY[name]), name)
 
 
-__all__ = [*_LAZY, "LAW_NAMES", "get_law"]
+__all__ = [*_LAZY, "LAW_NAMES", "default_law", "get_law"]

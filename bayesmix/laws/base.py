@@ -46,6 +46,8 @@ class LawSettings:
         its variance common to every target of a run: losses of one run move together),
         "normal" (independent across targets) or "student" (independent, heavy tails).
     reference_step: the step at which K_t is parametrised (s_rel = step / reference_step).
+    reference_size: the model size (parameters) at which K_t and the exponents are
+        parametrised (n_rel = model_size / reference_size); None: the largest observed.
     rank: rank of the target-specific cross-domain exponents (0 = the full matrix, which fits
         Olmix's 64 domains x 52 tasks by Laplace in about 2 minutes). U V^T is unchanged by
         rotations of U and V, so a low-rank law has no isolated mode: its Laplace fit is
@@ -58,6 +60,7 @@ class LawSettings:
     eps: float | Literal["learned"] = "learned"
     noise: Literal["correlated", "normal", "student"] = "correlated"
     reference_step: float | None = None
+    reference_size: float | None = None
     rank: int = 0
     centered: bool | None = None
 
@@ -76,6 +79,7 @@ class LawSettings:
             "eps": self.eps,
             "noise": self.noise,
             "reference_step": self.reference_step,
+            "reference_size": self.reference_size,
             "rank": self.rank,
             "centered": self.centered,
         }
@@ -89,6 +93,7 @@ class LawData:
     point, target: (R,) row -> point, row -> target; log_y: (R,) observed log losses;
     own_onehot: (T, M), 1 at each target's own training domain (all-zero rows where none);
     point_run: (P,) the run each point belongs to.
+    n_rel: (P,) model size / reference size, or None without a size axis (one model size).
     """
 
     r: np.ndarray
@@ -103,6 +108,7 @@ class LawData:
     target_min: np.ndarray = field(repr=False)  # (T,) smallest observed loss per target
     centered: bool = False
     point_run: np.ndarray = field(default_factory=lambda: np.array([], dtype=object), repr=False)
+    n_rel: np.ndarray | None = None
 
     @property
     def n_targets(self) -> int:
@@ -140,6 +146,10 @@ class LawData:
         if has_steps:
             ref = settings.reference_step or obs.max_step
             s_rel = first["step"].to_numpy(dtype=float) / float(ref)
+        n_rel = None
+        if obs.has_sizes:
+            size_ref = settings.reference_size or obs.max_model_size
+            n_rel = first["model_size"].to_numpy(dtype=float) / float(size_ref)
         tindex = {t: i for i, t in enumerate(targets)}
         target = frame["target"].map(tindex).to_numpy(dtype=np.int32)
         log_y = np.log(frame["value"].to_numpy(dtype=float))
@@ -165,6 +175,7 @@ class LawData:
             target_mean=mean,
             target_min=lo,
             point_run=first["run_id"].to_numpy(dtype=object),
+            n_rel=n_rel,
         )
 
 

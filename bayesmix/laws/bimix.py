@@ -78,6 +78,46 @@ def shared_given_cross(
     return mean, 1.0 / jnp.sqrt(precision)
 
 
+def cross_exponents(data: LawData, settings: LawSettings, prior: Prior | None) -> jnp.ndarray:
+    """(T, M) exponents alpha_tj of the cross law, recorded as the site ``alpha`` (see
+    ``BiMixCross``): shared effects plus shrunk deviations off the own domain, a pooled
+    positive exponent on it."""
+    t, m = data.n_targets, data.n_domains
+    rows, cols = np.nonzero(data.own_onehot == 0)  # the cross entries
+    # A fixed scale for the shared effects: a learned one would form a funnel with them
+    # whichever way they were parametrised, as the data pin them in some regimes only.
+    cross_tau = numpyro.sample("alpha_cross_tau", dist.HalfNormal(0.1))
+    if settings.rank > 0:
+        k = settings.rank
+        shared = numpyro.sample(
+            "alpha_shared", dist.Normal(0.0, SHARED_SCALE).expand([m]).to_event(1)
+        )
+        u = numpyro.sample("alpha_u", dist.Normal(0, 1).expand([t, k]).to_event(2))
+        v = numpyro.sample("alpha_v", dist.Normal(0, 1).expand([m, k]).to_event(2))
+        cross = shared[cols] + cross_tau * (u @ v.T)[rows, cols] / np.sqrt(k)
+    elif data.centered:
+        cross = numpyro.sample("alpha_cross", cross_marginal(cross_tau, cols, m))
+        mean, sd = shared_given_cross(cross, cross_tau, cols, m)
+        z = numpyro.sample("alpha_shared_z", dist.Normal(0, 1).expand([m]).to_event(1))
+        numpyro.deterministic("alpha_shared", mean + sd * z)
+    else:
+        shared = numpyro.sample(
+            "alpha_shared", dist.Normal(0.0, SHARED_SCALE).expand([m]).to_event(1)
+        )
+        cross = normal_effects("alpha_cross", shared[cols], cross_tau, (len(rows),), False)
+        mean, sd = shared_given_cross(cross, cross_tau, cols, m)
+        # The centred model's coordinate for the shared effects, so that its Laplace fit
+        # can start from this model's MAP.
+        numpyro.deterministic("alpha_shared_z", (shared - mean) / sd)
+    alpha = jnp.zeros((t, m)).at[rows, cols].set(cross)
+    has_own = np.flatnonzero(data.has_own)
+    if has_own.size:
+        log_own = pooled("log_alpha_own", t, np.log(0.05), 1.5, 1.0, prior, data.centered)
+        own_cols = data.own_onehot[has_own].argmax(axis=1)
+        alpha = alpha.at[has_own, own_cols].set(jnp.exp(log_own[has_own]))
+    return numpyro.deterministic("alpha", alpha)
+
+
 class BiMix:
     """Own-share BiMix: each target's loss depends on its own training domain's share only."""
 
@@ -158,43 +198,10 @@ class BiMixCross:
         check_distinct_mixtures(data, self.name)
 
     def model(self, data: LawData, settings: LawSettings, prior: Prior | None = None) -> None:
-        t, m = data.n_targets, data.n_domains
         eps = domain_floor_eps(data, settings)
         r = jnp.asarray(data.r)
         centre = jnp.log(r + eps).mean(axis=0)  # (M,)
-        rows, cols = np.nonzero(data.own_onehot == 0)  # the cross entries
-        # A fixed scale for the shared effects: a learned one would form a funnel with them
-        # whichever way they were parametrised, as the data pin them in some regimes only.
-        cross_tau = numpyro.sample("alpha_cross_tau", dist.HalfNormal(0.1))
-        if settings.rank > 0:
-            k = settings.rank
-            shared = numpyro.sample(
-                "alpha_shared", dist.Normal(0.0, SHARED_SCALE).expand([m]).to_event(1)
-            )
-            u = numpyro.sample("alpha_u", dist.Normal(0, 1).expand([t, k]).to_event(2))
-            v = numpyro.sample("alpha_v", dist.Normal(0, 1).expand([m, k]).to_event(2))
-            cross = shared[cols] + cross_tau * (u @ v.T)[rows, cols] / np.sqrt(k)
-        elif data.centered:
-            cross = numpyro.sample("alpha_cross", cross_marginal(cross_tau, cols, m))
-            mean, sd = shared_given_cross(cross, cross_tau, cols, m)
-            z = numpyro.sample("alpha_shared_z", dist.Normal(0, 1).expand([m]).to_event(1))
-            numpyro.deterministic("alpha_shared", mean + sd * z)
-        else:
-            shared = numpyro.sample(
-                "alpha_shared", dist.Normal(0.0, SHARED_SCALE).expand([m]).to_event(1)
-            )
-            cross = normal_effects("alpha_cross", shared[cols], cross_tau, (len(rows),), False)
-            mean, sd = shared_given_cross(cross, cross_tau, cols, m)
-            # The centred model's coordinate for the shared effects, so that its Laplace fit
-            # can start from this model's MAP.
-            numpyro.deterministic("alpha_shared_z", (shared - mean) / sd)
-        alpha = jnp.zeros((t, m)).at[rows, cols].set(cross)
-        has_own = np.flatnonzero(data.has_own)
-        if has_own.size:
-            log_own = pooled("log_alpha_own", t, np.log(0.05), 1.5, 1.0, prior, data.centered)
-            own_cols = data.own_onehot[has_own].argmax(axis=1)
-            alpha = alpha.at[has_own, own_cols].set(jnp.exp(log_own[has_own]))
-        alpha = numpyro.deterministic("alpha", alpha)
+        alpha = cross_exponents(data, settings, prior)
         logk = log_k_at_centre(data, prior) + alpha @ centre
         logk = numpyro.deterministic("logk", logk)
         frac, beta = step_law(data, prior)

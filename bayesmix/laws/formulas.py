@@ -105,3 +105,69 @@ def loglinear_log_loss(
     """
     lin = xp.matmul(r, xp.swapaxes(A, -1, -2))  # (..., P, T)
     return xp.logaddexp(log_c[..., None, :], lin) + log_step_factor(xp, frac, beta, s_rel)
+
+
+def log_scale_factor(
+    xp: ModuleType,
+    frac: Array | None,
+    beta: Array | None,
+    s_rel: Array | None,
+    frac_size: Array | None,
+    gamma: Array | None,
+    n_rel: Array | None,
+) -> Array:
+    """log K(D, N) / K_ref for Chinchilla's K = E + A N^-gamma + B D^-beta, over tokens and size.
+
+    With d = D / D_ref, n = N / N_ref, f_D = B D_ref^-beta / K_ref and f_N = A N_ref^-gamma /
+    K_ref (the shares of the reference loss that more tokens, and a bigger model, remove):
+
+        K(D, N) / K_ref = 1 + f_D (d^-beta - 1) + f_N (n^-gamma - 1),   f_D + f_N < 1.
+
+    Without a size axis this is ``log_step_factor``; without either it is 0.
+    """
+    if n_rel is None or frac_size is None:
+        return log_step_factor(xp, frac, beta, s_rel)
+    n = n_rel[:, None]  # (P, 1) against (..., 1, T)
+    inner = frac_size[..., None, :] * (n ** (-gamma[..., None, :]) - 1.0)
+    if s_rel is not None and frac is not None:
+        s = s_rel[:, None]
+        inner = inner + frac[..., None, :] * (s ** (-beta[..., None, :]) - 1.0)
+    return xp.log1p(inner)
+
+
+def scaling_log_loss(
+    xp: ModuleType,
+    logk: Array,
+    alpha: Array,
+    eps: Array,
+    r: Array,
+    s_rel: Array | None = None,
+    frac: Array | None = None,
+    beta: Array | None = None,
+    n_rel: Array | None = None,
+    frac_size: Array | None = None,
+    gamma: Array | None = None,
+    delta: Array | None = None,
+    delta_level: Array | None = None,
+) -> Array:
+    """Cross-domain law over mixture, tokens and model size:
+
+        log L_t = log K_t + log K_t(D, N) / K_t,ref
+                  - sum_j (alpha_tj + delta_tj log n) log(r_j + eps_j) + delta_level_t log n
+
+    alpha_tj is domain j's exponent at the reference size; delta_tj how it drifts per e-fold
+    of model size (a domain's effect may grow or shrink with scale, as Shukor et al.'s joint
+    law and RegMix's 1M -> 1B transfer show). delta_level_t = sum_j delta_tj c_j with c the
+    centre of the observed log(r + eps): at the centre mixture, size acts through the
+    Chinchilla factor alone. logk, delta_level: (..., T); alpha, delta: (..., T, M);
+    eps: (..., M); r: (P, M); s_rel, n_rel: (P,) or None. Without a size axis this is
+    ``cross_log_loss``.
+    """
+    log_r = xp.log(r + eps[..., None, :])  # (..., P, M)
+    mix = xp.matmul(log_r, xp.swapaxes(alpha, -1, -2))  # (..., P, T)
+    out = logk[..., None, :] - mix
+    if n_rel is not None and delta is not None and delta_level is not None:
+        log_n = xp.log(n_rel)[:, None]  # (P, 1)
+        drift = xp.matmul(log_r, xp.swapaxes(delta, -1, -2)) - delta_level[..., None, :]
+        out = out - log_n * drift
+    return out + log_scale_factor(xp, frac, beta, s_rel, frac_size, gamma, n_rel)

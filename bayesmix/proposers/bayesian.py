@@ -24,7 +24,7 @@ AVERAGE_OF_LAWS = "average"
 
 
 def fit_posterior(
-    context: ProposalContext, law: str, fit_options: dict[str, Any] | None = None
+    context: ProposalContext, law: str | None, fit_options: dict[str, Any] | None = None
 ) -> Any:
     """The context's posterior, or one fitted to its observations (None without any): a
     ``LawAverage`` for ``law="average"``."""
@@ -66,7 +66,7 @@ class BayesMixProposer:
     """
 
     acquisition: str = "optimum-variance"
-    law: str = "bimix"
+    law: str | None = None
     fit_options: dict[str, Any] = field(default_factory=dict)
     initial: str = "dirichlet-swarm"
     max_draws: int = 256

@@ -70,7 +70,7 @@ class PosteriorOptimum:
     instead of the chosen law's optimum.
     """
 
-    law: str = "bimix"
+    law: str | None = None
     fit_options: dict[str, Any] = field(default_factory=dict)
     max_draws: int = 256
     discrepancy: bool = False

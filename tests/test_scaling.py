@@ -1,0 +1,165 @@
+"""The model-size axis: the model_size column, the cross-scaling law, answers at unseen sizes."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import bayesmix as bm
+from bayesmix.laws import LawError, default_law, formulas
+from bayesmix.observations import ObservationsError
+
+DOMAINS = ["code", "books", "web", "wiki"]
+SIZES = (1e7, 3e7, 1e8)
+
+
+def world_params() -> dict[str, np.ndarray]:
+    """A known cross-scaling world: own exponents 0.1-0.2, small cross effects, Chinchilla's
+    size exponent, mixture effects 5 % stronger per e-fold of size."""
+    rng = np.random.default_rng(7)
+    m = len(DOMAINS)
+    alpha = rng.normal(0.0, 0.02, (m, m)) + np.diag(rng.uniform(0.1, 0.2, m))
+    delta = 0.05 * alpha
+    return {
+        "logk": np.log(rng.uniform(2.5, 3.5, m)),
+        "alpha": alpha,
+        "eps": np.full(m, 3e-3),
+        "frac_size": np.full(m, 0.4),
+        "gamma": np.full(m, 0.34),
+        "delta": delta,
+        "delta_level": np.zeros(m),
+    }
+
+
+def true_loss(r: np.ndarray, size: float) -> np.ndarray:
+    p = world_params()
+    n_rel = np.full(len(r), size / max(SIZES))
+    return np.exp(
+        formulas.scaling_log_loss(
+            np,
+            p["logk"],
+            p["alpha"],
+            p["eps"],
+            r,
+            n_rel=n_rel,
+            frac_size=p["frac_size"],
+            gamma=p["gamma"],
+            delta=p["delta"],
+            delta_level=p["delta_level"],
+        )
+    )
+
+
+def sized_runs(n_per_size: int = 12, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for size in SIZES:
+        r = rng.dirichlet(np.ones(len(DOMAINS)), n_per_size)
+        loss = true_loss(r, size) * np.exp(rng.normal(0, 0.005, (n_per_size, len(DOMAINS))))
+        for i in range(n_per_size):
+            for t, target in enumerate(DOMAINS):
+                rows.append(
+                    {
+                        "run_id": f"n{size:.0e}-{i}",
+                        "target": target,
+                        "value": loss[i, t],
+                        "model_size": size,
+                        **{f"r:{d}": r[i, j] for j, d in enumerate(DOMAINS)},
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def sized_posterior() -> bm.Posterior:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return bm.fit(bm.Observations.from_frame(sized_runs()), method="laplace", seed=0)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda f: f.assign(model_size=-1.0), "'model_size': -1 is not a positive parameter"),
+        (
+            lambda f: f.assign(model_size=f["model_size"].where(f.index % 7 != 3)),
+            "'model_size': nan is not a positive parameter count",
+        ),
+        (
+            lambda f: f.assign(model_size=np.where(f.index % 2 == 0, 1e7, 2e7)),
+            "one run has several model sizes",
+        ),
+    ],
+    ids=["negative", "missing", "two-per-run"],
+)
+def test_model_size_column_is_validated(edit, message):
+    with pytest.raises(ObservationsError, match=message):
+        bm.Observations.from_frame(edit(sized_runs(3)))
+
+
+def test_the_default_law_follows_the_data():
+    frame = sized_runs(3)
+    assert default_law(bm.Observations.from_frame(frame)) == "cross-scaling"
+    one_size = frame[frame["model_size"] == 1e7]
+    assert default_law(bm.Observations.from_frame(one_size)) == "bimix-cross"
+    with pytest.raises(LawError, match="has no size axis"):
+        bm.fit(bm.Observations.from_frame(frame), law="bimix-cross", method="map")
+
+
+def test_predicts_a_ten_times_larger_model_with_wider_intervals(sized_posterior):
+    post = sized_posterior
+    assert post.law == "cross-scaling" and post.has_sizes and post.converged
+    r = np.random.default_rng(99).dirichlet(np.ones(len(DOMAINS)), 20)
+    mixtures = pd.DataFrame(r, columns=[f"r:{d}" for d in DOMAINS])
+    fitted = post.predict(mixtures, model_size=1e8)
+    bigger = post.predict(mixtures, model_size=1e9)
+    assert (bigger["model_size"] == 1e9).all() and (fitted["model_size"] == 1e8).all()
+    truth = true_loss(r, 1e9).reshape(-1)
+    error = np.abs(bigger["median"].to_numpy() / truth - 1)
+    assert error.mean() < 0.02, error.mean()
+    inside = (bigger["lo"] <= truth) & (truth <= bigger["hi"])
+    assert inside.mean() >= 0.7
+    # Ten times past the largest size the law knows less than at the sizes it saw.
+    width = lambda p: ((p["hi"] - p["lo"]) / p["median"]).mean()  # noqa: E731
+    assert width(bigger) > 1.2 * width(fitted)
+    # The big model's loss is lower everywhere.
+    assert (bigger["median"].to_numpy() < fitted["median"].to_numpy()).all()
+
+
+def test_optimal_mixture_for_the_target_size(sized_posterior):
+    opt = sized_posterior.optimal_mixture(model_size=1e9, max_draws=100)
+    assert abs(opt.mixture.sum() - 1) < 1e-9
+    assert (opt.intervals["lo"] <= opt.intervals["hi"]).all()
+
+
+def test_a_posterior_of_one_size_refuses_another(sized_posterior):
+    frame = sized_runs(4)
+    one = bm.Observations.from_frame(frame[frame["model_size"] == 1e8])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        post = bm.fit(one, method="map")
+    mixtures = one.mixtures().reset_index()
+    assert len(post.predict(mixtures, model_size=1e8)) == len(mixtures) * len(DOMAINS)
+    with pytest.raises(ObservationsError, match="no model-size axis"):
+        post.predict(mixtures, model_size=1e9)
+    with pytest.raises(ValueError, match="positive parameter count"):
+        sized_posterior.predict(mixtures, model_size=-5)
+
+
+def test_cli_optimizes_for_a_model_size(tmp_path, sized_posterior):
+    from typer.testing import CliRunner
+
+    from bayesmix.cli import app
+
+    path = sized_posterior.save(tmp_path / "sized.nc")
+    runner = CliRunner()
+    ok = runner.invoke(app, ["optimize", str(path), "--model-size", "1e9"])
+    assert ok.exit_code == 0, ok.output
+    assert "code" in ok.output and "expected objective" in ok.output
+    no_tokens = runner.invoke(app, ["optimize", str(path), "--tokens", "1e9"])
+    assert no_tokens.exit_code != 0 and "record no tokens" in no_tokens.output
+    bad = runner.invoke(app, ["optimize", str(path), "--model-size", "-3"])
+    assert bad.exit_code != 0 and "--model-size must be a positive number" in bad.output
