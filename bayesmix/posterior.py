@@ -42,6 +42,8 @@ FORMULA_SITES = (
     "gamma",
     "delta",
     "delta_level",
+    "log_weight",
+    "exponent",
 )
 # Draws x mixtures x targets x domains evaluated at once by log_loss (memory bound).
 CHUNK_ELEMENTS = 20_000_000

@@ -39,7 +39,9 @@ def synthetic_fit(synthetic_world: SyntheticOracle) -> tuple[bm.Observations, bm
     obs = bm.Observations.from_frame(observe_first_runs(synthetic_world, "uniform", 10))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        post = bm.fit(obs, method="laplace", progress=False, num_chains=1, num_samples=128)
+        post = bm.fit(
+            obs, law="bimix", method="laplace", progress=False, num_chains=1, num_samples=128
+        )
     return obs, post
 
 
@@ -50,6 +52,7 @@ def fit_swarm_with_steps(world: SyntheticOracle, n: int) -> bm.Posterior:
         warnings.simplefilter("ignore")
         return bm.fit(
             bm.Observations.from_frame(frame),
+            law="bimix",  # the world's own law
             method="laplace",
             progress=False,
             num_samples=128,

@@ -24,6 +24,7 @@ _LAWS = {
     "bimix-cross": ("bayesmix.laws.bimix", "BiMixCross"),
     "loglinear": ("bayesmix.laws.loglinear", "LogLinear"),
     "cross-scaling": ("bayesmix.laws.scaling", "CrossScaling"),
+    "additive": ("bayesmix.laws.additive", "Additive"),
 }
 LAW_NAMES = tuple(_LAWS)
 

@@ -156,7 +156,20 @@ class LawData:
         own = np.zeros((len(targets), len(domains)))
         for t, d in obs.target_domain.items():
             own[tindex[t], domains.index(d)] = 1.0
-        mean = np.array([log_y[target == i].mean() for i in range(len(targets))])
+        # The laws centre their level on this mean at the reference size: where sizes are
+        # mixed, the mean over the reference size's rows (the loss of the mixture-average
+        # run at that size), else every row.
+        at_reference = np.ones(len(log_y), dtype=bool)
+        if n_rel is not None:
+            at_reference = np.isclose(n_rel[codes], 1.0)
+        mean = np.array(
+            [
+                log_y[(target == i) & at_reference].mean()
+                if ((target == i) & at_reference).any()
+                else log_y[target == i].mean()
+                for i in range(len(targets))
+            ]
+        )
         lo = np.array([np.exp(log_y[target == i]).min() for i in range(len(targets))])
         per_target = np.bincount(target, minlength=len(targets)).min()
         centered = settings.centered

@@ -171,3 +171,37 @@ def scaling_log_loss(
         drift = xp.matmul(log_r, xp.swapaxes(delta, -1, -2)) - delta_level[..., None, :]
         out = out - log_n * drift
     return out + log_scale_factor(xp, frac, beta, s_rel, frac_size, gamma, n_rel)
+
+
+def additive_log_loss(
+    xp: ModuleType,
+    logk: Array,
+    log_weight: Array,
+    exponent: Array,
+    r: Array,
+    s_rel: Array | None = None,
+    frac: Array | None = None,
+    beta: Array | None = None,
+    n_rel: Array | None = None,
+    frac_size: Array | None = None,
+    gamma: Array | None = None,
+) -> Array:
+    """Shukor et al. 2025's additive law, over mixture, tokens and model size:
+
+        L_t = K_t (1 + f_D (d^-beta - 1) + f_N (n^-gamma - 1)) + 1 / sum_j C_tj r_j^e_tj
+
+    Chinchilla's E + A N^-a + B D^-b at the reference (K_t, see ``log_scale_factor``) plus a
+    mixture term that falls as the mixture holds more of what target t learns from: domain j
+    contributes C_tj r_j^e_tj, nothing at r_j = 0 (no floor needed). logk: (..., T);
+    log_weight = log C, exponent = e: (..., T, M); r: (P, M). Returns log L_t.
+    """
+    present = r > 0
+    safe_r = xp.where(present, r, xp.ones_like(r))
+    log_r = xp.log(safe_r)[..., None, :, :]  # (..., 1, P, M)
+    powers = xp.exp(exponent[..., :, None, :] * log_r + log_weight[..., :, None, :])
+    powers = xp.where(present, powers, xp.zeros_like(powers))
+    mixture = 1.0 / xp.swapaxes(powers.sum(-1), -1, -2)  # (..., P, T)
+    scale = logk[..., None, :] + log_scale_factor(
+        xp, frac, beta, s_rel, frac_size, gamma, n_rel
+    )
+    return xp.log(xp.exp(scale) + mixture)
