@@ -95,7 +95,7 @@ def fit(
     num_warmup: int = 500,
     num_samples: int = 1000,
     eps: float | Literal["learned"] = "learned",
-    noise: Literal["correlated", "normal", "student"] = "correlated",
+    noise: Literal["correlated", "normal", "student"] | None = None,
     rank: int = 0,
     centered: bool | None = None,
     reference_step: float | None = None,
@@ -122,6 +122,7 @@ def fit(
         eps: floor in log(r + eps): a number, or "learned" (pooled, per domain).
         noise: log-scale observation noise: "correlated" (normal, partly shared by a run's
             targets), "normal" or "student" (heavy tails); see ``laws.blocks.observe``.
+            None: the law's own default (``noise`` on the law; "correlated" where it has none).
         rank: low-rank cross-domain exponents (0: full, the default; see ``LawSettings``).
         centered: force the centred (True) or non-centred (False) hierarchy; None decides
             from the number of observations per target.
@@ -151,7 +152,7 @@ def fit(
         )
     settings = LawSettings(
         eps=eps,
-        noise=noise,
+        noise=noise or getattr(law_obj, "noise", "correlated"),
         reference_step=reference_step or obs.max_step,
         reference_size=obs.max_model_size if obs.has_sizes else None,
         rank=rank,

@@ -77,7 +77,8 @@ def sized_runs(n_per_size: int = 12, seed: int = 0) -> pd.DataFrame:
 def sized_posterior() -> bm.Posterior:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return bm.fit(bm.Observations.from_frame(sized_runs()), method="laplace", seed=0)
+        obs = bm.Observations.from_frame(sized_runs())
+        return bm.fit(obs, law="cross-scaling", method="laplace", seed=0)  # the world's law
 
 
 @pytest.mark.parametrize(
@@ -102,7 +103,7 @@ def test_model_size_column_is_validated(edit, message):
 
 def test_the_default_law_follows_the_data():
     frame = sized_runs(3)
-    assert default_law(bm.Observations.from_frame(frame)) == "cross-scaling"
+    assert default_law(bm.Observations.from_frame(frame)) == "additive"
     one_size = frame[frame["model_size"] == 1e7]
     assert default_law(bm.Observations.from_frame(one_size)) == "bimix-cross"
     with pytest.raises(LawError, match="has no size axis"):
@@ -163,3 +164,19 @@ def test_cli_optimizes_for_a_model_size(tmp_path, sized_posterior):
     assert no_tokens.exit_code != 0 and "record no tokens" in no_tokens.output
     bad = runner.invoke(app, ["optimize", str(path), "--model-size", "-3"])
     assert bad.exit_code != 0 and "--model-size must be a positive number" in bad.output
+
+
+def test_the_additive_law_fits_sizes_and_answers_for_a_bigger_model():
+    """Shukor's additive law on the same runs: close at the sizes it saw, lower loss for a
+    bigger model, independent noise by default."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        post = bm.fit(bm.Observations.from_frame(sized_runs()), method="laplace", seed=0)
+    assert post.law == "additive" and post.settings.noise == "normal"
+    r = np.random.default_rng(5).dirichlet(np.ones(len(DOMAINS)), 10)
+    mixtures = pd.DataFrame(r, columns=[f"r:{d}" for d in DOMAINS])
+    fitted = post.predict(mixtures, model_size=1e8)
+    error = np.abs(fitted["median"].to_numpy() / true_loss(r, 1e8).reshape(-1) - 1)
+    assert error.mean() < 0.03, error.mean()
+    bigger = post.predict(mixtures, model_size=1e9)
+    assert (bigger["median"].to_numpy() < fitted["median"].to_numpy()).all()
