@@ -147,7 +147,7 @@ def test_torch_gradients_flow_to_the_mixture(law):
 
 
 def test_law_registry():
-    assert set(LAW_NAMES) == {"bimix", "bimix-cross", "loglinear", "cross-scaling"}
+    assert set(LAW_NAMES) == {"bimix", "bimix-cross", "loglinear", "cross-scaling", "additive"}
     for name in LAW_NAMES:
         law = get_law(name)
         assert law.name == name
