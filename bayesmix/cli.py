@@ -526,8 +526,6 @@ def read_token_counts(path: Path) -> dict[str, float]:
 
 def check_step(step: float | None) -> None:
     """--step is a training step (or token count) of the law: positive and finite."""
-    import math
-
     if step is not None and not (math.isfinite(step) and step > 0):
         fail(f"--step must be a positive number of training steps, got {step:g}")
 

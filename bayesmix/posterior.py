@@ -374,12 +374,6 @@ class Posterior:
         # The fit's reference step, not the scored runs' longest: s_rel must mean the same.
         reference = self.settings.reference_step or self.observations.max_step
         data = LawData.from_observations(obs, replace(self.settings, reference_step=reference))
-        if self.has_sizes:
-            if "model_size" not in obs.frame.columns:
-                raise ObservationsError("the posterior has a size axis: the runs need model_size")
-            first = obs.frame.drop_duplicates("run_id").set_index("run_id")["model_size"]
-            sizes = first.loc[data.point_run].to_numpy(dtype=float)
-            data = replace(data, n_rel=sizes / float(self.settings.reference_size))
         index = np.array([self.targets.index(t) for t in data.targets])
         data = replace(data, target=index[data.target])
         params = self.draws(max_draws)

@@ -180,3 +180,16 @@ def test_the_additive_law_fits_sizes_and_answers_for_a_bigger_model():
     assert error.mean() < 0.03, error.mean()
     bigger = post.predict(mixtures, model_size=1e9)
     assert (bigger["median"].to_numpy() < fitted["median"].to_numpy()).all()
+
+
+def test_held_out_runs_of_one_size_are_scored_on_the_size_axis(sized_posterior):
+    """log_likelihood of runs at one size (held out) places them on the fit's size axis."""
+    frame = sized_runs(3, seed=1)
+    held = bm.Observations.from_frame(frame[frame["model_size"] == 1e7])
+    scores = sized_posterior.log_likelihood(held, max_draws=20)
+    assert scores.shape == (20, 3) and np.isfinite(scores.to_numpy()).all()
+    moved = bm.Observations.from_frame(held.frame.assign(model_size=1e8))
+    # The same runs claimed at the largest size fit worse: their losses are a 1e7 model's.
+    assert (
+        scores.to_numpy().mean() > sized_posterior.log_likelihood(moved, max_draws=20).mean().mean()
+    )

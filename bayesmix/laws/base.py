@@ -146,8 +146,12 @@ class LawData:
         if has_steps:
             ref = settings.reference_step or obs.max_step
             s_rel = first["step"].to_numpy(dtype=float) / float(ref)
+        # A fit sets reference_size where sizes are mixed; runs scored against that fit
+        # (held out, perhaps of one size) are placed on its size axis the same way.
         n_rel = None
-        if obs.has_sizes:
+        if obs.has_sizes or settings.reference_size is not None:
+            if "model_size" not in frame.columns:
+                raise ObservationsError("a law with a size axis needs the runs' model_size")
             size_ref = settings.reference_size or obs.max_model_size
             n_rel = first["model_size"].to_numpy(dtype=float) / float(size_ref)
         tindex = {t: i for i, t in enumerate(targets)}
@@ -197,6 +201,8 @@ class Law(Protocol):
 
     name: str
     own_share: bool  # the loss of target t depends on its own domain's share only
+    # Optional: ``size_axis = True`` where the law fits runs of several model sizes (its
+    # log_loss then takes ``n_rel``), and ``noise``, its default observation noise.
 
     def model(self, data: LawData, settings: LawSettings, prior: Prior | None = None) -> None:
         """The NumPyro model (samples the law's parameters and observes data.log_y)."""

@@ -201,7 +201,5 @@ def additive_log_loss(
     powers = xp.exp(exponent[..., :, None, :] * log_r + log_weight[..., :, None, :])
     powers = xp.where(present, powers, xp.zeros_like(powers))
     mixture = 1.0 / xp.swapaxes(powers.sum(-1), -1, -2)  # (..., P, T)
-    scale = logk[..., None, :] + log_scale_factor(
-        xp, frac, beta, s_rel, frac_size, gamma, n_rel
-    )
+    scale = logk[..., None, :] + log_scale_factor(xp, frac, beta, s_rel, frac_size, gamma, n_rel)
     return xp.log(xp.exp(scale) + mixture)
