@@ -9,9 +9,9 @@ import json
 import logging
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
+from bayesmix.mixtures import SUM_TOLERANCE
 from bayesmix.observations import Observations, ObservationsError, canonical_name, ratio_column
 
 log = logging.getLogger(__name__)
@@ -219,6 +219,6 @@ def olmix_priors(priors_csv: str | Path) -> pd.DataFrame:
         raise ObservationsError(f"Olmix priors: expected columns {', '.join(sorted(need))}")
     df["domain"] = df["domain"].map(canonical_name)
     out = df.set_index("domain")[["natural_proportion", "token_count"]].astype(float)
-    if not np.isclose(out["natural_proportion"].sum(), 1.0, atol=1e-3):
+    if abs(out["natural_proportion"].sum() - 1.0) > SUM_TOLERANCE:
         raise ObservationsError("Olmix priors: natural proportions do not sum to 1")
     return out

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bayesmix.mixtures import RATIO_PREFIX, SUM_TOLERANCE, ratio_column
+
 log = logging.getLogger(__name__)
 
-RATIO_PREFIX = "r:"
-SUM_TOLERANCE = 1e-3
 REQUIRED_COLUMNS = ("run_id", "target", "value")
 OPTIONAL_COLUMNS = ("step", "tokens", "metric", "model_size", "seed")
 _CANONICAL = re.compile(r"^[a-z0-9][a-z0-9_:.\-]*$")
@@ -42,10 +42,6 @@ def check_domain_name(name: str, where: str) -> str:
             "(lower case letters, digits and _ : . - only, as in 'pile_cc' or 'dclm:politics')"
         )
     return name
-
-
-def ratio_column(domain: str) -> str:
-    return f"{RATIO_PREFIX}{domain}"
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from bayesmix.observations import ratio_column
+from bayesmix.mixtures import objective_weights
 from bayesmix.posterior import FORMULA_SITES
 
 if TYPE_CHECKING:
@@ -270,8 +270,6 @@ def optimal_mixture(
     ``step`` and ``model_size`` (None: the reference size of a law with a size axis)."""
     import jax.numpy as jnp
 
-    from bayesmix.posterior import objective_weights
-
     check_ci(ci)
     domains, targets = posterior.domains, posterior.targets
     lo, hi = (constraints or Constraints()).bounds(domains)
@@ -388,13 +386,3 @@ def _natural_start(posterior: Posterior, lo: np.ndarray, hi: np.ndarray) -> np.n
     """Start from the mean observed mixture (always inside the data), projected to the box."""
     mix = posterior.observations.mixtures().to_numpy(dtype=float).mean(axis=0)
     return project_to_box_simplex(mix[None], lo, hi)[0]
-
-
-def mixture_frame(
-    mixtures: np.ndarray, domains: list[str], run_ids: list[str] | None = None
-) -> pd.DataFrame:
-    """(P, M) array -> frame with r:<domain> columns (and run_id), as predict() takes."""
-    frame = pd.DataFrame(np.atleast_2d(mixtures), columns=[ratio_column(d) for d in domains])
-    if run_ids is not None:
-        frame.insert(0, "run_id", run_ids)
-    return frame

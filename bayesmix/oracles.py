@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from bayesmix.laws import formulas
+from bayesmix.mixtures import tidy_frame
 from bayesmix.observations import Observations, ratio_column
 from bayesmix.posterior import _as  # one conversion of law parameters to xp arrays
 from bayesmix.proposers.base import run_table
@@ -63,32 +64,6 @@ class Oracle(Protocol):
     ) -> pd.DataFrame:
         """The tidy table proxy runs at mixtures r would produce."""
         ...
-
-
-def tidy_frame(
-    r: np.ndarray,
-    values: np.ndarray,
-    domains: list[str],
-    targets: list[str],
-    run_ids: list[str],
-    steps: np.ndarray | None = None,
-) -> pd.DataFrame:
-    """(P, M) mixtures and (P, T) losses -> the tidy observations table (one row per target)."""
-    p, t = values.shape
-    frame = pd.DataFrame(
-        {
-            "run_id": np.repeat(np.asarray(run_ids, dtype=object), t),
-            "target": np.tile(targets, p),
-            "value": values.reshape(-1),
-            "metric": "loss",
-        }
-    )
-    if steps is not None:
-        frame.insert(1, "step", np.repeat(steps, t))
-    shares = np.repeat(r, t, axis=0)
-    for j, d in enumerate(domains):
-        frame[ratio_column(d)] = shares[:, j]
-    return frame
 
 
 # ------------------------------------------------------------------------- global search

@@ -20,14 +20,14 @@ import pandas as pd
 
 from bayesmix.laws import LawSettings, get_law
 from bayesmix.laws.formulas import namespace
-from bayesmix.observations import Observations, ObservationsError, ratio_column
+from bayesmix.mixtures import mixture_matrix, objective_weights
+from bayesmix.observations import Observations, ObservationsError
 
 if TYPE_CHECKING:
     from bayesmix.optimize import Constraints, OptimalMixture
 
 R_HAT_MAX = 1.01
 ESS_MIN = 400
-MIX_TOLERANCE = 1e-3
 FILE_FORMAT = 2  # 2: the cross law's floors are per domain
 # The sites each law's formula reads (the rest are hyperparameters and noise).
 FORMULA_SITES = (
@@ -385,7 +385,12 @@ class Posterior:
 
     def mixture_matrix(self, mixtures: pd.DataFrame) -> np.ndarray:
         """Validate a frame of mixtures (one r:<domain> column per domain) and return (P, M)."""
-        return mixture_matrix(mixtures, self.domains)
+        if not isinstance(mixtures, pd.DataFrame):
+            raise TypeError(
+                "mixtures must be a DataFrame with r:<domain> columns, got "
+                f"{type(mixtures).__name__}"
+            )
+        return mixture_matrix(mixtures, self.domains, "mixtures", ObservationsError)
 
     def predict(
         self,
@@ -584,55 +589,6 @@ class Posterior:
 
 
 # ------------------------------------------------------------------------------- helpers
-def mixture_matrix(mixtures: pd.DataFrame, domains: list[str]) -> np.ndarray:
-    """(P, M) proportions from a frame with one r:<domain> column per domain; validated."""
-    if not isinstance(mixtures, pd.DataFrame):
-        raise TypeError(
-            f"mixtures must be a DataFrame with r:<domain> columns, got {type(mixtures).__name__}"
-        )
-    cols = [ratio_column(d) for d in domains]
-    missing = [c for c in cols if c not in mixtures.columns]
-    if missing:
-        raise ObservationsError(
-            f"mixtures lack column(s) {', '.join(missing)} (every domain "
-            "of the posterior needs one)"
-        )
-    unknown = [c for c in mixtures.columns if str(c).startswith("r:") and c not in cols]
-    if unknown:
-        raise ObservationsError(
-            f"mixtures have column(s) for unknown domain(s): {', '.join(unknown)}"
-        )
-    r = mixtures[cols].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
-    bad = ~np.isfinite(r) | (r < 0) | (r > 1)
-    if bad.any():
-        i, j = np.argwhere(bad)[0]
-        raise ObservationsError(
-            f"mixture row {mixtures.index[i]!r}, column {cols[j]!r}: "
-            f"{mixtures[cols[j]].iloc[i]!r} is not a proportion in [0, 1]"
-        )
-    sums = r.sum(axis=1)
-    off = np.abs(sums - 1) > MIX_TOLERANCE
-    if off.any():
-        i = int(np.argmax(off))
-        raise ObservationsError(
-            f"mixture row {mixtures.index[i]!r}: proportions sum to {sums[i]:.6g}, not 1"
-        )
-    return r / sums[:, None]
-
-
-def objective_weights(weights: Mapping[str, float] | None, targets: list[str]) -> np.ndarray:
-    """Weights over targets (equal by default); unknown targets and bad values are errors."""
-    if weights is None:
-        return np.full(len(targets), 1.0 / len(targets))
-    unknown = [t for t in weights if t not in targets]
-    if unknown:
-        raise ValueError(f"weights name unknown target(s): {', '.join(map(str, unknown))}")
-    w = np.array([float(weights.get(t, 0.0)) for t in targets])
-    if not np.all(np.isfinite(w)) or (w < 0).any() or w.sum() <= 0:
-        raise ValueError("weights must be finite, non-negative and not all zero")
-    return w
-
-
 def _as(xp: Any, value: Any, like: Any) -> Any:
     """value as an array of ``xp`` (for torch: like's dtype and device)."""
     if xp is np:

@@ -63,6 +63,7 @@ import pandas as pd
 
 from bayesmix.domains import DomainSet, DomainUpdate, DomainUpdateError
 from bayesmix.laws.base import PRIOR_CORRELATION
+from bayesmix.mixtures import tidy_frame
 from bayesmix.observations import Observations, ratio_column
 
 ZERO_SHARE = 1e-9  # a share at most this is zero (runs map exactly only there)
@@ -715,19 +716,15 @@ def _placeholder_observations(
         params.get("frac"),
         params.get("beta"),
     ).mean(axis=0)  # (P, T)
-    frame = pd.DataFrame(
-        {
-            "run_id": np.repeat([f"placeholder-{i}" for i in range(len(r))], len(domains)),
-            "target": np.tile(domains, len(r)),
-            "value": np.exp(log_l).reshape(-1),
-            "metric": post.observations.metrics[0],
-        }
+    frame = tidy_frame(
+        r,
+        np.exp(log_l),
+        domains,
+        domains,
+        [f"placeholder-{i}" for i in range(len(r))],
+        steps=None if s_rel is None else post.reference_step,
+        metric=post.observations.metrics[0],
     )
-    if s_rel is not None:
-        frame.insert(1, "step", post.reference_step)
-    shares = np.repeat(r, len(domains), axis=0)
-    for j, d in enumerate(domains):
-        frame[ratio_column(d)] = shares[:, j]
     return Observations.from_frame(frame)
 
 

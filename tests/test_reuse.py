@@ -16,7 +16,7 @@ from bayesmix import reuse
 from bayesmix.domains import DomainSet, DomainUpdate, DomainUpdateError
 from bayesmix.laws.base import PRIOR_CORRELATION
 from bayesmix.laws.blocks import informed, prior_correlation
-from bayesmix.oracles import tidy_frame
+from bayesmix.mixtures import tidy_frame
 
 
 def frame(r: np.ndarray, domains: list[str], seed: int = 0, tag: str = "run") -> pd.DataFrame:

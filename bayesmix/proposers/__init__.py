@@ -21,7 +21,6 @@ from bayesmix.proposers.base import (
     ProposalError,
     Proposer,
     Recommender,
-    mixture_array,
 )
 
 
@@ -125,5 +124,4 @@ __all__ = [
     "Recommender",
     "get_proposer",
     "get_recommender",
-    "mixture_array",
 ]

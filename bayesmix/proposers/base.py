@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import numpy as np
 import pandas as pd
 
-from bayesmix.observations import RATIO_PREFIX, Observations, check_domain_name, ratio_column
+from bayesmix.mixtures import SUM_TOLERANCE, mixture_frame, mixture_matrix
+from bayesmix.observations import Observations, check_domain_name
 
 if TYPE_CHECKING:
     from bayesmix.optimize import Constraints
 
-SUM_TOLERANCE = 1e-3
 SAME_MIXTURE_L1 = 1e-6  # two mixtures closer than this (L1) are the same run
 
 
@@ -79,11 +79,11 @@ class ProposalContext:
         if self.natural is not None:
             self.natural_vector()  # validates
         if self.pending is not None:
-            mixture_array(self.pending, domains, "pending")
+            mixture_matrix(self.pending, domains, "pending", ProposalError)
         if self.candidates is not None:
             if len(self.candidates) == 0:
                 raise ProposalError("candidates: the pool is empty")
-            mixture_array(self.candidates, domains, "candidates")
+            mixture_matrix(self.candidates, domains, "candidates", ProposalError)
 
     # ------------------------------------------------------------------ derived arrays
     @property
@@ -121,7 +121,7 @@ class ProposalContext:
     def pending_array(self) -> np.ndarray:
         if self.pending is None or len(self.pending) == 0:
             return np.zeros((0, self.m))
-        return mixture_array(self.pending, self.domains, "pending")
+        return mixture_matrix(self.pending, self.domains, "pending", ProposalError)
 
     def taken_array(self) -> np.ndarray:
         """Mixtures already observed or pending: a new proposal should differ from these."""
@@ -131,7 +131,7 @@ class ProposalContext:
         """(C, M) pool mixtures, or 0 rows without a pool."""
         if self.candidates is None:
             return np.zeros((0, self.m))
-        return mixture_array(self.candidates, self.domains, "candidates")
+        return mixture_matrix(self.candidates, self.domains, "candidates", ProposalError)
 
     def available_candidates(self) -> np.ndarray:
         """Positions (into ``candidates``) of pool rows not yet observed or pending."""
@@ -214,38 +214,12 @@ def check_posterior(posterior: Any) -> Any:
     return posterior
 
 
-def mixture_array(frame: pd.DataFrame, domains: list[str], what: str) -> np.ndarray:
-    """(P, M) proportions from a frame with one ``r:<domain>`` column per domain; validated."""
-    if not isinstance(frame, pd.DataFrame):
-        raise ProposalError(f"{what}: expected a DataFrame with r:<domain> columns")
-    cols = [ratio_column(d) for d in domains]
-    missing = [c for c in cols if c not in frame.columns]
-    if missing:
-        raise ProposalError(f"{what}: missing column(s) {', '.join(missing)}")
-    unknown = [c for c in frame.columns if str(c).startswith(RATIO_PREFIX) and c not in cols]
-    if unknown:
-        raise ProposalError(f"{what}: column(s) for unknown domain(s): {', '.join(unknown)}")
-    r = frame[cols].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
-    bad = ~np.isfinite(r) | (r < 0) | (r > 1)
-    if bad.any():
-        i, j = np.argwhere(bad)[0]
-        raise ProposalError(f"{what}: row {i}, column {cols[j]!r} is not a share in [0, 1]")
-    sums = r.sum(axis=1)
-    off = np.abs(sums - 1) > SUM_TOLERANCE
-    if off.any():
-        i = int(np.argmax(off))
-        raise ProposalError(f"{what}: row {i} sums to {sums[i]:.6g}, not 1")
-    return r / sums[:, None]
-
-
 def proposal_frame(
     r: np.ndarray, domains: list[str], **columns: np.ndarray | list[Any] | None
 ) -> pd.DataFrame:
     """(q, M) mixtures -> the frame proposers return (extra columns appended when given)."""
-    r = np.atleast_2d(np.asarray(r, dtype=float))
-    r = np.clip(r, 0.0, None)
-    r = r / r.sum(axis=1, keepdims=True)
-    frame = pd.DataFrame(r, columns=[ratio_column(d) for d in domains])
+    r = np.clip(np.atleast_2d(np.asarray(r, dtype=float)), 0.0, None)
+    frame = mixture_frame(r / r.sum(axis=1, keepdims=True), domains)
     for name, values in columns.items():
         if values is not None:
             frame[name] = list(values)

@@ -21,9 +21,9 @@ from functools import lru_cache
 
 import numpy as np
 
+from bayesmix.mixtures import SUM_TOLERANCE
 from bayesmix.proxy.data import Manifest, ProxyDataError
 
-MIX_TOLERANCE = 1e-3
 _GOLDEN = (math.sqrt(5) - 1) / 2
 
 
@@ -53,9 +53,9 @@ def normalise_mixture(mixture: Mapping[str, float], domains: list[str]) -> dict[
     if bad:
         raise ProxyDataError(f"mixture share of {bad[0]!r} is {vals[bad[0]]}, not a number >= 0")
     total = sum(vals.values())
-    if abs(total - 1.0) > MIX_TOLERANCE:
+    if abs(total - 1.0) > SUM_TOLERANCE:
         raise ProxyDataError(
-            f"mixture shares sum to {total:.6g}, not 1 (tolerance {MIX_TOLERANCE})"
+            f"mixture shares sum to {total:.6g}, not 1 (tolerance {SUM_TOLERANCE})"
         )
     return {d: v / total for d, v in vals.items()}
 
