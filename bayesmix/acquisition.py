@@ -41,12 +41,12 @@ from botorch.sampling.index_sampler import IndexSampler
 from botorch.utils.transforms import t_batch_mode_transform
 from torch import Tensor
 
-from bayesmix.posterior import objective_weights as posterior_objective_weights
+from bayesmix.mixtures import mixture_matrix
+from bayesmix.mixtures import objective_weights as posterior_objective_weights
 from bayesmix.proposers.base import (
     ProposalError,
     check_posterior,
     check_q,
-    mixture_array,
     proposal_frame,
 )
 from bayesmix.proposers.model import DTYPE, LawAverageModel, LawEnsembleModel, LogLossEnsemble
@@ -288,13 +288,13 @@ def propose(
     w = torch.as_tensor(w_np, dtype=DTYPE)
     x_obs = torch.as_tensor(posterior.observations.mixtures().to_numpy(dtype=float), dtype=DTYPE)
     x_pend = (
-        torch.as_tensor(mixture_array(pending, domains, "pending"), dtype=DTYPE)
+        torch.as_tensor(mixture_matrix(pending, domains, "pending", ProposalError), dtype=DTYPE)
         if pending is not None and len(pending)
         else None
     )
     pool = None
     if candidates is not None:
-        pool_np = mixture_array(candidates, domains, "candidates")
+        pool_np = mixture_matrix(candidates, domains, "candidates", ProposalError)
         taken = x_obs if x_pend is None else torch.cat([x_obs, x_pend])
         dist = (torch.as_tensor(pool_np)[:, None, :] - taken[None]).abs().sum(-1).amin(1)
         free = torch.nonzero(dist > 1e-6).squeeze(-1)
