@@ -1,5 +1,5 @@
-"""The study storage on SQLite and on a real PostgreSQL server: schema, run lifecycle,
-exactly-once completion, release of dead workers, concurrent claims.
+"""The study storage on SQLite, on a real PostgreSQL server and in memory: schema, run
+lifecycle, exactly-once completion, release of dead workers, concurrent claims.
 
 PostgreSQL: $BAYESMIX_TEST_POSTGRES (``.ci/run`` installs and starts Debian's server and sets
 it); without it the PostgreSQL cases skip, except in CI where they fail.
@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import create_engine, text
 
-from bayesmix.study.storage import Base, Storage, StorageError
+from bayesmix.study.storage import MEMORY_URL, Base, Storage, StorageError, open_storage
 
 PG_URL = os.environ.get(
     "BAYESMIX_TEST_POSTGRES", "postgresql+psycopg://bayesmix:bayesmix@127.0.0.1:5432/bayesmix_test"
@@ -38,10 +38,10 @@ def postgres_url() -> str:
     return PG_URL
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", "postgresql", "memory"])
 def storage(request, tmp_path):
-    url = f"sqlite:///{tmp_path / 'study.db'}" if request.param == "sqlite" else postgres_url()
-    store = Storage(url)
+    urls = {"sqlite": f"sqlite:///{tmp_path / 'study.db'}", "memory": MEMORY_URL}
+    store = open_storage(urls[request.param] if request.param in urls else postgres_url())
     yield store
     store.close()
 
@@ -83,6 +83,8 @@ def test_schema_version_and_study_lookup(storage):
         new_study(storage)
     with pytest.raises(StorageError, match="no study named 'nope'.*s1"):
         storage.study("nope")
+    if storage.url == MEMORY_URL:
+        return  # nothing to open again: an in-memory storage is new each time
     with storage.engine.begin() as conn:
         conn.execute(text("UPDATE meta SET value = '99' WHERE key = 'schema_version'"))
     with pytest.raises(StorageError, match="schema version 99"):
@@ -168,12 +170,16 @@ def test_concurrent_claims_give_each_run_to_one_worker(storage):
     lock = threading.Lock()
 
     def worker(w: str) -> None:
-        store = Storage(storage.url)  # its own engine and connections, as a process has
+        # A database: its own engine and connections, as a process has. In memory: the
+        # threads of one process share the storage object.
+        memory = storage.url == MEMORY_URL
+        store = storage if memory else Storage(storage.url)
         for n in names:
             if store.claim(sid, n, w) is not None:
                 with lock:
                     got.setdefault(n, []).append(w)
-        store.close()
+        if not memory:
+            store.close()
 
     threads = [threading.Thread(target=worker, args=(f"h:{i}:t",)) for i in range(4)]
     for t in threads:

@@ -1,7 +1,8 @@
 """Studies: a persistent, resumable active-learning loop over proxy runs.
 
 A study is data: a config (``bayesmix.study.config``, one YAML file) and a storage URL
-(``bayesmix.study.storage``: SQLite by default, PostgreSQL for teams). ``Study`` asks for runs
+(``bayesmix.study.storage``: SQLite by default, PostgreSQL for teams, ``memory://`` for a
+study that lives in one process). ``Study`` asks for runs
 and is told their observations; ``run_study`` drives the loop with an executor (``local``
 processes or ``ray`` tasks) that trains proxies or, for dry runs, evaluates a known law.
 """
@@ -21,6 +22,8 @@ _LAZY = {
     "parse_config": "bayesmix.study.config",
     "Storage": "bayesmix.study.storage",
     "StorageError": "bayesmix.study.storage",
+    "MemoryStorage": "bayesmix.study.storage",
+    "open_storage": "bayesmix.study.storage",
     "run_study": "bayesmix.study.loop",
 }
 

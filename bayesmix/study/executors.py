@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bayesmix.study.config import StudyConfig
+from bayesmix.study.storage import MEMORY_URL, StorageError
 
 
 @dataclass
@@ -56,6 +57,13 @@ def new_token() -> str:
 
 
 def make_executor(kind: str, storage_url: str, study: str, config: StudyConfig) -> Executor:
+    if storage_url == MEMORY_URL:
+        # Workers are other processes (or nodes): they reach the study by its URL.
+        raise StorageError(
+            f"study {study!r} is kept in memory ({MEMORY_URL}), where worker processes cannot "
+            "reach its runs: store it in a database (sqlite:///study.db), or train its runs "
+            "yourself with study.ask / study.tell"
+        )
     if kind == "local":
         return LocalExecutor(storage_url, study, config)
     if kind == "ray":

@@ -1,4 +1,6 @@
-"""Where studies live: SQLAlchemy over a SQLite file (default) or PostgreSQL (by URL).
+"""Where studies live, chosen by URL as in Optuna: SQLAlchemy over a SQLite file (default,
+``sqlite:///study.db``) or PostgreSQL (``postgresql+psycopg://...``), or this process's memory
+(``memory://``, or ``None``: nothing is written and nothing outlives the process).
 
 Tables: ``studies``, ``domain_sets`` (versions of a study's domain set), ``proposals`` (one
 per ask: who proposed, from which posterior), ``runs`` (one per proposed mixture, with its
@@ -10,18 +12,23 @@ Exactly-once is a property of the transactions here, not of the callers: a run i
 a compare-and-set on its status, and its observations are written in the same transaction
 that moves it from running to completed, under the same compare-and-set. A process killed at
 any point leaves either all of a run's rows or none.
+
+``StudyStorage`` is what a study calls; ``open_storage`` picks the backend for a URL. The
+in-memory backend runs the same tables and transactions on an in-memory SQLite database, so
+a study behaves alike in both (one implementation of the compare-and-sets, not two).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pandas as pd
 from sqlalchemy import (
@@ -45,10 +52,12 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError, IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.pool import StaticPool
 
 SCHEMA_VERSION = 1
 STATUSES = ("proposed", "running", "completed", "failed")
 DEFAULT_URL = "sqlite:///bayesmix.db"
+MEMORY_URL = "memory://"  # studies kept in this process only
 
 
 class StorageError(ValueError):
@@ -215,6 +224,119 @@ def runs_key(names: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(sorted(names)).encode()).hexdigest()[:32]
 
 
+# ------------------------------------------------------------------------------ protocol
+class StudyStorage(Protocol):
+    """What a study, its loop, its workers and its report read and write (every call one
+    transaction); ``Storage`` and ``MemoryStorage`` provide it. Studies are found by name,
+    runs by (study id, run name); the methods are documented on ``Storage``."""
+
+    url: str
+
+    @property
+    def safe_url(self) -> str: ...  # the URL without its password, for messages
+    @property
+    def is_sqlite(self) -> bool: ...
+    def default_workdir(self, name: str) -> Path: ...
+    def close(self) -> None: ...
+
+    # studies and their domain sets
+    def create_study(
+        self,
+        name: str,
+        config: dict[str, Any],
+        domains: list[str],
+        token_counts: dict[str, float],
+        shards: str | None,
+    ) -> StudyRecord: ...
+    def set_config(self, study_id: int, config: dict[str, Any]) -> None: ...
+    def study(self, name: str) -> StudyRecord: ...
+    def studies(self) -> list[StudyRecord]: ...
+    def domain_set(self, study_id: int, version: int | None = None) -> DomainSetRecord: ...
+    def domain_sets(self, study_id: int) -> list[DomainSetRecord]: ...
+    def add_domain_set(
+        self,
+        study_id: int,
+        expected_version: int,
+        domains: list[str],
+        token_counts: dict[str, float],
+        shards: str | None,
+        update: dict[str, Any],
+        config: dict[str, Any] | None = None,
+    ) -> DomainSetRecord: ...
+    def domain_updates(self, study_id: int) -> dict[int, dict[str, Any]]: ...
+    def run_versions(self, study_id: int) -> dict[str, int]: ...
+
+    # proposals, runs and their lifecycle
+    def add_proposal(
+        self,
+        study_id: int,
+        number: int,
+        proposer: str,
+        seed: int,
+        posterior_id: int | None,
+        runs: Sequence[dict[str, Any]],
+    ) -> bool: ...
+    def proposals(self, study_id: int) -> pd.DataFrame: ...
+    def runs(self, study_id: int, status: str | Sequence[str] | None = None) -> list[RunRecord]: ...
+    def run(self, study_id: int, name: str) -> RunRecord: ...
+    def claim(self, study_id: int, name: str, worker: str) -> RunRecord | None: ...
+    def heartbeat(self, study_id: int, names: Sequence[str], worker: str) -> int: ...
+    def complete(
+        self, study_id: int, name: str, rows: pd.DataFrame, worker: str | None = None
+    ) -> None: ...
+    def fail(self, study_id: int, name: str, reason: str, worker: str | None = None) -> bool: ...
+    def release(
+        self, study_id: int, run: RunRecord, reason: str, max_attempts: int
+    ) -> str | None: ...
+    def release_dead(
+        self,
+        study_id: int,
+        stale_after: float,
+        max_attempts: int,
+        is_dead: Callable[[RunRecord], str | None],
+    ) -> list[tuple[str, str]]: ...
+    def observations(self, study_id: int, runs: Sequence[str] | None = None) -> pd.DataFrame: ...
+
+    # posterior snapshots, and the leases that keep two drivers from fitting the same runs
+    def add_posterior(
+        self,
+        study_id: int,
+        key: str,
+        n_runs: int,
+        law: str,
+        method: str,
+        converged: bool,
+        summary: dict[str, Any],
+        netcdf: bytes | None = None,
+        path: str | None = None,
+    ) -> int: ...
+    def posteriors(self, study_id: int) -> list[PosteriorRecord]: ...
+    def find_posterior(
+        self, study_id: int, key: str, law: str, method: str
+    ) -> PosteriorRecord | None: ...
+    def posterior_bytes(self, posterior_id: int) -> tuple[bytes | None, str | None]: ...
+    def take_lease(self, key: str, holder: str, stale_after: float) -> str | None: ...
+    def lease_holder(self, key: str) -> str | None: ...
+    def renew_lease(self, key: str, holder: str) -> bool: ...
+    def drop_lease(self, key: str, holder: str) -> None: ...
+
+
+def open_storage(
+    url: str | StudyStorage | None = DEFAULT_URL,
+    *,
+    create: bool = True,
+    allow_foreign: bool = False,
+) -> StudyStorage:
+    """The storage for ``url``, as Optuna picks one: ``None`` or ``memory://``: a new
+    in-memory storage (this process only); a database URL: ``Storage``; a storage object is
+    returned as it is. ``create`` and ``allow_foreign``: as ``Storage``."""
+    if url is None or url == MEMORY_URL:
+        return MemoryStorage()
+    if isinstance(url, str):
+        return Storage(url, create=create, allow_foreign=allow_foreign)
+    return url
+
+
 # ------------------------------------------------------------------------------ storage
 def normalise_url(url: str) -> str:
     """Validate a URL; SQLite paths become absolute so every process opens the same file."""
@@ -230,7 +352,8 @@ def normalise_url(url: str) -> str:
         db = parsed.database
         if not db or db == ":memory:":
             raise StorageError(
-                "storage: an in-memory SQLite database cannot be shared; give a file"
+                "storage: an in-memory SQLite database cannot be shared; give a file, or "
+                f"{MEMORY_URL} for studies kept in this process only"
             )
         path = Path(db).expanduser().resolve()
         if not path.parent.is_dir():
@@ -914,11 +1037,46 @@ class Storage:
         return h.hexdigest()
 
 
+class MemoryStorage(Storage):
+    """Studies kept in this process's memory (``memory://``), as Optuna's InMemoryStorage:
+    nothing is written to disk and nothing outlives the process. For benchmarks and
+    notebooks that drive a study with ask / tell; worker processes cannot reach it, so
+    ``run_study``'s executors refuse it.
+
+    The tables and transactions are ``Storage``'s, on an in-memory SQLite database over one
+    connection; the threads of the process (a fit's lease renewal) take turns on it.
+    """
+
+    def __init__(self) -> None:
+        self.url = MEMORY_URL
+        self.engine = _engine("sqlite://", poolclass=StaticPool)
+        self._session = sessionmaker(self.engine, expire_on_commit=False)
+        # One connection: a second thread's transaction must not interleave with the first's.
+        self._lock = threading.RLock()
+        self._check_schema(create=True)
+
+    @property
+    def safe_url(self) -> str:
+        return MEMORY_URL
+
+    def default_workdir(self, name: str) -> Path:
+        """Under the cwd (as for a server): give the config a workdir to put it elsewhere."""
+        return Path.cwd() / "bayesmix-studies" / name
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._lock, super().session() as s:
+            yield s
+
+
 # ------------------------------------------------------------------------------ helpers
-def _engine(url: str) -> Engine:
+def _engine(url: str, poolclass: type | None = None) -> Engine:
     if not url.startswith("sqlite"):
         return create_engine(url, pool_pre_ping=True)
-    engine = create_engine(url, connect_args={"timeout": 60})
+    if poolclass is not None:  # one connection shared by the threads of this process
+        engine = create_engine(url, poolclass=poolclass, connect_args={"check_same_thread": False})
+    else:
+        engine = create_engine(url, connect_args={"timeout": 60})
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:

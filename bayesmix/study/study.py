@@ -44,8 +44,9 @@ from bayesmix.study.storage import (
     DEFAULT_URL,
     DomainSetRecord,
     RunRecord,
-    Storage,
     StorageError,
+    StudyStorage,
+    open_storage,
     runs_key,
 )
 from bayesmix.study.worker import is_dead_locally, worker_id
@@ -74,7 +75,7 @@ def _seed(*parts: int) -> int:
     return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
 
 
-def default_workdir(storage: Storage, name: str) -> Path:
+def default_workdir(storage: StudyStorage, name: str) -> Path:
     """Beside a SQLite file (<file stem>-studies/<name>); under the cwd for a server."""
     return storage.default_workdir(name)
 
@@ -82,7 +83,7 @@ def default_workdir(storage: Storage, name: str) -> Path:
 class Study:
     """One study in one storage (see the module docstring)."""
 
-    def __init__(self, storage: Storage, name: str) -> None:
+    def __init__(self, storage: StudyStorage, name: str) -> None:
         self.storage = storage
         self.record = storage.study(name)
         self.config = with_workdir(
@@ -100,24 +101,22 @@ class Study:
     def create(
         cls,
         config: StudyConfig | str | Path,
-        storage: str | Storage = DEFAULT_URL,
+        storage: str | StudyStorage | None = DEFAULT_URL,
         *,
         progress: bool = False,
         allow_foreign_tables: bool = False,
     ) -> Study:
         """Validate the config, prepare its data, and store the new study.
 
+        ``storage``: a database URL, ``memory://`` or ``None`` (this process only, as
+        Optuna's in-memory storage), or a storage object (``open_storage``).
         ``allow_foreign_tables``: store it in a database that holds other tools' tables too
         (refused by default).
         """
         from bayesmix.study.data import prepare_domains
 
         cfg = config if isinstance(config, StudyConfig) else load_config(config)
-        store = (
-            storage
-            if isinstance(storage, Storage)
-            else Storage(storage, allow_foreign=allow_foreign_tables)
-        )
+        store = open_storage(storage, allow_foreign=allow_foreign_tables)
         if any(s.name == cfg.name for s in store.studies()):
             raise StorageError(
                 f"a study named {cfg.name!r} already exists in {store.safe_url} "
@@ -138,9 +137,10 @@ class Study:
         return cls(store, cfg.name)
 
     @classmethod
-    def load(cls, name: str, storage: str | Storage = DEFAULT_URL) -> Study:
-        store = storage if isinstance(storage, Storage) else Storage(storage, create=False)
-        return cls(store, name)
+    def load(cls, name: str, storage: str | StudyStorage = DEFAULT_URL) -> Study:
+        """The study ``name`` in ``storage`` (a URL, or the storage object that holds it: an
+        in-memory study is reached through its storage object only)."""
+        return cls(open_storage(storage, create=False), name)
 
     # ---------------------------------------------------------------- views
     @property
@@ -685,7 +685,7 @@ LEASE_POLL_SECONDS = 0.5
 class _Renew:
     """Renews a fit's lease every ``interval`` seconds from a thread while the fit runs."""
 
-    def __init__(self, storage: Storage, key: str, holder: str, interval: float) -> None:
+    def __init__(self, storage: StudyStorage, key: str, holder: str, interval: float) -> None:
         self.args = (key, holder)
         self.storage, self.interval = storage, interval
         self.stop = threading.Event()
