@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from bayesmix.errors import ArgumentError, BayesMixError
 from bayesmix.laws import LAW_NAMES
 from bayesmix.proxy.cli import proxy_app
 from bayesmix.study.cli import study_app
@@ -33,8 +34,9 @@ app.add_typer(study_app, name="study")
 console = Console()
 err = Console(stderr=True)
 
-# Errors a user can cause with bad input: reported in one line, never as a traceback.
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, KeyError)
+# Errors a user can cause with bad input: reported in one line, never as a traceback. Any
+# other exception is a bug in bayesmix and shows its traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (BayesMixError, FileNotFoundError)
 
 
 def fail(message: str) -> NoReturn:
@@ -275,9 +277,7 @@ def optimize_cmd(
             opt = post.optimal_mixture(**settings, model_size=model_size)
         else:
             opt = post.optimal_mixture(**settings)
-    except USER_ERRORS as exc:
-        fail(str(exc))
-    except bm.NotConvergedError as exc:
+    except USER_ERRORS as exc:  # NotConvergedError (strict) among them
         fail(str(exc))
     console.print(post.summary_line() if average_laws is None else escape(str(post)))
     console.print(optimum_table(post, opt, ci))
@@ -486,7 +486,7 @@ def parse_run_lengths(text: str | None) -> list[float] | None:
     try:
         return [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise ValueError(
+        raise ArgumentError(
             f"--run-lengths must be comma-separated numbers of steps, got {text!r}"
         ) from None
 

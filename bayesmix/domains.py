@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from bayesmix.errors import BayesMixError
 from bayesmix.observations import ObservationsError, check_domain_name
 
 SPLIT_TOLERANCE = 0.01  # parts' token counts must add up to the parent's within 1 %
@@ -30,7 +31,7 @@ OpKind = Literal["add", "remove", "split", "merge", "revise"]
 Fate = Literal["unchanged", "added", "split", "merged", "revised"]
 
 
-class DomainUpdateError(ValueError):
+class DomainUpdateError(BayesMixError, ValueError):
     """A domain-set update is malformed or does not fit the domain set; nothing was changed."""
 
 

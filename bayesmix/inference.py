@@ -38,6 +38,7 @@ from numpyro.infer.util import constrain_fn, potential_energy, unconstrain_fn
 from threadpoolctl import threadpool_limits
 
 from bayesmix import jax_setup  # noqa: F401  (XLA flags and float64 before any computation)
+from bayesmix.errors import ArgumentError
 from bayesmix.laws import Law, LawData, LawError, LawSettings, Prior, default_law, get_law
 from bayesmix.observations import Observations, ObservationsError
 from bayesmix.posterior import ConvergenceWarning, NotConvergedError, Posterior
@@ -134,10 +135,10 @@ def fit(
     if not isinstance(obs, Observations):
         raise TypeError(f"fit expects Observations, got {type(obs).__name__}")
     if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        raise ArgumentError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     for name, value in (("num_chains", num_chains), ("num_samples", num_samples)):
         if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            raise ArgumentError(f"{name} must be a positive integer, got {value!r}")
     if len(obs.metrics) > 1:
         raise ObservationsError(
             f"observations hold several metrics {obs.metrics}: fit one, e.g. "
@@ -406,7 +407,7 @@ def _inverse_covariance(hessian: np.ndarray) -> tuple[np.ndarray, bool]:
 def _warm_start(previous: Posterior, law: str, obs: Observations) -> np.ndarray | None:
     """The MAP of an earlier fit of the same law, domains and targets (unconstrained, flat)."""
     if previous.law != law or previous.domains != obs.domains or previous.targets != obs.targets:
-        raise ValueError(
+        raise ArgumentError(
             "init must be a posterior of the same law, domains and targets "
             f"(got {previous.law} over {len(previous.domains)} domains, "
             f"{len(previous.targets)} targets)"

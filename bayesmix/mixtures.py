@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from bayesmix.errors import ArgumentError
+
 RATIO_PREFIX = "r:"
 # Shares may sum to 1 within this (public releases round them to 1e-3); they are rescaled.
 SUM_TOLERANCE = 1e-3
@@ -79,10 +81,10 @@ def objective_weights(weights: Mapping[str, float] | None, targets: Sequence[str
         return np.full(len(targets), 1.0 / len(targets))
     unknown = [t for t in weights if t not in targets]
     if unknown:
-        raise ValueError(f"weights name unknown target(s): {', '.join(map(str, unknown))}")
+        raise ArgumentError(f"weights name unknown target(s): {', '.join(map(str, unknown))}")
     w = np.array([float(weights.get(t, 0.0)) for t in targets])
     if not np.all(np.isfinite(w)) or (w < 0).any() or w.sum() <= 0:
-        raise ValueError("weights must be finite, non-negative and not all zero")
+        raise ArgumentError("weights must be finite, non-negative and not all zero")
     return w
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bayesmix.errors import BayesMixError
 from bayesmix.mixtures import RATIO_PREFIX, SUM_TOLERANCE, ratio_column
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ OPTIONAL_COLUMNS = ("step", "tokens", "metric", "model_size", "seed")
 _CANONICAL = re.compile(r"^[a-z0-9][a-z0-9_:.\-]*$")
 
 
-class ObservationsError(ValueError):
+class ObservationsError(BayesMixError, ValueError):
     """The table breaks the Observations contract (DESIGN.md, data contracts)."""
 
 

@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from bayesmix.errors import ArgumentError, BayesMixError
 from bayesmix.mixtures import objective_weights
-from bayesmix.posterior import FORMULA_SITES
 
 if TYPE_CHECKING:
     from bayesmix.inference import Posterior
 
 
-class InfeasibleError(ValueError):
+class InfeasibleError(BayesMixError, ValueError):
     """The constraints admit no mixture."""
 
 
@@ -274,8 +274,8 @@ def optimal_mixture(
     domains, targets = posterior.domains, posterior.targets
     lo, hi = (constraints or Constraints()).bounds(domains)
     w = objective_weights(weights, targets)
-    params = {k: v for k, v in posterior.draws(max_draws).items() if k in FORMULA_SITES}
     law = posterior.law_obj
+    params = {k: v for k, v in posterior.draws(max_draws).items() if k in law.formula_sites}
     s_rel = posterior.s_rel(step)
     n_rel = posterior.n_rel(model_size)
     own_onehot = posterior.own_onehot()
@@ -327,7 +327,7 @@ def optimal_mixture(
 
 def check_ci(ci: float) -> None:
     if not 0 < ci < 1:
-        raise ValueError(f"ci must be in (0, 1), got {ci}")
+        raise ArgumentError(f"ci must be in (0, 1), got {ci}")
 
 
 def summarise_optima(

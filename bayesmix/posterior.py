@@ -18,39 +18,30 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from bayesmix.laws import LawSettings, get_law
+from bayesmix.errors import ArgumentError, BayesMixError
+from bayesmix.laws import LawSettings, get_law, get_noise
 from bayesmix.laws.formulas import namespace
 from bayesmix.mixtures import mixture_matrix, objective_weights
 from bayesmix.observations import Observations, ObservationsError
 
 if TYPE_CHECKING:
+    from bayesmix.laws.base import Law
+    from bayesmix.laws.noise import Noise
     from bayesmix.optimize import Constraints, OptimalMixture
 
 R_HAT_MAX = 1.01
 ESS_MIN = 400
 FILE_FORMAT = 2  # 2: the cross law's floors are per domain
-# The sites each law's formula reads (the rest are hyperparameters and noise).
-FORMULA_SITES = (
-    "logk",
-    "alpha",
-    "eps",
-    "frac",
-    "beta",
-    "log_c",
-    "A",
-    "frac_size",
-    "gamma",
-    "delta",
-    "delta_level",
-    "log_weight",
-    "exponent",
-)
 # Draws x mixtures x targets x domains evaluated at once by log_loss (memory bound).
 CHUNK_ELEMENTS = 20_000_000
 
 
-class NotConvergedError(RuntimeError):
+class NotConvergedError(BayesMixError, RuntimeError):
     """A posterior whose chains did not converge was used with strict=True."""
+
+
+class PosteriorFileError(BayesMixError, ValueError):
+    """A file that is not a posterior this bayesmix can read."""
 
 
 class ConvergenceWarning(UserWarning):
@@ -101,8 +92,13 @@ class Posterior:
         return self.observations.targets
 
     @property
-    def law_obj(self) -> Any:
+    def law_obj(self) -> Law:
         return get_law(self.law)
+
+    @property
+    def noise(self) -> Noise:
+        """The observation-noise model the law was fitted with (``bayesmix.laws.noise``)."""
+        return get_noise(self.settings.noise)
 
     @property
     def num_draws(self) -> int:
@@ -236,7 +232,7 @@ class Posterior:
         ref = self.reference_step
         s = ref if step is None else float(step)
         if not np.isfinite(s) or s <= 0:
-            raise ValueError(f"step must be a positive number, got {step!r}")
+            raise ArgumentError(f"step must be a positive number, got {step!r}")
         return np.array([s / ref])
 
     def step_for_tokens(self, tokens: float) -> float:
@@ -268,7 +264,7 @@ class Posterior:
         if model_size is not None and (
             not np.isfinite(float(model_size)) or float(model_size) <= 0
         ):
-            raise ValueError(f"model_size must be a positive parameter count, got {model_size}")
+            raise ArgumentError(f"model_size must be a positive parameter count, got {model_size}")
         if not self.has_sizes:
             fitted = self.observations.max_model_size
             if model_size is not None and (fitted is None or float(model_size) != fitted):
@@ -332,7 +328,8 @@ class Posterior:
         """The law's log loss (D, P, T) at mixtures r (P, M), relative steps s_rel (P,) and
         relative model sizes n_rel (P,)."""
         xp = namespace(r)
-        params = {k: _as(xp, v, r) for k, v in params.items() if k in FORMULA_SITES}
+        law = self.law_obj
+        params = {k: _as(xp, v, r) for k, v in params.items() if k in law.formula_sites}
         if s_rel is not None:
             s_rel = _as(xp, s_rel, r)
         inputs = self.law_inputs(xp, r, n_rel)
@@ -340,9 +337,7 @@ class Posterior:
         per_draw = r.shape[-2] * len(self.targets) * len(self.domains)
         chunk = max(1, CHUNK_ELEMENTS // max(per_draw, 1))
         parts = [
-            self.law_obj.log_loss(
-                xp, {k: v[i : i + chunk] for k, v in params.items()}, r, s_rel, **inputs
-            )
+            law.log_loss(xp, {k: v[i : i + chunk] for k, v in params.items()}, r, s_rel, **inputs)
             for i in range(0, n_draws, chunk)
         ]
         return parts[0] if len(parts) == 1 else xp.concatenate(parts, 0)
@@ -350,12 +345,11 @@ class Posterior:
     def log_likelihood(self, obs: Observations, *, max_draws: int | None = None) -> pd.DataFrame:
         """Log density of each run's observed losses under each draw: a (draws x runs) frame.
 
-        The law's own noise model (``laws.blocks.observe``) around its loss; given a draw a
+        The law's own noise model (``laws.noise``) around its loss; given a draw a
         run's steps are independent, so its log density is theirs summed. Runs the fit did
         not see give its out-of-sample predictive fit (``bayesmix.selection``).
         """
         from bayesmix.laws.base import LawData
-        from bayesmix.laws.blocks import point_log_likelihood
 
         if not isinstance(obs, Observations):
             raise TypeError(f"log_likelihood expects Observations, got {type(obs).__name__}")
@@ -378,7 +372,7 @@ class Posterior:
         data = replace(data, target=index[data.target])
         params = self.draws(max_draws)
         log_mean = self._log_loss(data.r, data.s_rel, params, data.n_rel)
-        points = point_log_likelihood(self.settings.noise, params, log_mean, data)
+        points = self.noise.log_prob(params, log_mean, data)
         codes, runs = pd.factorize(data.point_run)
         per_run = points @ np.eye(len(runs))[codes]
         return pd.DataFrame(per_run, columns=pd.Index(runs, name="run_id"))
@@ -417,7 +411,7 @@ class Posterior:
         """
         self.check_usable(strict)
         if not 0 < ci < 1:
-            raise ValueError(f"ci must be in (0, 1), got {ci}")
+            raise ArgumentError(f"ci must be in (0, 1), got {ci}")
         r = self.mixture_matrix(mixtures)
         run_ids = (
             mixtures["run_id"].astype(str).to_numpy()
@@ -426,9 +420,8 @@ class Posterior:
         )
         params = self.draws(max_draws)
         log_mean = self.log_loss(r, step, model_size=model_size, params=params)  # (D, P, T)
-        noise = self._noise(params, log_mean.shape, seed)
         law_value = np.exp(log_mean)
-        predictive = np.exp(log_mean + noise)
+        predictive = np.exp(self.noise.sample(params, log_mean, np.random.default_rng(seed)))
         names = list(self.targets)
         if weights is not None:
             w = objective_weights(weights, self.targets)
@@ -473,22 +466,6 @@ class Posterior:
         if self.has_sizes:
             table["model_size"] = float(model_size or self.settings.reference_size)
         return table
-
-    def _noise(
-        self, params: Mapping[str, np.ndarray], shape: tuple[int, ...], seed: int
-    ) -> np.ndarray:
-        """Observation noise on the log scale, (D, P, T), as the law's ``observe`` models it."""
-        rng = np.random.default_rng(seed)
-        sigma = params["sigma"][:, None, :]
-        if self.settings.noise == "student":
-            nu = params["nu"][:, None, None]
-            return sigma * rng.standard_t(np.broadcast_to(nu, shape))
-        z = rng.standard_normal(shape)
-        if self.settings.noise == "correlated":
-            rho = params["noise_corr"][:, None, None]
-            shared = rng.standard_normal((*shape[:2], 1))
-            z = np.sqrt(rho) * shared + np.sqrt(1.0 - rho) * z
-        return sigma * z
 
     def optimal_mixture(
         self,
@@ -566,13 +543,13 @@ class Posterior:
             meta = json.loads(idata.posterior.attrs["bayesmix"])
             table = idata["observed_table"]
         except Exception as exc:
-            raise ValueError(f"{path}: not a bayesmix posterior file ({exc})") from exc
+            raise PosteriorFileError(f"{path}: not a bayesmix posterior file ({exc})") from exc
         frame = pd.DataFrame({c: np.asarray(table[c]) for c in meta["columns"]})
         for c in ("run_id", "target", "metric"):
             frame[c] = frame[c].astype(str)
         obs = Observations.from_frame(frame, meta["target_domain"])
         if meta["law"] == "bimix-cross" and meta.get("format", 1) < 2:
-            raise ValueError(
+            raise PosteriorFileError(
                 f"{path}: written by an earlier bayesmix whose cross law had one floor per "
                 "target (now one per domain); refit it from its observations"
             )

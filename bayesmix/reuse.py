@@ -62,21 +62,12 @@ import numpy as np
 import pandas as pd
 
 from bayesmix.domains import DomainSet, DomainUpdate, DomainUpdateError
-from bayesmix.laws.base import PRIOR_CORRELATION
+from bayesmix.errors import ArgumentError
+from bayesmix.laws.base import PRIOR_CORRELATION, LawError
 from bayesmix.mixtures import tidy_frame
-from bayesmix.observations import Observations, ratio_column
+from bayesmix.observations import Observations, ObservationsError, ratio_column
 
 ZERO_SHARE = 1e-9  # a share at most this is zero (runs map exactly only there)
-# Per-target sites of the own-share and cross laws (unconstrained scale), and their natural
-# (deterministic) counterparts used by the formulas.
-PER_TARGET_SITES = ("log_alpha", "log_alpha_own", "log_eps", "log_sigma", "logit_frac", "log_beta")
-NATURAL_OF = {
-    "log_alpha": ("alpha", np.exp),
-    "log_eps": ("eps", np.exp),
-    "log_sigma": ("sigma", np.exp),
-    "logit_frac": ("frac", lambda x: 1.0 / (1.0 + np.exp(-x))),
-    "log_beta": ("beta", np.exp),
-}
 
 
 @dataclass(frozen=True)
@@ -100,10 +91,10 @@ class TransferSettings:
     def __post_init__(self) -> None:
         for k in ("widen", "split_widen", "revise_widen"):
             if not getattr(self, k) >= 1.0:
-                raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
+                raise ArgumentError(f"{k} must be >= 1, got {getattr(self, k)}")
         for k in ("split_drift", "revise_drift", "merge_drift"):
             if not getattr(self, k) >= 0.0:
-                raise ValueError(f"{k} must be >= 0, got {getattr(self, k)}")
+                raise ArgumentError(f"{k} must be >= 0, got {getattr(self, k)}")
 
 
 # ------------------------------------------------------------------------------ lineage
@@ -290,7 +281,7 @@ def prior_from_posterior(
     """
     settings = settings or TransferSettings()
     if post.num_draws < 2:
-        raise ValueError(
+        raise ArgumentError(
             f"a posterior of {post.num_draws} draw ({post.method}) has no spread to carry over "
             "as a prior: fit the old study with method='nuts' or 'laplace'"
         )
@@ -299,7 +290,7 @@ def prior_from_posterior(
     elif targets is not None:
         new_targets = list(targets)
     else:
-        raise ValueError("prior_from_posterior needs the new fit's observations or targets")
+        raise ArgumentError("prior_from_posterior needs the new fit's observations or targets")
     src = target_sources(post, update, new_targets, domain_set)
     draws = _site_draws(post, max_draws)
     old_t = list(post.targets)
@@ -318,12 +309,8 @@ def prior_from_posterior(
     rows = np.arange(n_draws)
     prior: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     joint: dict[str, np.ndarray] = {}  # site -> (D, T_new) draws of the carried targets
-    for site in PER_TARGET_SITES:
+    for site in post.law_obj.target_sites:
         if site not in draws or draws[site].ndim != 2 or draws[site].shape[1] != len(old_t):
-            continue
-        if site == "log_eps" and not post.law_obj.own_share:
-            # The cross law's floors are per domain and every target's rows inform them:
-            # carrying them next to kept rows would count those rows twice.
             continue
         v = draws[site]
         x = np.full((n_draws, len(new_targets)), np.nan)
@@ -491,7 +478,9 @@ def warm_fit(
         mapped = MappedObservations(None, [], [], 0, 0)
     parts = [o for o in (mapped.observations, new_observations) if o is not None]
     if not parts:
-        raise ValueError("no observation to fit: no old run maps exactly and no new run is given")
+        raise ObservationsError(
+            "no observation to fit: no old run maps exactly and no new run is given"
+        )
     data = parts[0] if len(parts) == 1 else parts[0].concat(parts[1])
     prior = prior_from_posterior(
         old,
@@ -534,7 +523,7 @@ def revise_posterior(
     settings = settings or TransferSettings()
     revised = [op.name for op in update.ops if op.kind == "revise"]
     if len(revised) != len(update.ops):
-        raise ValueError("revise_posterior takes an update that only revises domains")
+        raise DomainUpdateError("revise_posterior takes an update that only revises domains")
     domains, targets = list(post.domains), list(post.targets)
     own = {d: t for t, d in post.observations.target_domain.items()}
     rng = np.random.default_rng(seed)
@@ -620,7 +609,7 @@ def transfer_posterior(
     from bayesmix.posterior import Posterior
 
     if not post.law_obj.own_share:
-        raise ValueError(
+        raise LawError(
             f"transfer_posterior supports own-share laws (bimix); got {post.law!r}: fit the "
             "new study with prior_from_posterior instead"
         )
@@ -638,8 +627,8 @@ def transfer_posterior(
     rng = np.random.default_rng(seed)
     out: dict[str, np.ndarray] = {}
     # Per-target natural sites follow from their unconstrained sites (log_alpha -> alpha).
-    names = ("log_alpha", "log_eps", "log_sigma", "logit_frac", "log_beta")
-    sites = {k: draws[k] for k in names if k in draws}
+    target_sites = post.law_obj.target_sites
+    sites = {k: draws[k] for k in target_sites if k in draws}
     sites["logk"] = draws["logk"]
     rows = np.arange(n)
     # One source per draw and target (merges: a random one), the same for every site.
@@ -659,11 +648,12 @@ def transfer_posterior(
             drift = _widening(s.kind, settings)[1]
             new[:, i] = v[rows, picks[t]] + drift * rng.standard_normal(n)
         out[k] = new
-    for k, (nat, fn) in NATURAL_OF.items():
-        if k in out:
-            out[nat] = fn(out[k])
-    if "nu" in draws:
-        out["nu"] = draws["nu"]
+    for k, natural in target_sites.items():
+        if natural is not None and k in out:
+            name, to_natural = natural
+            out[name] = to_natural(out[k])
+    for k in post.noise.sites:  # the noise's own parameters, shared by every target
+        out[k] = draws[k]
     samples = {k: v[None] for k, v in out.items()}
     idata = az.from_dict(posterior=samples, sample_stats={"diverging": np.zeros((1, n), bool)})
     placeholder = _placeholder_observations(post, update, ds, new_domains, out, fates)

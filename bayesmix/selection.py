@@ -55,8 +55,10 @@ import pandas as pd
 from scipy.optimize import minimize
 from scipy.special import logsumexp, softmax
 
+import bayesmix.laws
+from bayesmix.errors import BayesMixError
 from bayesmix.inference import fit, interpolation_risk
-from bayesmix.laws import LAW_NAMES, LawError, get_law
+from bayesmix.laws import LawError, get_law
 from bayesmix.observations import Observations
 
 DEFAULT_LAWS = ("bimix", "bimix-cross")
@@ -74,7 +76,7 @@ FOLD_FITS: dict[str, dict[str, Any]] = {
 METHODS = ("loo", *FOLD_FITS)
 
 
-class SelectionError(ValueError):
+class SelectionError(BayesMixError, ValueError):
     """The laws cannot be compared on these observations (too few runs, unknown law...)."""
 
 
@@ -252,9 +254,10 @@ def compare_laws(
     if not isinstance(obs, Observations):
         raise TypeError(f"compare_laws expects Observations, got {type(obs).__name__}")
     laws = list(laws)
-    unknown = [law for law in laws if law not in LAW_NAMES]
+    names = bayesmix.laws.LAW_NAMES  # read now: a registered law counts
+    unknown = [law for law in laws if law not in names]
     if not laws or unknown:
-        raise SelectionError(f"unknown laws {unknown or laws}; choose from {', '.join(LAW_NAMES)}")
+        raise SelectionError(f"unknown laws {unknown or laws}; choose from {', '.join(names)}")
     if len(set(laws)) != len(laws):
         raise SelectionError(f"laws are listed twice: {laws}")
     if method not in METHODS:

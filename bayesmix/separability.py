@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from bayesmix.errors import BayesMixError
 from bayesmix.observations import Observations
 
 # The own-share law has three parameters per target besides the noise: with fewer runs
@@ -35,7 +36,7 @@ from bayesmix.observations import Observations
 MIN_RUNS = 8
 
 
-class SeparabilityError(ValueError):
+class SeparabilityError(BayesMixError, ValueError):
     """The observations cannot say whether short runs show what long ones would."""
 
 

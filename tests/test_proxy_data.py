@@ -9,9 +9,10 @@ import warnings
 import numpy as np
 import pytest
 
+from bayesmix.proposers.swarms import entropy_mixture
 from bayesmix.proxy.corpus import DOMAINS, build_sample_corpus, sample_domains
 from bayesmix.proxy.data import ByteTokenizer, ProxyDataError, load_manifest, prepare
-from bayesmix.proxy.entropy import domain_entropies, entropy_mixture
+from bayesmix.proxy.entropy import domain_entropies
 from bayesmix.proxy.sampler import (
     MixtureSampler,
     RepetitionError,

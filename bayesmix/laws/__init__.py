@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from bayesmix.laws.base import Law
+    from bayesmix.laws.noise import Noise
 
 _LAZY = {
     "Law": "bayesmix.laws.base",
@@ -27,6 +28,13 @@ _LAWS = {
     "additive": ("bayesmix.laws.additive", "Additive"),
 }
 LAW_NAMES = tuple(_LAWS)
+# Observation-noise models (``bayesmix.laws.noise``), chosen by ``LawSettings.noise``.
+_NOISES = {
+    "correlated": ("bayesmix.laws.noise", "Correlated"),
+    "normal": ("bayesmix.laws.noise", "Normal"),
+    "student": ("bayesmix.laws.noise", "Student"),
+}
+NOISE_NAMES = tuple(_NOISES)
 
 
 def default_law(obs: Any) -> str:
@@ -50,10 +58,38 @@ def get_law(name: str) -> Law:
     return getattr(importlib.import_module(module), cls)()
 
 
+def register_law(law: type[Law]) -> None:
+    """Register a law class (the ``Law`` protocol) under its ``name``, for a law defined
+    outside this package: ``fit``, ``get_law`` and saved posteriors then find it by name.
+    The class must be importable from its module under its name."""
+    global LAW_NAMES
+    _LAWS[law.name] = (law.__module__, law.__qualname__)
+    LAW_NAMES = tuple(_LAWS)
+
+
+def get_noise(name: str) -> Noise:
+    """The observation-noise model registered under ``name`` (one of ``NOISE_NAMES``)."""
+    from bayesmix import jax_setup  # noqa: F401  (XLA flags and float64 before any computation)
+    from bayesmix.laws.base import LawError
+
+    if name not in _NOISES:
+        raise LawError(f"noise must be one of {', '.join(_NOISES)}, got {name!r}")
+    module, cls = _NOISES[name]
+    return getattr(importlib.import_module(module), cls)()
+
+
 def __getattr__(name: str) -> Any:
     if name not in _LAZY:
         raise AttributeError(f"module 'bayesmix.laws' has no attribute {name!r}")
     return getattr(importlib.import_module(_LAZY[name]), name)
 
 
-__all__ = [*_LAZY, "LAW_NAMES", "default_law", "get_law"]
+__all__ = [
+    *_LAZY,
+    "LAW_NAMES",
+    "NOISE_NAMES",
+    "default_law",
+    "get_law",
+    "get_noise",
+    "register_law",
+]

@@ -7,13 +7,15 @@ function of its data; inference lives in ``bayesmix.inference``). Each law also 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from bayesmix.errors import BayesMixError
+from bayesmix.laws import NOISE_NAMES
 from bayesmix.observations import Observations, ObservationsError
 
 Prior = Mapping[str, tuple[np.ndarray, np.ndarray]]
@@ -28,10 +30,13 @@ PRIOR_CORRELATION = "correlation"
 
 
 CENTERED_FROM_RUNS = 30
-NOISES = ("correlated", "normal", "student")
+
+SiteTransform = tuple[str, Callable[[np.ndarray], np.ndarray]]
+"""A per-target site's natural counterpart: (its site name, the map to it), as ``log_alpha``
+-> ``("alpha", np.exp)``."""
 
 
-class LawError(ValueError):
+class LawError(BayesMixError, ValueError):
     """The observations cannot be fitted with this law (e.g. a target has no own domain)."""
 
 
@@ -58,7 +63,7 @@ class LawSettings:
     """
 
     eps: float | Literal["learned"] = "learned"
-    noise: Literal["correlated", "normal", "student"] = "correlated"
+    noise: str = "correlated"
     reference_step: float | None = None
     reference_size: float | None = None
     rank: int = 0
@@ -69,8 +74,8 @@ class LawSettings:
             isinstance(self.eps, int | float) and np.isfinite(self.eps) and self.eps > 0
         ):
             raise LawError(f"eps must be a positive number or 'learned', got {self.eps!r}")
-        if self.noise not in NOISES:
-            raise LawError(f"noise must be one of {', '.join(NOISES)}, got {self.noise!r}")
+        if self.noise not in NOISE_NAMES:
+            raise LawError(f"noise must be one of {', '.join(NOISE_NAMES)}, got {self.noise!r}")
         if not isinstance(self.rank, int) or self.rank < 0:
             raise LawError(f"rank must be a non-negative integer, got {self.rank!r}")
 
@@ -197,12 +202,26 @@ class LawData:
 
 
 class Law(Protocol):
-    """A data-mixing law: a NumPyro model and the formula it fits."""
+    """A data-mixing law: a NumPyro model, the formula it fits, and what later stages need to
+    know of its sites. A new law is one class (one file in ``bayesmix/laws``) and one line in
+    the registry ``bayesmix.laws._LAWS`` (or ``laws.register_law`` from outside the package).
+
+    name: its registry name. own_share: the loss of target t depends on its own domain's
+    share only (closed-form optima, exact reuse of runs after a revision). size_axis: it fits
+    runs of several model sizes (its log_loss then takes ``n_rel``). noise: its default
+    observation noise (``NOISE_NAMES``). formula_sites: the natural sites its ``log_loss``
+    reads from the draws. target_sites: its per-target sites on the unconstrained scale (one
+    entry per target, pooled) that a domain update carries into the next fit's prior
+    (``bayesmix.reuse``), in order, each with its natural counterpart where the formula
+    reads one (``SiteTransform``), else None.
+    """
 
     name: str
-    own_share: bool  # the loss of target t depends on its own domain's share only
-    # Optional: ``size_axis = True`` where the law fits runs of several model sizes (its
-    # log_loss then takes ``n_rel``), and ``noise``, its default observation noise.
+    own_share: bool
+    size_axis: bool
+    noise: str
+    formula_sites: tuple[str, ...]
+    target_sites: Mapping[str, SiteTransform | None]
 
     def model(self, data: LawData, settings: LawSettings, prior: Prior | None = None) -> None:
         """The NumPyro model (samples the law's parameters and observes data.log_y)."""

@@ -32,19 +32,20 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
-from bayesmix.laws import formulas
+from bayesmix.laws import formulas, get_noise
 from bayesmix.laws.base import LawData, LawError, LawSettings, Prior
 from bayesmix.laws.blocks import (
+    STEP_SITES,
     GroupedEquicorrelatedNormal,
     domain_floor_eps,
     floor_eps,
     log_k_at_centre,
     normal_effects,
-    observe,
     pooled,
     prior_correlation,
     step_law,
 )
+from bayesmix.laws.noise import SCALE_SITES
 
 SHARED_SCALE = 0.1  # prior scale of a domain's exponent shared by all targets
 
@@ -123,6 +124,15 @@ class BiMix:
 
     name = "bimix"
     own_share = True
+    size_axis = False
+    noise = "correlated"
+    formula_sites = ("logk", "alpha", "eps", "frac", "beta")
+    target_sites = {
+        "log_alpha": ("alpha", np.exp),
+        "log_eps": ("eps", np.exp),
+        **SCALE_SITES,
+        **STEP_SITES,
+    }
 
     def check(self, data: LawData) -> None:
         missing = [t for t, has in zip(data.targets, data.has_own, strict=True) if not has]
@@ -152,7 +162,7 @@ class BiMix:
             sites.update(logit_frac=jnp.log(frac) - jnp.log1p(-frac), log_beta=jnp.log(beta))
         prior_correlation(prior, sites)
         log_mean = formulas.bimix_log_loss(jnp, logk, alpha, eps, r_own, data.s_rel, frac, beta)
-        observe(data, settings, log_mean, prior)
+        get_noise(settings.noise).observe(data, log_mean, prior)
 
     def log_loss(
         self,
@@ -193,6 +203,12 @@ class BiMixCross:
 
     name = "bimix-cross"
     own_share = False
+    size_axis = False
+    noise = "correlated"
+    formula_sites = ("logk", "alpha", "eps", "frac", "beta")
+    # The floors are per domain (not per target) and every target's rows inform them:
+    # carrying them next to a target's kept rows would count those rows twice.
+    target_sites = {"log_alpha_own": None, **SCALE_SITES, **STEP_SITES}
 
     def check(self, data: LawData) -> None:
         check_distinct_mixtures(data, self.name)
@@ -206,7 +222,7 @@ class BiMixCross:
         logk = numpyro.deterministic("logk", logk)
         frac, beta = step_law(data, prior)
         log_mean = formulas.cross_log_loss(jnp, logk, alpha, eps, r, data.s_rel, frac, beta)
-        observe(data, settings, log_mean, prior)
+        get_noise(settings.noise).observe(data, log_mean, prior)
 
     def log_loss(
         self,

@@ -1,4 +1,4 @@
-"""NumPyro building blocks the laws share: pooled parameters, the floor eps, the step law, noise.
+"""NumPyro building blocks the laws share: pooled parameters, the floor eps, the step law.
 
 Every per-target parameter is drawn from a population distribution with its own mean and
 scale, so targets borrow strength from each other when data are few. The draw is centred or
@@ -20,7 +20,7 @@ from numpyro.handlers import reparam
 from numpyro.infer.reparam import LocScaleReparam
 
 from bayesmix import jax_setup  # noqa: F401  (XLA flags and float64 before JAX computes)
-from bayesmix.laws.base import PRIOR_CORRELATION, LawData, LawSettings, Prior
+from bayesmix.laws.base import PRIOR_CORRELATION, LawData, LawSettings, Prior, SiteTransform
 
 EPS_PRIOR_CENTRE = 3e-3
 
@@ -150,6 +150,17 @@ def domain_floor_eps(data: LawData, settings: LawSettings) -> jnp.ndarray:
     return numpyro.deterministic("eps", jnp.exp(log_eps))
 
 
+def logistic(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+# The step law's per-target sites and their natural counterparts (``Law.target_sites``).
+STEP_SITES: dict[str, SiteTransform | None] = {
+    "logit_frac": ("frac", logistic),
+    "log_beta": ("beta", np.exp),
+}
+
+
 def step_law(data: LawData, prior: Prior | None) -> tuple[jnp.ndarray | None, jnp.ndarray | None]:
     """Per target: f in (0, 1), the share of K still removable by training, and beta > 0."""
     if data.s_rel is None:
@@ -173,65 +184,6 @@ def log_k_at_centre(data: LawData, prior: Prior | None) -> jnp.ndarray:
         loc, scale = np.where(np.isfinite(m), m, loc), np.where(np.isfinite(m), s, scale)
     offset = numpyro.sample("logk_offset", dist.Normal(loc, scale).to_event(1))
     return jnp.asarray(data.target_mean) + offset
-
-
-def observe(
-    data: LawData, settings: LawSettings, log_mean: jnp.ndarray, prior: Prior | None
-) -> None:
-    """The observed log losses around the law's log_mean (P, T), with per-target scale s_t.
-
-    correlated: log y_p ~ MVN(log L_p, S (rho 11^T + (1 - rho) I) S), S = diag(s), rho ~
-        Beta(2, 2): one run's losses move together (its seed, its data order, and the law's
-        misfit at its mixture are shared by every target); without it an objective averaging
-        T targets gets intervals sqrt(T) too narrow. Only the measured targets enter (an
-        unmeasured one is marginalised out: old runs after a domain update).
-    normal: independent N(log L_pt, s_t).
-    student: independent StudentT(nu, log L_pt, s_t), nu = 2 + Gamma(2, 0.2) (mean 12).
-    """
-    t = data.n_targets
-    log_sigma = pooled("log_sigma", t, np.log(0.02), 1.0, 0.5, prior, data.centered)
-    sigma = numpyro.deterministic("sigma", jnp.exp(log_sigma))
-    loc = log_mean[data.point, data.target]
-    scale = sigma[data.target]
-    if settings.noise == "correlated":
-        rho = numpyro.sample("noise_corr", dist.Beta(2.0, 2.0))
-        likelihood = GroupedEquicorrelatedNormal(loc, scale, rho, data.point, len(data.r))
-        numpyro.sample("log_y", likelihood, obs=data.log_y)
-        return
-    if settings.noise == "student":
-        # nu > 2: with fewer degrees of freedom the likelihood grows without bound as sigma
-        # shrinks onto the points the law interpolates (seen on RegMix at n = 54: nu -> 0.3).
-        nu = numpyro.deterministic("nu", 2.0 + numpyro.sample("nu_excess", dist.Gamma(2.0, 0.2)))
-        likelihood = dist.StudentT(nu, loc, scale)
-    else:
-        likelihood = dist.Normal(loc, scale)
-    numpyro.sample("log_y", likelihood.to_event(1), obs=data.log_y)
-
-
-def point_log_likelihood(
-    noise: str, params: dict[str, np.ndarray], log_mean: np.ndarray, data: LawData
-) -> np.ndarray:
-    """(D, P) log density of each point's observed losses (a run at one step, every target
-    measured there) under D posterior draws, with the noise of ``observe``.
-
-    log_mean: (D, P, T) the law's log loss at data's points; params: the draws of sigma (D, T)
-    and of noise_corr or nu (D,), as ``observe`` samples them.
-    """
-    loc = jnp.asarray(log_mean)[:, data.point, data.target]  # (D, R)
-    scale = jnp.asarray(params["sigma"])[:, data.target]
-    n_points = len(data.r)
-    if noise == "correlated":
-
-        def per_draw(loc: jnp.ndarray, scale: jnp.ndarray, rho: jnp.ndarray) -> jnp.ndarray:
-            grouped = GroupedEquicorrelatedNormal(loc, scale, rho, data.point, n_points)
-            return grouped.group_log_prob(data.log_y)
-
-        return np.asarray(jax.vmap(per_draw)(loc, scale, jnp.asarray(params["noise_corr"])))
-    if noise == "student":
-        rows = dist.StudentT(jnp.asarray(params["nu"])[:, None], loc, scale).log_prob(data.log_y)
-    else:
-        rows = dist.Normal(loc, scale).log_prob(data.log_y)
-    return np.asarray(jax.ops.segment_sum(rows.T, data.point, n_points).T)
 
 
 class GroupedEquicorrelatedNormal(dist.Distribution):

@@ -18,15 +18,20 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
-from bayesmix.laws import formulas
+from bayesmix.laws import formulas, get_noise
 from bayesmix.laws.base import LawData, LawSettings, Prior
 from bayesmix.laws.bimix import check_distinct_mixtures
-from bayesmix.laws.blocks import normal_effects, observe, pooled, step_law
+from bayesmix.laws.blocks import STEP_SITES, normal_effects, pooled, step_law
+from bayesmix.laws.noise import SCALE_SITES
 
 
 class LogLinear:
     name = "loglinear"
     own_share = False
+    size_axis = False
+    noise = "correlated"
+    formula_sites = ("log_c", "A", "frac", "beta")
+    target_sites = {**SCALE_SITES, **STEP_SITES}
 
     def check(self, data: LawData) -> None:
         check_distinct_mixtures(data, self.name)
@@ -52,7 +57,7 @@ class LogLinear:
         frac, beta = step_law(data, prior)
         r = jnp.asarray(data.r)
         log_mean = formulas.loglinear_log_loss(jnp, log_c, A, r, data.s_rel, frac, beta)
-        observe(data, settings, log_mean, prior)
+        get_noise(settings.noise).observe(data, log_mean, prior)
 
     def log_loss(
         self, xp: ModuleType, params: Mapping[str, Any], r: Any, s_rel: Any | None, **_: Any

@@ -27,16 +27,10 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 
-from bayesmix.laws import formulas
+from bayesmix.laws import formulas, get_noise
 from bayesmix.laws.base import LawData, LawSettings, Prior
-from bayesmix.laws.bimix import check_distinct_mixtures, cross_exponents
-from bayesmix.laws.blocks import (
-    domain_floor_eps,
-    log_k_at_centre,
-    observe,
-    pooled,
-    step_law,
-)
+from bayesmix.laws.bimix import BiMixCross, check_distinct_mixtures, cross_exponents
+from bayesmix.laws.blocks import domain_floor_eps, log_k_at_centre, pooled, step_law
 
 SIZE_EXPONENT_CENTRE = 0.34  # Chinchilla's exponent of the parameter count
 KAPPA_SCALE = 0.1  # prior scale of a target's relative change of its exponents per e-fold
@@ -82,6 +76,9 @@ class CrossScaling:
     name = "cross-scaling"
     own_share = False
     size_axis = True  # fits runs of several model sizes (Observations.has_sizes)
+    noise = "correlated"
+    formula_sites = (*BiMixCross.formula_sites, "frac_size", "gamma", "delta", "delta_level")
+    target_sites = BiMixCross.target_sites
 
     def check(self, data: LawData) -> None:
         check_distinct_mixtures(data, self.name)
@@ -112,7 +109,7 @@ class CrossScaling:
             delta,
             delta_level,
         )
-        observe(data, settings, log_mean, prior)
+        get_noise(settings.noise).observe(data, log_mean, prior)
 
     def log_loss(
         self,

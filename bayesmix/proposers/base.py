@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import numpy as np
 import pandas as pd
 
+from bayesmix.errors import BayesMixError
 from bayesmix.mixtures import SUM_TOLERANCE, mixture_frame, mixture_matrix
 from bayesmix.observations import Observations, check_domain_name
 
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 SAME_MIXTURE_L1 = 1e-6  # two mixtures closer than this (L1) are the same run
 
 
-class ProposalError(ValueError):
+class ProposalError(BayesMixError, ValueError):
     """A proposer or recommender was given input it cannot work with."""
 
 

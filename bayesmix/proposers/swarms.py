@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -35,6 +36,8 @@ from bayesmix.proposers.base import (
     check_q,
     proposal_frame,
 )
+from bayesmix.proxy.data import Manifest
+from bayesmix.proxy.entropy import ENTROPY_KINDS, domain_entropies
 
 BOUND_TOLERANCE = 1e-9
 MAX_REJECTION_ROUNDS = 50
@@ -214,6 +217,40 @@ class UniformSwarm(DirichletSwarm):
         return np.full(n, float(m))
 
 
+def entropy_softmax(h: Any, temperature: float) -> Any:
+    """softmax(H / temperature) over domains, H their entropies (nats): BiMix's mixture."""
+    z = h / temperature
+    w = np.exp(z - z.max())
+    return w / w.sum()
+
+
+def entropy_mixture(
+    shards: str | Path | Manifest,
+    kind: str = "conditional",
+    temperature: float = 1.0,
+    max_tokens: int | None = 4_000_000,
+) -> pd.Series:
+    """BiMix's entropy-driven mixture r_i = softmax(H_i / temperature): a first design with no
+    proxy run, from one pass over the prepared shards.
+
+    Args:
+        shards: a shard folder written by ``prepare`` (or its Manifest).
+        kind: "conditional" (token-bigram conditional entropy, BiMix's CE), "shannon" (SE)
+            or "joint" (JE).
+        temperature: divides the entropies before the softmax (1 as in BiMix).
+        max_tokens: tokens read per domain (None: all).
+
+    Returns:
+        A Series indexed by domain, summing to 1, named ``r``.
+    """
+    if kind not in ENTROPY_KINDS:
+        raise ProposalError(f"kind must be one of {ENTROPY_KINDS}, got {kind!r}")
+    if not temperature > 0:
+        raise ProposalError(f"temperature must be positive, got {temperature}")
+    h = domain_entropies(shards, max_tokens)[kind]
+    return entropy_softmax(h, temperature).rename("r")
+
+
 class EntropySwarm(DirichletSwarm):
     """BiMix's entropy mixture softmax(H / temperature) first, then a swarm around it.
 
@@ -237,16 +274,11 @@ class EntropySwarm(DirichletSwarm):
         self.entropy_temperature = entropy_temperature
 
     def centre(self, context: ProposalContext) -> np.ndarray:
-        h = self._entropies(context)
-        z = h / self.entropy_temperature
-        w = np.exp(z - z.max())
-        return w / w.sum()
+        return entropy_softmax(self._entropies(context), self.entropy_temperature)
 
     def _entropies(self, context: ProposalContext) -> np.ndarray:
         given = self.entropies if self.entropies is not None else context.entropies
         if given is None and self.shards is not None:
-            from bayesmix.proxy.entropy import domain_entropies
-
             table = domain_entropies(self.shards)
             given = table[self.kind].to_dict()
         if given is None:

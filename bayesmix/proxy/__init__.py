@@ -24,7 +24,6 @@ _LAZY = {
     "ProxyRunError": "bayesmix.proxy.train",
     "train_proxy": "bayesmix.proxy.train",
     "train_swarm": "bayesmix.proxy.train",
-    "entropy_mixture": "bayesmix.proxy.entropy",
     "domain_entropies": "bayesmix.proxy.entropy",
 }
 

@@ -192,13 +192,14 @@ def entropy_cmd(
     kind: Annotated[str, typer.Option(help="conditional | shannon | joint")] = "conditional",
 ) -> None:
     """BiMix's entropy mixture r = softmax(H): a first design with no proxy run."""
-    from bayesmix.proxy.data import ProxyDataError
-    from bayesmix.proxy.entropy import domain_entropies, entropy_mixture
+    from bayesmix.errors import BayesMixError
+    from bayesmix.proposers.swarms import entropy_mixture
+    from bayesmix.proxy.entropy import domain_entropies
 
     try:
         h = domain_entropies(shards)
         r = entropy_mixture(shards, kind=kind)
-    except (ProxyDataError, ValueError) as exc:
+    except BayesMixError as exc:
         _fail(str(exc))
     t = Table("domain", "shannon", "conditional", "joint", f"r ({kind})")
     for d in r.index:

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from email.parser import HeaderParser
 from pathlib import Path
 
+from bayesmix.errors import BayesMixError
+
 CORPUS_VERSION = 1
 DOMAINS = ("python_code", "c_headers", "licences", "python_docs", "package_docs")
 DEFAULT_MAX_BYTES = 2_000_000
@@ -38,7 +40,7 @@ DEFAULT_FILE_BYTES = 48_000
 MIN_DOMAIN_BYTES = 50_000
 
 
-class CorpusError(RuntimeError):
+class CorpusError(BayesMixError, RuntimeError):
     """The sample corpus cannot be built on this machine."""
 
 

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bayesmix.errors import BayesMixError
+
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
@@ -37,7 +39,7 @@ TEXT_SUFFIXES = {".txt", ".md", ".rst", ".text"}
 _NAME_OK = set("abcdefghijklmnopqrstuvwxyz0123456789_:.-")
 
 
-class ProxyDataError(ValueError):
+class ProxyDataError(BayesMixError, ValueError):
     """Bad domain data, shards or manifest (one clear message)."""
 
 

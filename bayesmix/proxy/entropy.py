@@ -1,9 +1,10 @@
-"""BiMix's entropy mixtures: a free first design from the prepared shards.
+"""Per-domain entropies of the prepared shards, for BiMix's entropy mixtures.
 
 BiMix (arXiv 2405.14908) proposes r_i = softmax(H_i) over domains i, with H_i an entropy of
 domain i's tokens: Shannon (unigram) entropy, or the conditional entropy of a token given the
 one before it (token bigrams), which worked best there. No proxy run is needed: it costs one
-pass over the training shards. Entropies are in nats.
+pass over the training shards. Entropies are in nats. The mixture itself is the proposers'
+(``bayesmix.proposers.swarms.entropy_mixture``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import pandas as pd
 
 from bayesmix.proxy.data import Manifest, load_manifest
 
-KINDS = ("conditional", "shannon", "joint")
+ENTROPY_KINDS = ("conditional", "shannon", "joint")  # the columns of domain_entropies
 
 
 def _entropy(counts: np.ndarray) -> float:
@@ -61,30 +62,3 @@ def _sample(toks: np.ndarray, max_tokens: int | None) -> np.ndarray:
     block = max_tokens // 64
     starts = np.linspace(0, len(toks) - block, 64).astype(np.int64)
     return np.concatenate([np.asarray(toks[s : s + block]) for s in starts])
-
-
-def entropy_mixture(
-    shards: str | Path | Manifest,
-    kind: str = "conditional",
-    temperature: float = 1.0,
-    max_tokens: int | None = 4_000_000,
-) -> pd.Series:
-    """BiMix's entropy-driven mixture r_i = softmax(H_i / temperature).
-
-    Args:
-        shards: a shard folder written by ``prepare`` (or its Manifest).
-        kind: "conditional" (token-bigram conditional entropy, BiMix's CE), "shannon" (SE)
-            or "joint" (JE).
-        temperature: divides the entropies before the softmax (1 as in BiMix).
-        max_tokens: tokens read per domain (None: all).
-
-    Returns:
-        A Series indexed by domain, summing to 1, named ``r``.
-    """
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    if not temperature > 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
-    h = domain_entropies(shards, max_tokens)[kind] / temperature
-    w = np.exp(h - h.max())
-    return (w / w.sum()).rename("r")

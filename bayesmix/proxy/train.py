@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from bayesmix.errors import BayesMixError
 from bayesmix.proxy.data import Manifest, ProxyDataError, load_manifest
 from bayesmix.proxy.model import GPT, ModelConfig
 from bayesmix.proxy.sampler import MixtureSampler, normalise_mixture
@@ -51,7 +52,7 @@ SIZES = ("tiny", "6m", "15m", "30m", "60m")
 MAX_RESIDENT_TOKENS = 2_000_000_000  # int32 on the device: 8 GB
 
 
-class ProxyRunError(RuntimeError):
+class ProxyRunError(BayesMixError, RuntimeError):
     """A proxy run failed; the message is the recorded reason."""
 
 

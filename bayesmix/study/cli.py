@@ -16,6 +16,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from bayesmix.errors import BayesMixError
+
 study_app = typer.Typer(
     help="Studies: a persistent, resumable active-learning loop (create, run, resume, ...).",
     no_args_is_help=True,
@@ -44,12 +46,12 @@ def storage_url(given: str | None) -> str:
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    """Errors bad input causes: reported in one line, never as a traceback."""
+    """Errors bad input causes: reported in one line, never as a traceback. The database's own
+    errors (a storage URL that does not connect) are the user's to fix too; any other
+    exception is a bug in bayesmix and shows its traceback."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from bayesmix.inference import NotConvergedError
-
-    return (ValueError, FileNotFoundError, SQLAlchemyError, NotConvergedError)
+    return (BayesMixError, FileNotFoundError, SQLAlchemyError)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -389,7 +391,7 @@ def update_cmd(
     storage: StorageOpt = None,
 ) -> None:
     """Change the study's domain set (a new version): the old posterior becomes the prior."""
-    from bayesmix.domains import DomainUpdate, DomainUpdateError
+    from bayesmix.domains import DomainUpdate
 
     values = _law_values(law_value or [])
     try:
@@ -403,7 +405,7 @@ def update_cmd(
         study = _open(name, storage)
         old = study.domain_set
         rec = study.update(upd, prior=prior, law_values=values)
-    except (DomainUpdateError, *user_errors()) as exc:
+    except user_errors() as exc:
         fail(_one_line(exc))
     table = Table(
         title=f"study {study.name}: domain set v{old.version} -> v{rec.version} ({upd.describe()})",

@@ -23,20 +23,20 @@ from pydantic import (
     model_validator,
 )
 
-from bayesmix.laws import LAW_NAMES
+import bayesmix.laws
+from bayesmix.errors import BayesMixError
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 DOMAIN = re.compile(r"^[a-z0-9][a-z0-9_:.\-]*$")
 PROPOSERS = ("bayesmix", "dirichlet-swarm", "random-swarm", "uniform", "entropy")
 FIRST_PROPOSERS = ("dirichlet-swarm", "random-swarm", "uniform", "entropy")
-LAWS = LAW_NAMES
 PROXY_SIZES = ("tiny", "6m", "15m", "30m", "60m")
 
 PositiveInt = Annotated[int, Field(gt=0)]
 Share = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
-class ConfigError(ValueError):
+class ConfigError(BayesMixError, ValueError):
     """A study configuration is malformed; the message names the file and the key."""
 
 
@@ -220,8 +220,9 @@ class FitConfig(_Section):
     @field_validator("law")
     @classmethod
     def _law(cls, v: str) -> str:
-        if v not in LAWS:
-            raise ValueError(f"unknown law {v!r}; choose {', '.join(LAWS)}")
+        names = bayesmix.laws.LAW_NAMES  # read now: a registered law counts
+        if v not in names:
+            raise ValueError(f"unknown law {v!r}; choose {', '.join(names)}")
         return v
 
     @field_validator("options")

@@ -54,13 +54,15 @@ from sqlalchemy.exc import ArgumentError, DatabaseError, IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.pool import StaticPool
 
+from bayesmix.errors import BayesMixError
+
 SCHEMA_VERSION = 1
 STATUSES = ("proposed", "running", "completed", "failed")
 DEFAULT_URL = "sqlite:///bayesmix.db"
 MEMORY_URL = "memory://"  # studies kept in this process only
 
 
-class StorageError(ValueError):
+class StorageError(BayesMixError, ValueError):
     """The storage cannot do what was asked (unknown study, bad URL, run in the wrong state)."""
 
 

@@ -31,6 +31,7 @@ import pandas as pd
 from pydantic import ValidationError
 
 from bayesmix.domains import shown
+from bayesmix.errors import BayesMixError
 from bayesmix.laws import get_law
 from bayesmix.observations import Observations, ObservationsError
 from bayesmix.study.config import (
@@ -58,7 +59,7 @@ if TYPE_CHECKING:
 TELL_COLUMNS = ("run_id", "step", "tokens", "target", "value", "metric")
 
 
-class StudyError(ValueError):
+class StudyError(BayesMixError, ValueError):
     """A study operation was refused; the message says why and nothing was changed."""
 
 
