@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import bayesmix as bm
-from bayesmix.oracles import SyntheticOracle
+from bayesmix.benchmarks import SyntheticOracle
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import torch
 
 import bayesmix as bm
 from bayesmix.acquisition import ACQUISITIONS, propose, qOptimumVarianceReduction
-from bayesmix.oracles import SyntheticOracle
+from bayesmix.benchmarks import SyntheticOracle
 from bayesmix.proposers import ProposalContext, ProposalError, get_proposer, get_recommender
 from bayesmix.proposers.model import LawEnsembleModel
 

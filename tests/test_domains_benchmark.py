@@ -3,26 +3,19 @@ its table reads its results; the tiny CI configuration runs end to end (slow).""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from bayesmix.domains import DomainSet
 
-RUN = Path(__file__).resolve().parents[1] / "studies" / "domain_updates" / "run.py"
-
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("domain_updates_run", RUN)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    from studies.domain_updates import run
+
+    return run
 
 
 def test_world_follows_the_updates(bench) -> None:

@@ -16,7 +16,7 @@ import pytest
 
 import bayesmix as bm
 from bayesmix import inference
-from bayesmix.laws.formulas import bimix_log_loss
+from bayesmix.laws.world import LawWorld
 from bayesmix.optimize import own_share_optimum
 
 DOMAINS = ["web", "code", "books", "wiki"]
@@ -25,45 +25,36 @@ SIGMA = 0.02
 
 
 # ----------------------------------------------------------------------------- simulation
-def truth(m: int = 4, seed: int = 0) -> dict[str, np.ndarray]:
+def truth(m: int = 4, seed: int = 0) -> LawWorld:
+    """The own-share law with known parameters, its steps relative to the longest run."""
     rng = np.random.default_rng(seed)
-    return {
-        "alpha": rng.uniform(0.05, 0.2, m),
-        "eps": np.full(m, 3e-3),
-        "logk": np.log(rng.uniform(2.0, 3.5, m)),
-        "frac": rng.uniform(0.3, 0.6, m),
-        "beta": rng.uniform(0.3, 0.8, m),
-    }
-
-
-def true_log_loss(theta: dict, r: np.ndarray, step: float | None) -> np.ndarray:
-    s_rel = None if step is None else np.full(len(r), step / max(STEPS))
-    return bimix_log_loss(
-        np, theta["logk"], theta["alpha"], theta["eps"], r, s_rel, theta["frac"], theta["beta"]
+    alpha = rng.uniform(0.05, 0.2, m)
+    return LawWorld.own_share(
+        DOMAINS[:m],
+        alpha,
+        logk=np.log(rng.uniform(2.0, 3.5, m)),
+        eps=np.full(m, 3e-3),
+        frac=rng.uniform(0.3, 0.6, m),
+        beta=rng.uniform(0.3, 0.8, m),
+        reference_step=max(STEPS),
+        noise=SIGMA,
     )
+
+
+def true_log_loss(r: np.ndarray, step: float | None) -> np.ndarray:
+    return WORLD.log_loss(r, None if step is None else np.full(len(r), step))
 
 
 def mixtures(n: int, m: int = 4, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed + 100).dirichlet(np.ones(m), size=n)
 
 
-def table(
-    theta: dict, r: np.ndarray, steps: bool, seed: int = 0, prefix: str = "run"
-) -> pd.DataFrame:
+def table(r: np.ndarray, steps: bool, seed: int = 0, prefix: str = "run") -> pd.DataFrame:
     """The tidy table of noisy losses of the own-share law at mixtures r (and STEPS)."""
-    rng = np.random.default_rng(seed + 200)
-    rows = []
-    for p, mix in enumerate(r):
-        for step in STEPS if steps else (None,):
-            log_y = true_log_loss(theta, mix[None], step)[0]
-            y = np.exp(log_y + SIGMA * rng.standard_normal(len(log_y)))
-            for t, d in enumerate(DOMAINS):
-                row = {"run_id": f"{prefix}-{p}", "target": d, "value": float(y[t])}
-                if steps:
-                    row["step"] = step
-                row.update({f"r:{e}": mix[j] for j, e in enumerate(DOMAINS)})
-                rows.append(row)
-    return pd.DataFrame(rows)
+    per_run = len(STEPS) if steps else 1
+    ids = [f"{prefix}-{p}" for p in range(len(r)) for _ in range(per_run)]
+    at = np.tile(STEPS, len(r)) if steps else None
+    return WORLD.observe(np.repeat(r, per_run, axis=0), np.random.default_rng(seed + 200), ids, at)
 
 
 def mixture_frame(r: np.ndarray) -> pd.DataFrame:
@@ -72,7 +63,7 @@ def mixture_frame(r: np.ndarray) -> pd.DataFrame:
     return frame
 
 
-THETA = truth()
+WORLD = truth()
 TRAIN = mixtures(10)
 TEST = mixtures(30, seed=1)
 
@@ -93,7 +84,7 @@ def fitted(fit_once):
     def get(name: str) -> bm.Posterior:
         def make() -> bm.Posterior:
             law, steps, _ = CASES[name]
-            obs = bm.Observations.from_frame(table(THETA, TRAIN, steps))
+            obs = bm.Observations.from_frame(table(TRAIN, steps))
             return bm.fit(obs, law=law, method="laplace", seed=0, num_samples=300)
 
         return fit_once(f"test_inference:{name}", make)
@@ -121,7 +112,7 @@ def test_each_law_predicts_held_out_mixtures(fitted, name):
         assert list(pred.columns) == ["run_id", "target", "mean", "median", "lo", "hi", "step"]
         assert len(pred) == len(TEST) * len(DOMAINS)
         assert pred["run_id"].iloc[0] == "new-0" and pred["target"].tolist()[:4] == DOMAINS
-        exact = np.exp(true_log_loss(THETA, TEST, step)).reshape(-1)
+        exact = np.exp(true_log_loss(TEST, step)).reshape(-1)
         rel = np.abs(pred["mean"].to_numpy() / exact - 1)
         assert np.median(rel) < tolerance, (step, np.median(rel))
         assert (pred["lo"] <= pred["mean"]).all() and (pred["mean"] <= pred["hi"]).all()
@@ -137,9 +128,9 @@ def test_bimix_recovers_the_true_optimum(fitted):
     m = len(DOMAINS)
     w = np.full(m, 1.0 / m)
     exact = own_share_optimum(
-        (np.log(w) + THETA["logk"])[None],
-        THETA["alpha"][None],
-        THETA["eps"][None],
+        (np.log(w) + WORLD.logk)[None],
+        np.diag(WORLD.alpha)[None],
+        WORLD.eps[None],
         np.arange(m),
         np.zeros(m),
         np.ones(m),
@@ -211,7 +202,7 @@ def test_cross_law_file_of_the_per_target_floor_format_is_refused(fitted, tmp_pa
 
 # ----------------------------------------------------------------------------- convergence
 def test_short_nuts_run_is_flagged_and_refused_when_strict():
-    obs = bm.Observations.from_frame(table(THETA, TRAIN, steps=False))
+    obs = bm.Observations.from_frame(table(TRAIN, steps=False))
     with pytest.warns(bm.ConvergenceWarning, match="did NOT converge"):
         post = bm.fit(
             obs, law="bimix", method="nuts", num_chains=2, num_warmup=5, num_samples=20,
@@ -250,7 +241,7 @@ def test_repeated_nuts_fits_do_not_pile_up_compiled_code(monkeypatch, fits):
     # Each NUTS fit used to keep ~1,100 memory maps alive; ~55 fits in one process (a study,
     # a cross-validation) then ran out of Linux's 65,530 and crashed in the LLVM compiler.
     # Compiled code is now dropped every FITS_PER_CACHE fits: here after each.
-    obs = bm.Observations.from_frame(table(THETA, TRAIN, steps=False))
+    obs = bm.Observations.from_frame(table(TRAIN, steps=False))
 
     def maps() -> int:
         return len(Path("/proc/self/maps").read_text().splitlines())
@@ -301,14 +292,14 @@ def test_laplace_diagnostics_have_the_columns(fitted):
 # ----------------------------------------------------------------------------- warm start
 def test_warm_start_from_a_previous_posterior(fitted):
     post = fitted("bimix")
-    more = table(THETA, mixtures(3, seed=5), steps=False, seed=5, prefix="more")
-    obs = bm.Observations.from_frame(pd.concat([table(THETA, TRAIN, steps=False), more]))
+    more = table(mixtures(3, seed=5), steps=False, seed=5, prefix="more")
+    obs = bm.Observations.from_frame(pd.concat([table(TRAIN, steps=False), more]))
     again = bm.fit(obs, law="bimix", method="laplace", seed=0, num_samples=300, init=post)
     assert again.converged and len(again.observations.run_ids) == 13
     # Same held-out accuracy as the first fit (medians: the Laplace draws' tails at small
     # shares make single posterior means noisy).
     new = mixture_frame(TEST)
-    exact = np.exp(true_log_loss(THETA, TEST, None)).reshape(-1)
+    exact = np.exp(true_log_loss(TEST, None)).reshape(-1)
     rel = np.abs(again.predict(new)["mean"].to_numpy() / exact - 1)
     assert np.median(rel) < 0.01
 
@@ -318,7 +309,7 @@ def test_warm_start_refuses_another_law_or_domain_set(fitted):
     obs = post.observations
     with pytest.raises(ValueError, match="same law, domains and targets"):
         bm.fit(obs, law="bimix-cross", method="laplace", init=post)
-    three = table(THETA, TRAIN, steps=False).drop(columns="r:wiki")
+    three = table(TRAIN, steps=False).drop(columns="r:wiki")
     three = three[three["target"] != "wiki"].copy()
     three[["r:web", "r:code", "r:books"]] = three[["r:web", "r:code", "r:books"]].div(
         three[["r:web", "r:code", "r:books"]].sum(axis=1), axis=0
@@ -329,7 +320,7 @@ def test_warm_start_refuses_another_law_or_domain_set(fitted):
 
 # ----------------------------------------------------------------------------- user errors
 def test_bimix_refuses_a_target_without_its_own_domain():
-    frame = table(THETA, TRAIN, steps=False)
+    frame = table(TRAIN, steps=False)
     math = frame[frame["target"] == "web"].assign(target="math")
     obs = bm.Observations.from_frame(pd.concat([frame, math]))
     assert "math" not in obs.target_domain
@@ -344,7 +335,7 @@ def test_a_law_with_every_exponent_warns_when_the_runs_are_too_few():
     from bayesmix.laws import LawData, LawSettings, get_law
 
     def data(r: np.ndarray) -> LawData:
-        obs = bm.Observations.from_frame(table(THETA, r, steps=False))
+        obs = bm.Observations.from_frame(table(r, steps=False))
         return LawData.from_observations(obs, LawSettings())
 
     few, enough = data(TRAIN[:6]), data(TRAIN)
@@ -357,7 +348,7 @@ def test_a_law_with_every_exponent_warns_when_the_runs_are_too_few():
 
 
 def test_bimix_needs_two_distinct_mixtures():
-    frame = table(THETA, np.repeat(TRAIN[:1], 3, axis=0), steps=False)
+    frame = table(np.repeat(TRAIN[:1], 3, axis=0), steps=False)
     with pytest.raises(ValueError, match="at least two distinct mixtures"):
         bm.fit(bm.Observations.from_frame(frame), law="bimix", method="laplace")
 
@@ -376,7 +367,7 @@ def test_bimix_needs_two_distinct_mixtures():
     ],
 )
 def test_bad_settings_are_one_clear_error(kwargs, message):
-    obs = bm.Observations.from_frame(table(THETA, TRAIN[:3], steps=False))
+    obs = bm.Observations.from_frame(table(TRAIN[:3], steps=False))
     with pytest.raises(ValueError, match=message) as info:
         bm.fit(obs, **{"law": "bimix", "method": "laplace", **kwargs})
     assert "\n" not in str(info.value)
@@ -384,7 +375,7 @@ def test_bad_settings_are_one_clear_error(kwargs, message):
 
 def test_fit_wants_observations():
     with pytest.raises(TypeError, match="fit expects Observations"):
-        bm.fit(table(THETA, TRAIN[:3], steps=False))
+        bm.fit(table(TRAIN[:3], steps=False))
 
 
 def test_loglinear_optimal_mixture(fitted):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import bayesmix as bm
-from bayesmix.oracles import PoolOracle, SyntheticOracle
+from bayesmix.benchmarks import PoolOracle, SyntheticOracle
 
 REGMIX = Path(__file__).resolve().parents[2] / "shared" / "data" / "regmix"
 
@@ -44,8 +44,8 @@ def test_synthetic_observations_are_a_valid_table_with_a_step_curve() -> None:
 def test_synthetic_worlds_differ_by_seed_and_repeat_by_seed() -> None:
     a, b = SyntheticOracle(5, world_seed=1), SyntheticOracle(5, world_seed=1)
     c = SyntheticOracle(5, world_seed=2)
-    np.testing.assert_array_equal(a.params["alpha"], b.params["alpha"])
-    assert not np.allclose(a.params["alpha"], c.params["alpha"])
+    np.testing.assert_array_equal(a.world.alpha, b.world.alpha)
+    assert not np.allclose(a.world.alpha, c.world.alpha)
     with pytest.raises(ValueError, match="law must be"):
         SyntheticOracle(5, law="loglinear")
 

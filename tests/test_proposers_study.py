@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "studies" / "active_learning" / "run.py"
-
-
-def load_runner():
-    spec = importlib.util.spec_from_file_location("active_learning_run", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
+from studies.active_learning import run as runner
 
 
 def test_small_benchmark_runs_resumes_and_tables(tmp_path: Path) -> None:
-    runner = load_runner()
     config = runner.configs()["small"]
     config.seeds = [0]
     out = tmp_path / "small.jsonl"

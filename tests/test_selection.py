@@ -15,11 +15,11 @@ from typer.testing import CliRunner
 import bayesmix as bm
 from bayesmix import selection
 from bayesmix.acquisition import ensemble_model
+from bayesmix.benchmarks import SyntheticOracle
 from bayesmix.cli import app
 from bayesmix.domains import DomainUpdate
 from bayesmix.laws import LawData, get_law
 from bayesmix.observations import ObservationsError
-from bayesmix.oracles import SyntheticOracle
 from bayesmix.proposers import ProposalContext, ProposalError, get_proposer, get_recommender
 from bayesmix.proposers.bayesian import fit_posterior
 from bayesmix.selection import SelectionError, compare_laws, stacking_weights

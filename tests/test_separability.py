@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 import bayesmix as bm
-from bayesmix.oracles import SyntheticOracle
+from bayesmix.benchmarks import SyntheticOracle
 from bayesmix.proposers import ProposalContext, get_proposer
 from bayesmix.separability import SeparabilityError, check_separability
 

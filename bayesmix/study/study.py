@@ -378,14 +378,20 @@ class Study:
         return out
 
     # ---------------------------------------------------------------- ask / tell
-    def ask(self, q: int, posterior: Posterior | Fit | None = None) -> list[RunRecord]:
+    def ask(
+        self,
+        q: int,
+        posterior: Posterior | Fit | None = None,
+        candidates: pd.DataFrame | None = None,
+    ) -> list[RunRecord]:
         """Propose ``q`` runs and store them (status ``proposed``); returns them.
 
         Before any observation the first-batch design (``proposer.first``) proposes; after,
         ``proposer.name`` does, with ``posterior`` (a Posterior, or the Fit that ``fit``
-        returns, which also links the proposal to its snapshot). The proposal's seed
-        depends only on the study's seed and the proposal's number: the same study gives the
-        same proposals.
+        returns, which also links the proposal to its snapshot). ``candidates``: a pool of
+        mixtures (``r:<domain>`` columns); every proposal is then one of its rows. The
+        proposal's seed depends only on the study's seed and the proposal's number: the same
+        study gives the same proposals.
         """
         from bayesmix.proposers import ProposalContext, ProposalError, get_proposer
 
@@ -421,6 +427,7 @@ class Study:
                 step=cfg.objective.step,
                 seed=seed,
                 pending=_mixture_frame(pending, self.domains) if pending else None,
+                candidates=candidates,
             )
             frame = proposer.propose(context, int(q))
         except ImportError as exc:

@@ -22,6 +22,7 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
+from bayesmix.laws.world import LawWorld
 from bayesmix.study.config import KnownLaw, StudyConfig
 
 
@@ -101,7 +102,8 @@ class ProxyTrainer:
 
 # ------------------------------------------------------------------------------ known law
 class LawTrainer:
-    """Evaluates a known cross-domain BiMix law at log-spaced steps, with log-normal noise.
+    """Evaluates a known cross-domain BiMix law at log-spaced steps, with log-normal noise
+    (``bayesmix.laws.world.LawWorld``, the one simulator of a known law).
 
     Targets are the training domains. The noise of a run depends only on the run's seed, so a
     re-run (after its worker died) gives the same rows, as a real deterministic proxy would.
@@ -111,30 +113,24 @@ class LawTrainer:
         self.law, self.domains, self.reference = law, list(domains), float(reference_steps)
         m = len(self.domains)
         alpha_own = _per_domain(law.alpha, self.domains, "alpha")
-        self.alpha = np.full((m, m), law.cross) + np.diag(alpha_own - law.cross)
-        self.logk = np.log(_per_domain(law.loss, self.domains, "loss"))
+        self.world = LawWorld(
+            self.domains,
+            logk=np.log(_per_domain(law.loss, self.domains, "loss")),
+            alpha=np.full((m, m), law.cross) + np.diag(alpha_own - law.cross),
+            eps=np.full(m, law.eps),
+            frac=np.full(m, law.frac),
+            beta=np.full(m, law.beta),
+            reference_step=self.reference,
+            noise=law.noise,
+        )
 
     def steps_of(self, steps: int) -> np.ndarray:
         first = max(1.0, steps / 30)
         grid = np.unique(np.round(np.geomspace(first, steps, self.law.points)))
         return grid[grid >= 1]
 
-    def log_loss(self, mixture: Mapping[str, float], steps: np.ndarray) -> np.ndarray:
-        """(len(steps), T) noise-free log loss of ``mixture``."""
-        from bayesmix.laws import formulas
-
-        r = np.array([float(mixture.get(d, 0.0)) for d in self.domains])
-        m = len(self.domains)
-        return formulas.cross_log_loss(
-            np,
-            logk=self.logk,
-            alpha=self.alpha,
-            eps=np.full(m, self.law.eps),
-            r=np.repeat(r[None], len(steps), axis=0),
-            s_rel=steps / self.reference,
-            frac=np.full(m, self.law.frac),
-            beta=np.full(m, self.law.beta),
-        )
+    def _mixture(self, mixture: Mapping[str, float]) -> np.ndarray:
+        return np.array([float(mixture.get(d, 0.0)) for d in self.domains])
 
     def train(self, runs: Sequence[RunSpec]) -> list[Outcome]:
         out = []
@@ -143,27 +139,20 @@ class LawTrainer:
                 time.sleep(self.law.seconds)
             steps = self.steps_of(run.steps)
             noise_seed = int(hashlib.sha256(f"{run.name}:{run.seed}".encode()).hexdigest()[:8], 16)
-            rng = np.random.default_rng(noise_seed)
-            log_l = self.log_loss(run.mixture, steps)
-            values = np.exp(log_l + rng.normal(0.0, self.law.noise, log_l.shape))
-            rows = [
-                {
-                    "run_id": run.name,
-                    "step": float(s),
-                    "tokens": np.nan,
-                    "target": t,
-                    "value": float(values[i, j]),
-                    "metric": "loss",
-                }
-                for i, s in enumerate(steps)
-                for j, t in enumerate(self.domains)
-            ]
-            out.append(Outcome(run.name, pd.DataFrame(rows)))
+            r = np.repeat(self._mixture(run.mixture)[None], len(steps), axis=0)
+            rows = self.world.observe(
+                r, np.random.default_rng(noise_seed), [run.name] * len(steps), steps
+            )
+            rows.insert(2, "tokens", np.nan)
+            out.append(
+                Outcome(run.name, rows[["run_id", "step", "tokens", "target", "value", "metric"]])
+            )
         return out
 
     def objective(self, mixture: Mapping[str, float], weights: Mapping[str, float] | None) -> float:
         """The true objective at the last step (regret in the report of a dry run)."""
-        loss = np.exp(self.log_loss(mixture, np.array([self.reference]))[0])
+        r = self._mixture(mixture)[None]
+        loss = np.exp(self.world.log_loss(r, np.array([self.reference]))[0])
         w = np.array([1.0 if weights is None else float(weights.get(d, 0.0)) for d in self.domains])
         return float((loss * w).sum() / w.sum())
 

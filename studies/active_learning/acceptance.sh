@@ -5,7 +5,7 @@
 set -u
 cd "$(dirname "$0")/../.."
 PY=".venv/bin/python"
-RUN="nice -n 10 $PY studies/active_learning/run.py --config full"
+RUN="nice -n 10 $PY -m studies.active_learning.run --config full"
 PAIR="--methods bayesmix-optimum-variance bayesmix-thompson dirichlet-swarm"
 RECS="--recommenders posterior-optimum olmix"
 # Olmix's recipe (K = 3(m+1) runs, every KL weight) on every cell run below.
@@ -33,8 +33,8 @@ $CROSS --cells regmix-landscape-17-pile_cc synthetic-cross-7 \
     --methods bayesmix-optimum-variance dirichlet-swarm --recommenders posterior-optimum \
     --max-runs 24 --seeds 0-4
 # Which law held-out fit chooses, and the regret of each law's recommendation.
-nice -n 5 $PY studies/active_learning/law_selection.py --sizes 8 24 --seeds 0-4
-nice -n 5 $PY studies/active_learning/law_selection.py --sizes 24 --recommend-fit nuts
+nice -n 5 $PY -m studies.active_learning.law_selection --sizes 8 24 --seeds 0-4
+nice -n 5 $PY -m studies.active_learning.law_selection --sizes 24 --recommend-fit nuts
 # The cross law fitted by NUTS between batches (results/cross-law-nuts.md).
 $RUN --law bimix-cross --fit-method nuts --out studies/active_learning/results/cross-law-nuts.jsonl \
     --cells synthetic-cross-7 --methods bayesmix-optimum-variance \
@@ -54,7 +54,7 @@ $RUN --law averaged --out studies/active_learning/results/model-average.jsonl \
     --recommenders posterior-optimum posterior-optimum+average \
     --cells synthetic-cross-7 synthetic-bimix-7 --methods bayesmix-optimum-variance dirichlet-swarm --seeds 0-9
 # Posterior-free first batches against the swarm at n = m+1 (results/first-batch.md).
-nice -n 5 $PY studies/active_learning/first_batch.py
+nice -n 5 $PY -m studies.active_learning.first_batch
 # The peers' own methods at equal budget: Olmix's recommender at 0.05 and at its best KL
 # weight on the swarm, RegMix's on the random swarm (cheap: no posterior is fitted).
 SWARM="$RUN --methods dirichlet-swarm --recommenders olmix"
@@ -71,11 +71,11 @@ $SWARM "olmix kl=best" --law averaged --cells synthetic-cross-7 --seeds 10-19 --
 $RUN --cells synthetic-bimix-7 synthetic-cross-7 --methods bayesmix-qlognei
 # 64 domains: bayesmix against Olmix's recipe (K = 195 runs in one swarm).
 $RUN --cells synthetic-bimix-64 --methods bayesmix-thompson $RECS --max-runs 64
-nice -n 10 $PY studies/active_learning/proposal_time.py 17 64
-nice -n 10 $PY studies/active_learning/run_length.py --seeds 0-9   # 3 methods: + checked
-$PY studies/active_learning/coverage.py
+nice -n 10 $PY -m studies.active_learning.proposal_time 17 64
+nice -n 10 $PY -m studies.active_learning.run_length --seeds 0-9   # 3 methods: + checked
+$PY -m studies.active_learning.coverage
 for f in held-out-law averaged-laws averaged-laws-seeds-10-19; do
-    $PY studies/active_learning/coverage.py studies/active_learning/results/$f.jsonl
+    $PY -m studies.active_learning.coverage studies/active_learning/results/$f.jsonl
 done
-$PY studies/active_learning/references.py
-$PY studies/active_learning/compare_laws.py
+$PY -m studies.active_learning.references
+$PY -m studies.active_learning.compare_laws

@@ -11,21 +11,19 @@ under each, and the seeds where optimum-variance with the cross law has lower re
 the Dirichlet swarm with the own-share law (the benchmark's reference proposer and
 recommender).
 
-    python studies/active_learning/compare_laws.py
+    python -m studies.active_learning.compare_laws
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pandas as pd
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(1, str(HERE.parents[1]))
+from studies import _common
+from studies.active_learning import run as bench
 
-import run as bench  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 PROPOSERS = ("bayesmix-optimum-variance", "dirichlet-swarm")
 
@@ -101,7 +99,7 @@ def main() -> None:
         {k: v for k, v in r.items() if not (isinstance(v, float) and pd.isna(v))}
         for r in pd.concat(used).to_dict("records")
     ]
-    text = "\n".join(out).replace("PROVENANCE", bench.provenance(records)) + "\n"
+    text = "\n".join(out).replace("PROVENANCE", _common.commits_and_hosts(records)) + "\n"
     (HERE / "results" / "compare_laws.md").write_text(text)
     print(text)
 

@@ -7,8 +7,8 @@ oracle's true optimum. Per cell, proposer and budget: the mean interval width (s
 share of (seed, domain) intervals that hold the true optimum's share (nominal: 0.90, each
 domain's interval on its own), and the seeds where every domain's interval holds it.
 
-    python studies/active_learning/coverage.py     # writes results/coverage.md
-    python studies/active_learning/coverage.py results/held-out-law.jsonl   # another file:
+    python -m studies.active_learning.coverage     # writes results/coverage.md
+    python -m studies.active_learning.coverage results/held-out-law.jsonl   # another file:
                                                    # writes results/held-out-law-coverage.md
 """
 
@@ -21,11 +21,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(1, str(HERE.parents[1]))
+from studies import _common
 
-import run as bench  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 
 def rows(path: Path) -> pd.DataFrame:
@@ -65,7 +63,7 @@ def table(df: pd.DataFrame, src: Path) -> str:
         "`coverage`: share of (seed, domain) intervals holding the truth (nominal 0.90); "
         "`all inside`: seeds where every domain's interval holds it; `width`: mean interval "
         f"width in shares. Made by `coverage.py` from `{src.name}`; the law that recommended "
-        f"(lines): {laws}. " + bench.provenance(df.to_dict("records")),
+        f"(lines): {laws}. " + _common.commits_and_hosts(df.to_dict("records")),
     ]
     for cell, cdf in df.groupby("cell", sort=False):
         lines += [

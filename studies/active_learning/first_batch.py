@@ -21,23 +21,18 @@ benchmark's n = 8 regrets. A line per (world, seed, design) goes to
 ``results/first-batch.jsonl`` (resumable, CPU seconds recorded); the table
 ``results/first-batch.md`` gives each design's mean regret and its wins over the swarm.
 
-    python studies/active_learning/first_batch.py [--worlds synthetic-cross-7] [--seeds 0-9]
-    python studies/active_learning/first_batch.py --table
+    python -m studies.active_learning.first_batch [--worlds synthetic-cross-7] [--seeds 0-9]
+    python -m studies.active_learning.first_batch --table
 """
 
 from __future__ import annotations
 
-import os
+from studies import _common
 
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
-os.environ.setdefault(
-    "XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-)
+_common.one_thread_per_library()  # before numpy, jax and torch load
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -46,11 +41,9 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(1, str(HERE.parents[1]))
+from studies.active_learning import run as bench  # noqa: E402
 
-import run as bench  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 OUT = HERE / "results" / "first-batch.jsonl"
 WORLDS = ("synthetic-bimix-7", "synthetic-cross-7")
@@ -142,7 +135,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         f"{len(frame)} lines, {cpu_h:.2f} CPU hours; q = {bench.Q} runs of 7 domains, "
         "recommended from the own-share law fitted by NUTS as `run.py --law averaged` does at "
         "n = m + 1. Regret in nats (lower is better), mean over seeds; wins: seeds in which "
-        "the design's regret is below the Dirichlet swarm's. " + bench.provenance(rows),
+        "the design's regret is below the Dirichlet swarm's. " + _common.commits_and_hosts(rows),
         "",
     ]
     for world, g in frame.groupby("world", sort=False):

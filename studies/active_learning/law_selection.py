@@ -15,21 +15,19 @@ recorded); the table ``results/law_selection.md`` gives, per world and n, how of
 estimator chose the cross law, the mean elpd difference, and the regret of each law's
 recommendation and of the chosen one's.
 
-    python studies/active_learning/law_selection.py [--worlds synthetic-cross-7] [--seeds 0-4]
-    python studies/active_learning/law_selection.py --recommend-fit nuts --sizes 24  # 2nd pass
-    python studies/active_learning/law_selection.py --table
+    python -m studies.active_learning.law_selection [--worlds synthetic-cross-7] [--seeds 0-4]
+    python -m studies.active_learning.law_selection --recommend-fit nuts --sizes 24  # 2nd pass
+    python -m studies.active_learning.law_selection --table
 """
 
 from __future__ import annotations
 
-import os
+from studies import _common
 
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+_common.one_thread_per_library()  # before numpy, jax and torch load
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -38,11 +36,9 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(1, str(HERE.parents[1]))
+from studies.active_learning import run as bench  # noqa: E402
 
-import run as bench  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 OUT = HERE / "results" / "law_selection.jsonl"
 WORLDS = ("synthetic-bimix-7", "synthetic-cross-7")
@@ -141,7 +137,8 @@ def table(rows: list[dict[str, Any]], nuts_rows: list[dict[str, Any]]) -> str:
         "Regret (mean over seeds): each law fitted to all n runs, by Laplace as in the loop "
         "and, on the seeds in `NUTS fit`, by NUTS (2 x 300 draws), and its posterior optimum "
         "scored against the true optimum; `chosen`: the regret of the law NUTS "
-        "cross-validation chose. Made by `law_selection.py`. " + bench.provenance(rows + nuts_rows),
+        "cross-validation chose. Made by `law_selection.py`. "
+        + _common.commits_and_hosts(rows + nuts_rows),
         "",
         "| world | n | seeds | cross chosen (map) | elpd diff (map) | cross chosen (nuts) "
         "| elpd diff (nuts) | regret own-share / cross / chosen, Laplace fit "

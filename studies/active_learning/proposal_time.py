@@ -10,26 +10,23 @@ so), every time from a cold posterior (the memoised per-draw
 optima are dropped, so Thompson sampling pays for them). CPU and wall seconds; the
 machine's load average is recorded, since wall time on a shared 2-core machine depends on it.
 
-    python studies/active_learning/proposal_time.py [17 64]   # results/proposal_time.{jsonl,md}
+    python -m studies.active_learning.proposal_time [17 64]   # results/proposal_time.{jsonl,md}
 """
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import socket
 import sys
+import time
+import warnings
 from pathlib import Path
 
+from studies.active_learning import run as bench  # before numpy: one thread per library
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(1, str(HERE.parents[1]))
-
-import json  # noqa: E402
-import os  # noqa: E402
-import signal  # noqa: E402
-import socket  # noqa: E402
-import time  # noqa: E402
-import warnings  # noqa: E402
-
-import run as bench  # noqa: E402  (one thread per library, set before numpy/jax/torch load)
 
 # isort: split
 import numpy as np  # noqa: E402
@@ -50,7 +47,7 @@ def timed(fn):  # noqa: ANN001, ANN201
 def measure(m: int, cache: Path) -> list[dict]:
     import bayesmix as bm
     from bayesmix.acquisition import propose
-    from bayesmix.oracles import SyntheticOracle
+    from bayesmix.benchmarks import SyntheticOracle
     from bayesmix.proposers import ProposalContext, get_proposer
 
     world = SyntheticOracle(

@@ -4,20 +4,17 @@ A floor for every method of the benchmark: a recommender worse than these has le
 nothing usable from its runs. Per cell of ``run.py``'s full configuration (17 domains and
 below), per seed (synthetic cells: one world per seed; RegMix cells: one world).
 
-    python studies/active_learning/references.py      # writes results/references.md
+    python -m studies.active_learning.references      # writes results/references.md
 """
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(1, str(HERE.parents[1]))
+from studies.active_learning import run as bench  # before numpy: one thread per library
 
-import run as bench  # noqa: E402  (one thread per library, set before numpy loads)
+HERE = Path(__file__).resolve().parent
 
 # isort: split
 import numpy as np  # noqa: E402

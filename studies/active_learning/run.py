@@ -1,38 +1,34 @@
 """Active-learning benchmark: simple regret of the recommended mixture after each batch of runs.
 
-Every (cell, seed, proposer) trajectory asks its proposer for q runs at a time, gets their
-losses from an oracle instead of training proxies, refits the law (warm-started from the
-previous posterior when ``bm.fit`` accepts ``init=``), and scores every recommender's mixture
-by its simple regret (true objective minus the best achievable). Olmix's reference recipe,
-a Dirichlet swarm of K = 3(m+1) runs in one batch + Olmix's recommender, is run per seed too.
+Every (cell, seed, proposer) trajectory is a ``bm.Study`` kept in memory: it asks the study
+for q runs at a time (the study's proposer), trains them on an oracle instead of proxies
+(``bayesmix.benchmarks.OracleTrainer``) and tells the study their losses, refits the law
+(warm-started from the previous posterior when ``bm.fit`` accepts ``init=``; ``Study.fit``
+neither warm-starts nor chooses the law, which ``--law held-out`` needs), and scores every
+recommender's mixture by its simple regret (true objective minus the best achievable).
+Olmix's reference recipe, a Dirichlet swarm of K = 3(m+1) runs in one batch + Olmix's
+recommender, is run per seed too.
 
 Results are appended, one JSON line per (cell, seed, proposer, budget, recommender), to
 ``results/<config>.jsonl``; a rerun skips what is there (resumable, run it in pieces). CPU
 seconds of each batch (proposal, fit, recommendations) are recorded with each line.
 
-    python studies/active_learning/run.py --config full [--cells synthetic-bimix-7 ...]
+    python -m studies.active_learning.run --config full [--cells synthetic-bimix-7 ...]
         [--seeds 0-9] [--proposers ...]          # runs (or resumes) the benchmark
-    python studies/active_learning/run.py --config full --table   # writes the table only
+    python -m studies.active_learning.run --config full --table   # writes the table only
 """
 
 from __future__ import annotations
 
-import os
+from studies import _common
 
-# One thread per library: on a shared 2-core machine oversubscribed BLAS/XLA/torch thread
-# pools spin against each other and everything runs 3-10x slower. Set before any import.
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
-os.environ.setdefault(
-    "XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-)
+_common.one_thread_per_library()  # before numpy, jax and torch load
 
 import argparse  # noqa: E402
 import inspect  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import socket  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
 from collections.abc import Iterable  # noqa: E402
@@ -44,7 +40,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-DATA = HERE.parents[2] / "shared" / "data"
+DATA = _common.DATA
 Q = 8
 
 
@@ -197,7 +193,7 @@ def configs() -> dict[str, Config]:
 
 # ----------------------------------------------------------------------------- oracles
 def make_oracle(cell: Cell, seed: int, cache: Path) -> Any:
-    from bayesmix.oracles import PoolOracle, RegMixLandscape, SyntheticOracle
+    from bayesmix.benchmarks import PoolOracle, RegMixLandscape, SyntheticOracle
 
     if cell.kind.startswith("synthetic-"):
         law = {"synthetic-bimix": "bimix", "synthetic-cross": "bimix-cross"}[cell.kind]
@@ -231,14 +227,10 @@ def entropies(oracle: Any, seed: int) -> dict[str, float]:
     return dict(zip(oracle.domains, rng.normal(0.0, 0.5, len(oracle.domains)), strict=True))
 
 
-def objective_weights_of(oracle: Any) -> dict[str, float]:
-    """The oracle's objective as the proposers' target weights (zero weights left out)."""
-    return {t: float(w) for t, w in zip(oracle.targets, oracle.weights, strict=True) if w > 0}
-
-
 def oracle_context(oracle: Any, seed: int, obs: Any = None, post: Any = None) -> Any:
     """What a proposer or recommender sees of an oracle's world: its domains, natural
     proportions, objective and pool, with the runs observed so far and their posterior."""
+    from bayesmix.benchmarks import weights_mapping
     from bayesmix.proposers import ProposalContext
 
     return ProposalContext(
@@ -246,7 +238,7 @@ def oracle_context(oracle: Any, seed: int, obs: Any = None, post: Any = None) ->
         observations=obs,
         posterior=post,
         natural=oracle.natural,
-        weights=objective_weights_of(oracle),
+        weights=dict(weights_mapping(oracle)),
         seed=seed,
         candidates=getattr(oracle, "candidates", None),
     )
@@ -269,38 +261,72 @@ def _fit(obs: Any, config: Config, seed: int, previous: Any) -> Any:
         return bm.fit(obs, law=config.law, seed=seed, progress=False, **options)
 
 
-def trajectory(
-    cell: Cell, seed: int, method: Method, config: Config, cache: Path, done: set[tuple]
-) -> Iterable[dict[str, Any]]:
-    """Yield one result line per (budget, recommender) not already in ``done``."""
-    import bayesmix as bm
-    from bayesmix.proposers import get_proposer
-    from bayesmix.selection import LawAverage, chosen_posterior
+def study_config(
+    cell: Cell, seed: int, method: Method, config: Config, oracle: Any, workdir: Path
+) -> Any:
+    """The in-memory study of one trajectory: the oracle's domains (their natural proportions
+    as token counts), its objective, the method's proposer (its first batch by itself where
+    it can propose without observations, else by a Dirichlet swarm, as the bayesmix
+    proposer does) and the seed."""
+    from bayesmix.benchmarks import weights_mapping
+    from bayesmix.study import parse_config
+    from bayesmix.study.config import FIRST_PROPOSERS
 
-    oracle = make_oracle(cell, seed, cache)
-    pool = getattr(oracle, "candidates", None)
-    weights = objective_weights_of(oracle)
     options = dict(method.options)
     if method.proposer == "entropy":
         options["entropies"] = entropies(oracle, seed)
     if method.proposer == "bayesmix":
         options.update(law=config.law, fit_options=config.fit, max_draws=config.max_draws)
-    proposer = get_proposer(method.proposer, **options)
+    weights = dict(weights_mapping(oracle))
+    equal = len(weights) == len(oracle.targets) and len(set(weights.values())) == 1
+    return parse_config(
+        {
+            "name": f"{cell.name}-{method.name}-{seed}",
+            "seed": seed,
+            "workdir": str(workdir / f"{cell.name}-{method.name}-{seed}"),
+            "data": {"domains": list(oracle.domains), "token_counts": dict(oracle.natural)},
+            # The runs are trained by the oracle (OracleTrainer), not by the study's trainer.
+            "proxy": {"trainer": "law", "steps": 1},
+            "objective": {"weights": None if equal else weights},
+            "proposer": {
+                "name": method.proposer,
+                "first": method.proposer
+                if method.proposer in FIRST_PROPOSERS
+                else "dirichlet-swarm",
+                "options": options,
+            },
+            "batch_size": Q,
+            "budget": cell.budgets()[-1],
+            "report": False,
+        }
+    )
+
+
+def trajectory(
+    cell: Cell, seed: int, method: Method, config: Config, cache: Path, done: set[tuple]
+) -> Iterable[dict[str, Any]]:
+    """Yield one result line per (budget, recommender) not already in ``done``."""
+    import bayesmix as bm
+    from bayesmix.benchmarks import OracleTrainer, train_and_tell, weights_mapping
+    from bayesmix.selection import LawAverage, chosen_posterior
+
+    oracle = make_oracle(cell, seed, cache)
+    pool = getattr(oracle, "candidates", None)
+    weights = dict(weights_mapping(oracle))
+    study = bm.Study.create(
+        study_config(cell, seed, method, config, oracle, cache / "studies"), storage=None
+    )
+    trainer = OracleTrainer(oracle, np.random.default_rng([seed, 2024]))
     recommenders = {
         name: make_recommender(name, config)
         for name in method.recommenders
         if name not in OLMIX_LINES
     }
-    rng = np.random.default_rng([seed, 2024])
-    obs = post = None
+    post = None
     for budget in cell.budgets():
         started, wall = time.process_time(), time.perf_counter()
-        ctx = oracle_context(oracle, seed, obs, post)
-        batch = proposer.propose(ctx, Q)
-        r = batch[[f"r:{d}" for d in oracle.domains]].to_numpy()
-        ids = [f"{method.name}-{budget - Q + i}" for i in range(Q)]
-        new = bm.Observations.from_frame(oracle.observe(r, rng, ids))
-        obs = new if obs is None else obs.concat(new)
+        train_and_tell(study, trainer, study.ask(Q, post, candidates=pool))
+        obs = study.observations()
         propose_cpu = time.process_time() - started
         todo = [name for name in method.recommenders if (budget, name) not in done]
         needs_post = method.proposer == "bayesmix" or any(
@@ -360,61 +386,24 @@ def optimum_interval(
     """The 90 % credible intervals of the optimal mixture (per-draw optima; memoised, so the
     recommendation already paid for them) and whether each holds the true optimum."""
     from bayesmix.acquisition import objective_weights, optimal_mixture
+    from bayesmix.benchmarks import coverage
 
     w = objective_weights(weights, list(post.targets))
     opt = optimal_mixture(
         post, dict(zip(post.targets, w, strict=True)), None, None, config.max_draws
     )
-    iv = opt.intervals.reindex(list(post.domains))
-    lo, hi = iv["lo"].to_numpy(float), iv["hi"].to_numpy(float)
-    inside = (truth >= lo - 1e-9) & (truth <= hi + 1e-9)
+    cov = coverage(opt.intervals, truth, list(post.domains))
     return {
-        "lo": lo.round(6).tolist(),
-        "hi": hi.round(6).tolist(),
-        "truth": np.asarray(truth).round(6).tolist(),
-        "covered": int(inside.sum()),
-        "width": float((hi - lo).mean()),
+        "lo": cov.lo.round(6).tolist(),
+        "hi": cov.hi.round(6).tolist(),
+        "truth": cov.truth.round(6).tolist(),
+        "covered": cov.covered,
+        "width": cov.width,
     }
 
 
-def _commit() -> str:
-    """HEAD's short hash, with "+dirty" when tracked Python code differs from it."""
-    import subprocess
-
-    def git(*args: str) -> str:
-        out = subprocess.run(["git", *args], cwd=HERE, capture_output=True, text=True)
-        return out.stdout.strip()
-
-    try:
-        head = git("rev-parse", "--short", "HEAD") or "unknown"
-        # Code only: the results files next to this script change while it runs.
-        dirty = git("status", "--porcelain", "--untracked-files=no", "--", "../../*.py")
-    except OSError:
-        return "unknown"
-    return head + ("+dirty" if dirty else "")
-
-
-COMMIT = _commit()
-HOST = f"{socket.gethostname()} ({os.cpu_count()} CPU cores, no GPU)"
-
-
-def provenance(rows: list[dict[str, Any]]) -> str:
-    """Where and when the lines ran: their hosts and commits, each commit with its date
-    (lines carry their commit; a line without one predates the record)."""
-    import subprocess
-
-    commits = sorted({str(r.get("commit", "unrecorded")) for r in rows})
-    dated = []
-    for c in commits:
-        out = subprocess.run(
-            ["git", "show", "-s", "--format=%cd", "--date=format:%Y-%m-%d %H:%M", c.split("+")[0]],
-            cwd=HERE,
-            capture_output=True,
-            text=True,
-        )
-        dated.append(f"`{c}` ({out.stdout.strip() or 'date unknown'})")
-    hosts = sorted({str(r.get("host", "vm (2 CPU cores, no GPU)")) for r in rows})
-    return f"Ran on {', '.join(hosts)}; commits (committed at): {', '.join(dated)}."
+COMMIT = _common.commit()  # each result line carries where and from what code it came
+HOST = _common.host()
 
 
 def make_recommender(name: str, config: Config) -> Any:
@@ -597,7 +586,7 @@ def table(rows: list[dict[str, Any]], config: Config) -> str:
         f"{cpu / 3600:.2f} CPU hours recorded; law `{config.law}`, fit {fitted}, "
         f"q = {Q}. Regret = true objective of the recommended mixture minus the best "
         "achievable (nats, lower is better); mean over seeds (number of seeds in brackets). "
-        + provenance(rows)
+        + _common.commits_and_hosts(rows)
     )
     for cell_name, cdf in df.groupby("cell", sort=False):
         m = int(cell_name.split("-")[2]) if cell_name.split("-")[2].isdigit() else 17
@@ -828,5 +817,4 @@ def _parse_seeds(spec: str) -> list[int]:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(HERE.parents[1]))
     main()

@@ -17,19 +17,17 @@ effect on the loss is the same at every step, as the law assumes, and ``drift``,
 target t's mixture term scales as s^gamma_t, gamma_t ~ N(0, 0.5): short runs then show
 the mixture's effect wrongly, and the law fitted to them is misspecified.
 
-    python studies/active_learning/run_length.py [--seeds 0-9]   # resumable; writes the table
+    python -m studies.active_learning.run_length [--seeds 0-9]   # resumable; writes the table
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(1, str(HERE.parents[1]))
+from studies import _common
+from studies.active_learning import run as bench  # before numpy: one thread per library
 
-import run as bench  # noqa: E402  (one thread per library, set before numpy loads)
+HERE = Path(__file__).resolve().parent
 
 # isort: split
 import argparse  # noqa: E402
@@ -59,7 +57,7 @@ OUT = HERE / "results" / "run_length.jsonl"
 def trajectory(world: str, seed: int, method: str, done: set[int]) -> list[dict[str, Any]]:
     import bayesmix as bm
     from bayesmix.acquisition import optimal_mixture
-    from bayesmix.oracles import SyntheticOracle
+    from bayesmix.benchmarks import SyntheticOracle
     from bayesmix.proposers import ProposalContext, get_proposer
 
     oracle = SyntheticOracle(
@@ -138,7 +136,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         "# Cost-aware run lengths against full-length runs, at equal compute",
         "",
         f"Made by `run_length.py` ({len(df)} lines, {df['cpu_s'].sum() / 3600:.2f} CPU "
-        f"hours). {bench.provenance(rows)} {M} domains, q = {bench.Q} target-"
+        f"hours). {_common.commits_and_hosts(rows)} {M} domains, q = {bench.Q} target-"
         "length runs of compute per batch, the first batch shared. Regret: mean over seeds "
         "(seeds in brackets); runs: mean number of runs trained; wins: seeds where the "
         "method has lower regret than full-length runs (at 8 all have trained the same "

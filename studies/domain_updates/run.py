@@ -1,6 +1,6 @@
 """Domain-update benchmark: warm start from the old posterior vs Olmix's mixture reuse.
 
-A synthetic ground truth (the own-share BiMix law, ``bayesmix.oracles.SyntheticOracle``'s
+A synthetic ground truth (the own-share BiMix law, ``bayesmix.benchmarks.SyntheticOracle``'s
 parameter draw at m = 20 domains, final losses only, RegMix's noise level) goes through five
 updates like Olmix's: add one domain; add three; revise one; remove one; split one (a large
 one) into four. The world changes accordingly (documented in ``World``). After each update
@@ -30,20 +30,16 @@ Methods, per seed (all start from the same 3(m+1)-run Dirichlet swarm at version
 Results: one JSON line per (seed, update, method, runs) in ``results/<config>.jsonl``
 (resumable: finished seeds are skipped), then ``README.md`` gets the table.
 
-    python studies/domain_updates/run.py --config full      # 10 seeds (~1 h, one core)
-    python studies/domain_updates/run.py --config ci        # seconds-sized, for tests
-    python studies/domain_updates/run.py --config full --table   # table only
+    python -m studies.domain_updates.run --config full      # 10 seeds (~1 h, one core)
+    python -m studies.domain_updates.run --config ci        # seconds-sized, for tests
+    python -m studies.domain_updates.run --config full --table   # table only
 """
 
 from __future__ import annotations
 
-import os
+from studies import _common
 
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
-os.environ.setdefault(
-    "XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-)
+_common.one_thread_per_library()  # before numpy, jax and torch load
 
 import argparse  # noqa: E402
 import json  # noqa: E402
@@ -116,14 +112,14 @@ class World:
 
     @classmethod
     def initial(cls, m: int, seed: int) -> World:
-        from bayesmix.oracles import REGMIX_LOG_NOISE, SyntheticOracle
+        from bayesmix.benchmarks import REGMIX_LOG_NOISE, SyntheticOracle
 
         o = SyntheticOracle(m, law="bimix", world_seed=seed)
         d = list(o.domains)
         return cls(
             domains=d,
-            logk=dict(zip(d, o.params["logk"].tolist(), strict=True)),
-            alpha=dict(zip(d, np.diag(o.params["alpha"]).tolist(), strict=True)),
+            logk=dict(zip(d, o.world.logk.tolist(), strict=True)),
+            alpha=dict(zip(d, np.diag(o.world.alpha).tolist(), strict=True)),
             tokens={k: v * 1e12 for k, v in o.natural.items()},
             noise=REGMIX_LOG_NOISE,
             names_used=m,
@@ -145,10 +141,16 @@ class World:
             np.array([self.alpha[d] for d in self.domains]),
         )
 
-    def objective(self, r: np.ndarray) -> np.ndarray:
+    def law(self) -> Any:
+        """The world's law now, as the one simulator of a known law (final losses only)."""
+        from bayesmix.laws.world import LawWorld
+
         logk, alpha = self.arrays()
-        r = np.atleast_2d(r)
-        return np.exp(logk[None] - alpha[None] * np.log(r + self.eps)).mean(axis=1)
+        eps = np.full(len(logk), self.eps)
+        return LawWorld.own_share(self.domains, alpha, logk=logk, eps=eps, noise=self.noise)
+
+    def objective(self, r: np.ndarray) -> np.ndarray:
+        return np.exp(self.law().log_loss(np.atleast_2d(r))).mean(axis=1)
 
     def optimum(self) -> tuple[np.ndarray, float]:
         from bayesmix.optimize import own_share_optimum
@@ -167,13 +169,7 @@ class World:
         return r, float(self.objective(r)[0])
 
     def observe(self, r: np.ndarray, run_ids: list[str], rng: np.random.Generator) -> pd.DataFrame:
-        from bayesmix.oracles import tidy_frame
-
-        logk, alpha = self.arrays()
-        r = np.atleast_2d(r)
-        log_l = logk[None] - alpha[None] * np.log(r + self.eps)
-        vals = np.exp(log_l + self.noise * rng.standard_normal(log_l.shape))
-        return tidy_frame(r, vals, self.domains, self.domains, run_ids)
+        return self.law().observe(np.atleast_2d(r), rng, run_ids)
 
     def update(self, kind: str, n_split: int) -> Any:
         """Apply one benchmark update to the world; returns the matching DomainUpdate."""
@@ -261,18 +257,18 @@ def fit(obs: Any, prior: Any = None, seed: int = 0) -> Any:
 def evaluate(post: Any, world: World) -> dict[str, Any]:
     """Regret of the posterior-expected optimum, and coverage of the 90 % intervals."""
     from bayesmix.acquisition import optimal_mixture
+    from bayesmix.benchmarks import coverage, regret
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         opt = optimal_mixture(post, None, None, None, MAX_DRAWS)
     r = opt.mixture.reindex(world.domains).to_numpy(dtype=float)
     best_r, best_v = world.optimum()
-    iv = opt.intervals.reindex(world.domains)
-    inside = (best_r >= iv["lo"].to_numpy() - 1e-9) & (best_r <= iv["hi"].to_numpy() + 1e-9)
+    cov = coverage(opt.intervals, best_r, world.domains)
     return {
-        "regret": float(world.objective(r)[0] - best_v),
-        "coverage": float(inside.mean()),
-        "covered": int(inside.sum()),
+        "regret": regret(world.objective, r, best_v),
+        "coverage": cov.share,
+        "covered": cov.covered,
         "n_domains": len(best_r),
         "mixture": dict(zip(world.domains, r.round(6).tolist(), strict=True)),
         "optimum": opt,
@@ -677,7 +673,7 @@ def main(argv: list[str] | None = None) -> None:
                 "platform": platform.platform(),
                 "python": sys.version.split()[0],
                 "command": " ".join(
-                    ["python", "studies/domain_updates/run.py", *(argv or sys.argv[1:])]
+                    ["python -m studies.domain_updates.run", *(argv or sys.argv[1:])]
                 ),
             }
         )

@@ -12,8 +12,8 @@ formula (``bayesmix.laws.formulas.bimix_log_loss``) and checked against scipy's 
 Resumable: every finished fit is one line of ``results/fits.jsonl``; a rerun skips those.
 Run (about 30 minutes of one core when the machine is quiet):
 
-    nice -n 10 .venv/bin/python studies/law_simulation/run.py            # all seeds, then table
-    .venv/bin/python studies/law_simulation/run.py --table-only           # rewrite results.md
+    nice -n 10 .venv/bin/python -m studies.law_simulation.run            # all seeds, then table
+    .venv/bin/python -m studies.law_simulation.run --table-only           # rewrite results.md
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from studies import _common
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -221,19 +223,6 @@ def done() -> list[dict]:
     return [json.loads(line) for line in FITS.read_text().splitlines() if line.strip()]
 
 
-def code_version() -> str:
-    import subprocess
-
-    def git(*args: str) -> str:
-        out = subprocess.run(["git", *args], cwd=HERE, capture_output=True, text=True)
-        return out.stdout.strip()
-
-    dirty = git("status", "--porcelain", "--", "bayesmix")
-    return git("rev-parse", "--short", "HEAD") + (
-        " with uncommitted bayesmix/ edits" if dirty else ""
-    )
-
-
 def write_table(rows: list[dict], started: str | None = None) -> None:
     if not rows:
         return
@@ -244,7 +233,7 @@ def write_table(rows: list[dict], started: str | None = None) -> None:
         "Written by `studies/law_simulation/run.py` (see its docstring for the design). "
         f"Table written {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.node()} "
         f"({os.cpu_count()} CPUs, shared with other jobs; load average "
-        f"{os.getloadavg()[0]:.1f} at writing); code {code_version()}.",
+        f"{os.getloadavg()[0]:.1f} at writing); code {_common.commit()}.",
         "",
         f"Data: M domains = M targets (each target's own domain), Dirichlet(0.8) swarms with "
         f"~20 % zero shares, steps {', '.join(f'{s:g}' for s in STEPS)}, independent normal "

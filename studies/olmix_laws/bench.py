@@ -9,7 +9,7 @@ Scores on the test runs: Spearman rho and MAE per task (mean over the 52 tasks),
 same for the objective (the mean of the 52 bits-per-byte), with the coverage of 50 % / 90 %
 intervals.
 
-    python studies/olmix_laws/bench.py            # writes results.md next to this file
+    python -m studies.olmix_laws.bench            # writes results.md next to this file
 """
 
 from __future__ import annotations
@@ -27,9 +27,10 @@ from scipy.stats import spearmanr
 
 import bayesmix as bm
 from bayesmix.laws import formulas
+from studies import _common
 
 HERE = Path(__file__).resolve().parent
-DATA = HERE.parents[1].parent / "shared" / "data" / "olmix"
+DATA = _common.DATA / "olmix"
 TEST_RUNS = 102
 LAWS = (("loglinear", {}), ("bimix-cross", {}))
 

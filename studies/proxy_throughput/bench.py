@@ -8,7 +8,7 @@ at the same model shapes, on real tokens (BPE 8192 shards of the sample corpus).
 ``results.jsonl`` and ``results.md`` (a table) to --out; with --profile also the torch-profiler
 tables of one naive and one bayesmix step.
 
-    python studies/proxy_throughput/bench.py --shards carry/shards_bpe \
+    python -m studies.proxy_throughput.bench --shards carry/shards_bpe \
         --naive carry/naive_gpt_bench.py --out $OUT --sizes 6m --packs 1,4,8
 """
 

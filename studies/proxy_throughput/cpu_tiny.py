@@ -4,7 +4,7 @@ Builds the sample corpus and byte shards (reused when present), trains one tiny 
 even mixture and writes a row to ``cpu_tiny.md`` beside this file: wall time (including
 evaluation), training tokens/s, CPU and thread count.
 
-    python studies/proxy_throughput/cpu_tiny.py [--threads N] [--work DIR]
+    python -m studies.proxy_throughput.cpu_tiny [--threads N] [--work DIR]
 """
 
 from __future__ import annotations

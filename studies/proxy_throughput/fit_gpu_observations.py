@@ -1,6 +1,6 @@
 """Fit the laws to the Observations of the GPU proxy swarm and print the optimal mixture.
 
-    python studies/proxy_throughput/fit_gpu_observations.py [--law bimix]
+    python -m studies.proxy_throughput.fit_gpu_observations [--law bimix]
 
 Reads gpu_observations_6m.csv beside this file (16 packed 6m proxies on the H100, written
 by gpu_mixture_run.py), keeps metric == "loss", fits with ``bm.fit`` and prints the

@@ -4,7 +4,7 @@ Mixtures respect a repetition cap: no domain is repeated more than ``--max-epoch
 (Olmix's rule, p_j <= k N_j / R); see ``capped_mixtures``. Writes ``observations.csv`` (tidy,
 DESIGN.md) and ``runs.json`` to --out.
 
-    python studies/proxy_throughput/gpu_mixture_run.py --shards carry/shards_bpe --out $OUT
+    python -m studies.proxy_throughput.gpu_mixture_run --shards carry/shards_bpe --out $OUT
 """
 
 from __future__ import annotations

@@ -7,9 +7,9 @@ the empirical coverage of the central 50 % and 90 % predictive intervals. Bayesi
 defaults) run next to two point baselines in the same script: LightGBM with RegMix's settings
 (no early stopping) and Olmix's Huber point fit of c + exp(A.r).
 
-    python studies/regmix_laws/bench.py                      # every cell, appended to results.csv
-    python studies/regmix_laws/bench.py --n 54 --laws bimix-cross --method nuts
-    python studies/regmix_laws/bench.py --table              # rewrite results.md from results.csv
+    python -m studies.regmix_laws.bench                      # every cell, appended to results.csv
+    python -m studies.regmix_laws.bench --n 54 --laws bimix-cross --method nuts
+    python -m studies.regmix_laws.bench --table              # rewrite results.md from results.csv
 
 Cells already in results.csv are skipped (delete a row to redo it), so the script resumes.
 """
@@ -17,10 +17,8 @@ Cells already in results.csv are skipped (delete a row to redo it), so the scrip
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 import warnings
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +27,10 @@ from scipy.stats import spearmanr
 
 import bayesmix as bm
 from bayesmix.laws import formulas
+from studies import _common
 
 HERE = Path(__file__).resolve().parent
-DATA = HERE.parents[1].parent / "shared" / "data" / "regmix"
+DATA = _common.DATA / "regmix"
 RESULTS = HERE / "results.csv"
 TABLE = HERE / "results.md"
 SIZES = (18, 54, 108, 512)
@@ -151,8 +150,7 @@ def provenance() -> dict[str, str]:
     import numpyro
 
     return {
-        "when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": f"{platform.machine()} x{__import__('os').cpu_count()} ({platform.node()})",
+        **_common.provenance(),
         "versions": f"jax {jax.__version__}, numpyro {numpyro.__version__}",
     }
 

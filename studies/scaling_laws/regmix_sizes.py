@@ -20,11 +20,8 @@ with a size axis (``cross-scaling``), in the same run, two references:
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 import warnings
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -33,9 +30,10 @@ from scipy.optimize import least_squares
 from scipy.stats import spearmanr
 
 import bayesmix as bm
+from studies import _common
 
 HERE = Path(__file__).resolve().parent
-DATA = HERE.parents[1].parent / "shared" / "data" / "regmix"
+DATA = _common.DATA / "regmix"
 FIT_MIXTURES_60M = 64
 
 
@@ -174,19 +172,6 @@ def shukor_additive_cell(small, fit_big, held) -> tuple[list, dict]:
     }
 
 
-def provenance() -> dict[str, str]:
-    import subprocess
-
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE
-    ).stdout.strip()
-    return {
-        "when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU",
-        "commit": commit,
-    }
-
-
 def write_table(results: pd.DataFrame, path: Path) -> None:
     meta = results.iloc[0]
     lines = [
@@ -246,7 +231,7 @@ def main() -> None:
         scored, fit = cell()
         shown = pd.DataFrame(scored).set_index("target").loc[["pile_cc", "mean13"]]
         print(fit, shown.to_string(), flush=True)
-        rows += [{**row, **fit, **provenance()} for row in scored]
+        rows += [{**row, **fit, **_common.provenance()} for row in scored]
     results = pd.DataFrame(rows)
     results.to_csv(HERE / f"regmix_sizes_{args.method}.csv", index=False)
     write_table(results, HERE / f"regmix_sizes_{args.method}.md")

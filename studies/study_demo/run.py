@@ -1,6 +1,6 @@
 """Time `bayesmix demo` from scratch and append a row to timings.md (one command, re-runnable).
 
-    .venv/bin/python studies/study_demo/run.py
+    .venv/bin/python -m studies.study_demo.run
 
 The row records when and where it ran (CPU count, load average before and after), the wall
 time of the whole demo, of its proxy runs and of its fits (from the study's own records),
