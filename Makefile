@@ -26,6 +26,7 @@ PYTEST_PAR = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfil
 
 test: setup
 	$(BIN)/ruff check bayesmix tests studies
+	$(BIN)/mypy  # the typed core: files and settings in pyproject's [tool.mypy]
 	$(BIN)/pytest -q $(PYTEST_PAR)
 
 # Nightly-style: only the slow tests (long NUTS fits, the full fault test, the demo...).
@@ -39,3 +40,4 @@ test-all: setup
 
 lint: setup
 	$(BIN)/ruff check bayesmix tests studies
+	$(BIN)/mypy

@@ -16,6 +16,7 @@ _LAZY = {
     "datasets": "bayesmix.datasets",
     "fit": "bayesmix.inference",
     "Posterior": "bayesmix.posterior",
+    "FittedLaw": "bayesmix.posterior",
     "NotConvergedError": "bayesmix.posterior",
     "ConvergenceWarning": "bayesmix.posterior",
     "Constraints": "bayesmix.optimize",

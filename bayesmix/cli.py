@@ -11,7 +11,7 @@ import math
 import os
 import warnings
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -22,6 +22,10 @@ from bayesmix.errors import ArgumentError, BayesMixError
 from bayesmix.laws import LAW_NAMES
 from bayesmix.proxy.cli import proxy_app
 from bayesmix.study.cli import study_app
+
+if TYPE_CHECKING:
+    from bayesmix.optimize import OptimalMixture
+    from bayesmix.posterior import FittedLaw, Posterior
 
 app = typer.Typer(
     help="bayesmix: the pretraining data mixture to use, with credible intervals.",
@@ -217,7 +221,7 @@ AverageLawsOption = Annotated[
 ]
 
 
-def average_of_laws(post: Any, spec: str, seed: int) -> Any:
+def average_of_laws(post: Posterior, spec: str, seed: int) -> Any:
     """``bm.average_laws`` of the laws named in ``spec``, refitted on ``post``'s runs."""
     import bayesmix as bm
 
@@ -296,12 +300,12 @@ def optimize_cmd(
         )
 
 
-def is_point_estimate(post: Any) -> bool:
+def is_point_estimate(post: FittedLaw) -> bool:
     """A MAP fit is one draw: its 'intervals' have zero width and mean nothing."""
     return getattr(post, "method", None) == "map"
 
 
-def unmeasured_domains(post: Any) -> list[str]:
+def unmeasured_domains(post: FittedLaw) -> list[str]:
     """Domains no target measures, under an own-share law: nothing in the data speaks for
     them, so the optimum keeps them at their lower bound (0 without one)."""
     from bayesmix.laws import get_law
@@ -312,7 +316,7 @@ def unmeasured_domains(post: Any) -> list[str]:
     return [d for d in post.domains if d not in measured]
 
 
-def optimum_table(post: Any, opt: Any, ci: float) -> Table:
+def optimum_table(post: FittedLaw, opt: OptimalMixture, ci: float) -> Table:
     """The optimal mixture per domain, saying why a share is what it is where the numbers
     alone mislead: a MAP's point estimate, a domain the own-share law cannot see."""
     frame = opt.as_frame().rename(columns={"lo": f"lo {ci:.0%}", "hi": f"hi {ci:.0%}"})

@@ -142,8 +142,10 @@ class OptimalMixture:
 
 
 # ----------------------------------------------------------------------------- solvers
-def project_to_box_simplex(v: np.ndarray, lo: np.ndarray, hi: np.ndarray, xp: Any = np) -> Any:
-    """Euclidean projection of rows of v onto {lo <= r <= hi, sum r = 1} (bisection on a shift)."""
+def project_to_box_simplex(v: Any, lo: Any, hi: Any, xp: Any = np) -> Any:
+    """Euclidean projection of rows of v onto {lo <= r <= hi, sum r = 1} (bisection on a shift).
+
+    v, lo, hi: arrays of the namespace ``xp`` (numpy, or jax.numpy inside a traced solver)."""
     a = xp.min(v - hi, axis=-1, keepdims=True)
     b = xp.max(v - lo, axis=-1, keepdims=True)
     for _ in range(60):

@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 import pandas as pd
@@ -34,6 +34,19 @@ ESS_MIN = 400
 FILE_FORMAT = 2  # 2: the cross law's floors are per domain
 # Draws x mixtures x targets x domains evaluated at once by log_loss (memory bound).
 CHUNK_ELEMENTS = 20_000_000
+
+
+class FittedLaw(Protocol):
+    """What every fitted law answers, one law's ``Posterior`` or an average of laws
+    (``LawAverage``): the training domains and targets it was fitted over. Code that takes
+    either (proposals, recommendations, the command line) types its argument so, and asks
+    for a ``Posterior`` where it needs one law's draws."""
+
+    @property
+    def domains(self) -> list[str]: ...
+
+    @property
+    def targets(self) -> list[str]: ...
 
 
 class NotConvergedError(BayesMixError, RuntimeError):
@@ -129,7 +142,7 @@ class Posterior:
             summary = az.summary(self.idata, var_names=varying, kind="diagnostics", round_to="none")
         # az.summary lists each variable's entries in C order, as ravel does.
         varies = np.concatenate([np.ravel(spread[k].values) > 0 for k in varying])
-        return summary.loc[varies, ["r_hat", "ess_bulk", "ess_tail"]]
+        return cast(pd.DataFrame, summary).loc[varies, ["r_hat", "ess_bulk", "ess_tail"]]
 
     @property
     def converged(self) -> bool:
@@ -223,7 +236,10 @@ class Posterior:
     def reference_step(self) -> float:
         """The step the law's K_t is parametrised at (s_rel = 1): the fit's setting, else the
         longest observed run."""
-        return float(self.settings.reference_step or self.observations.max_step)
+        step = self.settings.reference_step or self.observations.max_step
+        if step is None:
+            raise ObservationsError("the fitted runs have no step axis")
+        return float(step)
 
     def s_rel(self, step: float | None) -> np.ndarray | None:
         """Training progress relative to the reference step, or None without a step axis."""

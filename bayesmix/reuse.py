@@ -56,7 +56,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -66,6 +66,9 @@ from bayesmix.errors import ArgumentError
 from bayesmix.laws.base import PRIOR_CORRELATION, LawError
 from bayesmix.mixtures import tidy_frame
 from bayesmix.observations import Observations, ObservationsError, ratio_column
+
+if TYPE_CHECKING:
+    from bayesmix.posterior import Posterior
 
 ZERO_SHARE = 1e-9  # a share at most this is zero (runs map exactly only there)
 
@@ -98,7 +101,7 @@ class TransferSettings:
 
 
 # ------------------------------------------------------------------------------ lineage
-def old_domain_set(post: Any, domain_set: DomainSet | None) -> DomainSet:
+def old_domain_set(post: Posterior, domain_set: DomainSet | None) -> DomainSet:
     if domain_set is not None:
         if list(domain_set.domains) != list(post.domains):
             raise DomainUpdateError(
@@ -118,7 +121,7 @@ class TargetSource:
 
 
 def target_sources(
-    post: Any, update: DomainUpdate, new_targets: Sequence[str], domain_set: DomainSet | None
+    post: Posterior, update: DomainUpdate, new_targets: Sequence[str], domain_set: DomainSet | None
 ) -> dict[str, TargetSource]:
     """Per target of the new fit: which old targets its prior comes from.
 
@@ -248,7 +251,7 @@ def map_observations(
 
 
 # ------------------------------------------------------------------------------ prior
-def _site_draws(post: Any, max_draws: int | None = 2000) -> dict[str, np.ndarray]:
+def _site_draws(post: Posterior, max_draws: int | None = 2000) -> dict[str, np.ndarray]:
     return post.draws(max_draws)
 
 
@@ -260,7 +263,7 @@ def _population(values: np.ndarray) -> tuple[float, float]:
 
 
 def prior_from_posterior(
-    post: Any,
+    post: Posterior,
     update: DomainUpdate,
     *,
     observations: Observations | None = None,
@@ -434,7 +437,7 @@ def warm_fit(
     domain_set: DomainSet | None = None,
     settings: TransferSettings | None = None,
     **fit_options: Any,
-) -> Any:
+) -> Posterior:
     """Fit the law over the domain set after ``update``: the old posterior as prior, the old
     runs that map exactly in the likelihood, plus ``new_observations`` (runs over the new set).
 
@@ -504,13 +507,13 @@ REVISED_SITES = ("logk", "alpha", "eps")  # the sites through which a domain's c
 
 
 def revise_posterior(
-    post: Any,
+    post: Posterior,
     update: DomainUpdate,
     *,
     settings: TransferSettings | None = None,
     max_draws: int | None = 1000,
     seed: int = 0,
-) -> Any:
+) -> Posterior:
     """After an update that only revises domains, before any new run (any law).
 
     The domain set keeps its names, so the old draws stay meaningful; each revised domain's
@@ -586,14 +589,14 @@ def _widened(
 
 
 def transfer_posterior(
-    post: Any,
+    post: Posterior,
     update: DomainUpdate,
     *,
     domain_set: DomainSet | None = None,
     settings: TransferSettings | None = None,
     max_draws: int | None = 1000,
     seed: int = 0,
-) -> Any:
+) -> Posterior:
     """A posterior over the new domain set before any new run (own-share law).
 
     Per draw: unchanged targets keep their values; split parts take the parent's, revised
@@ -677,7 +680,7 @@ def transfer_posterior(
 
 
 def _placeholder_observations(
-    post: Any,
+    post: Posterior,
     update: DomainUpdate,
     ds: DomainSet,
     domains: list[str],
@@ -798,7 +801,7 @@ def reuse_plan(
 
 
 def choose_reopen(
-    post: Any,
+    post: Posterior,
     plan: ReusePlan,
     *,
     tolerance: float = 0.15,
@@ -856,7 +859,7 @@ CARD_FILE = "MODEL_CARD.md"
 
 
 def save_model(
-    post: Any,
+    post: Posterior,
     folder: str | Path,
     *,
     data: str = "",
@@ -970,7 +973,7 @@ def _card_markdown(card: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def load_model(path: str | Path) -> Any:
+def load_model(path: str | Path) -> Posterior:
     """A saved posterior: a ``models/NAME`` folder (its posterior.nc) or a .nc file."""
     from bayesmix.posterior import Posterior
 

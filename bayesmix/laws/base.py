@@ -150,6 +150,7 @@ class LawData:
         s_rel = None
         if has_steps:
             ref = settings.reference_step or obs.max_step
+            assert ref is not None  # observations with steps have a largest one
             s_rel = first["step"].to_numpy(dtype=float) / float(ref)
         # A fit sets reference_size where sizes are mixed; runs scored against that fit
         # (held out, perhaps of one size) are placed on its size axis the same way.
@@ -158,6 +159,8 @@ class LawData:
             if "model_size" not in frame.columns:
                 raise ObservationsError("a law with a size axis needs the runs' model_size")
             size_ref = settings.reference_size or obs.max_model_size
+            if size_ref is None:
+                raise ObservationsError("a law with a size axis needs the runs' model_size")
             n_rel = first["model_size"].to_numpy(dtype=float) / float(size_ref)
         tindex = {t: i for i, t in enumerate(targets)}
         target = frame["target"].map(tindex).to_numpy(dtype=np.int32)

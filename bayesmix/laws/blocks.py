@@ -250,4 +250,4 @@ class GroupedEquicorrelatedNormal(dist.Distribution):
         c = d + n * self.rho
         quad = (squares - self.rho * sums**2 / c) / d
         log_det = 2.0 * log_scales + (n - 1) * jnp.log(d) + jnp.log(c)
-        return -0.5 * (n * jnp.log(2.0 * jnp.pi) + log_det + quad)
+        return jnp.asarray(-0.5 * (n * jnp.log(2.0 * jnp.pi) + log_det + quad))

@@ -125,11 +125,11 @@ def log_scale_factor(
 
     Without a size axis this is ``log_step_factor``; without either it is 0.
     """
-    if n_rel is None or frac_size is None:
+    if n_rel is None or frac_size is None or gamma is None:
         return log_step_factor(xp, frac, beta, s_rel)
     n = n_rel[:, None]  # (P, 1) against (..., 1, T)
     inner = frac_size[..., None, :] * (n ** (-gamma[..., None, :]) - 1.0)
-    if s_rel is not None and frac is not None:
+    if s_rel is not None and frac is not None and beta is not None:
         s = s_rel[:, None]
         inner = inner + frac[..., None, :] * (s ** (-beta[..., None, :]) - 1.0)
     return xp.log1p(inner)
