@@ -35,7 +35,7 @@ def run_demo(
     from bayesmix.study.cli import print_optimum
     from bayesmix.study.loop import run_study
     from bayesmix.study.storage import Storage
-    from bayesmix.study.study import Study
+    from bayesmix.study.study import Study, StudyError
 
     console = console or Console(stderr=True)
     started = time.perf_counter()
@@ -57,7 +57,7 @@ def run_demo(
         study = Study.create(config, storage, progress=progress)
     result = run_study(study, budget=budget, progress=progress, console=console)
     if result.fit is None:
-        raise ValueError("the demo completed no run; see the worker logs in " + str(study.workdir))
+        raise StudyError("the demo completed no run; see the worker logs in " + str(study.workdir))
     print_optimum(study, result.fit.snapshot)
     report = write_report(study)
     minutes = (time.perf_counter() - started) / 60

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from bayesmix.study.config import StudyConfig
+from bayesmix.study.config import ConfigError, StudyConfig
 from bayesmix.study.storage import MEMORY_URL, StorageError
 
 
@@ -68,7 +68,7 @@ def make_executor(kind: str, storage_url: str, study: str, config: StudyConfig) 
         return LocalExecutor(storage_url, study, config)
     if kind == "ray":
         return RayExecutor(storage_url, study, config)
-    raise ValueError(f"unknown executor {kind!r}; choose local or ray")
+    raise ConfigError(f"unknown executor {kind!r}; choose local or ray")
 
 
 # ------------------------------------------------------------------------------ local
@@ -217,12 +217,12 @@ class RayExecutor:
         try:
             import ray
         except ImportError:
-            raise ValueError("executor 'ray' needs the ray package (pip install ray)") from None
+            raise ConfigError("executor 'ray' needs the ray package (pip install ray)") from None
         self.ray = ray
         self.storage_url, self.study, self.config = storage_url, study, config
         if storage_url.startswith("sqlite") and config.executor.address:
             # A SQLite file is shared only by processes of one machine.
-            raise ValueError(
+            raise ConfigError(
                 "executor 'ray' on a cluster address needs a storage every node reaches "
                 "(postgresql+psycopg://...), not a SQLite file"
             )

@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bayesmix.study.executors import Executor, Finished, make_executor
-from bayesmix.study.study import Fit, Study
+from bayesmix.study.study import Fit, Study, StudyError
 
 POLL_SECONDS = 0.3
 
@@ -54,7 +54,7 @@ def run_study(
     cfg = study.config
     budget = int(budget if budget is not None else cfg.budget)
     if budget < 1:
-        raise ValueError(f"budget must be a positive number of runs, got {budget}")
+        raise StudyError(f"budget must be a positive number of runs, got {budget}")
     study.extend_budget(budget)  # stored: status must not later count "16 of 12 runs"
     cfg = study.config
     console = console or Console(stderr=True)
