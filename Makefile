@@ -26,6 +26,7 @@ PYTEST_PAR = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfil
 
 test: setup
 	$(BIN)/ruff check bayesmix tests studies
+	$(BIN)/lint-imports  # the layers: pyproject's [tool.importlinter]
 	$(BIN)/mypy  # the typed core: files and settings in pyproject's [tool.mypy]
 	$(BIN)/pytest -q $(PYTEST_PAR)
 
@@ -40,4 +41,5 @@ test-all: setup
 
 lint: setup
 	$(BIN)/ruff check bayesmix tests studies
+	$(BIN)/lint-imports
 	$(BIN)/mypy

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from bayesmix.acquisition import ACQUISITIONS
 from bayesmix.errors import ArgumentError, BayesMixError
 from bayesmix.laws import LAW_NAMES
 from bayesmix.proxy.cli import proxy_app
@@ -280,7 +281,9 @@ def optimize_cmd(
         if average_laws is None:
             opt = post.optimal_mixture(**settings, model_size=model_size)
         else:
-            opt = post.optimal_mixture(**settings)
+            from bayesmix.acquisition import optimal_mixture  # torch: only for an average
+
+            opt = optimal_mixture(post, **settings)
     except USER_ERRORS as exc:  # NotConvergedError (strict) among them
         fail(str(exc))
     console.print(post.summary_line() if average_laws is None else escape(str(post)))
@@ -339,7 +342,7 @@ def propose_cmd(
     posterior: Annotated[Path, typer.Argument(help="posterior file written by `bayesmix fit`")],
     q: Annotated[int, typer.Option("--q", help="runs to propose (one batch)")] = 8,
     acq: Annotated[
-        str, typer.Option("--acq", help="optimum-variance | thompson | qlognei")
+        str, typer.Option("--acq", help=" | ".join(ACQUISITIONS))
     ] = "optimum-variance",
     step: Annotated[float | None, typer.Option(help="target step of the objective")] = None,
     token_counts: TokenCountsOption = None,
@@ -532,6 +535,34 @@ def check_step(step: float | None) -> None:
     """--step is a training step (or token count) of the law: positive and finite."""
     if step is not None and not (math.isfinite(step) and step > 0):
         fail(f"--step must be a positive number of training steps, got {step:g}")
+
+
+# `bayesmix proxy entropy` is registered here, not in bayesmix.proxy.cli: BiMix's entropy
+# mixture is a proposer's (bayesmix.proposers.swarms), a layer above the proxy package.
+@proxy_app.command("entropy")
+def entropy_cmd(
+    shards: Annotated[Path, typer.Option(help="shard folder written by `prepare`")],
+    kind: Annotated[str, typer.Option(help="conditional | shannon | joint")] = "conditional",
+) -> None:
+    """BiMix's entropy mixture r = softmax(H): a first design with no proxy run."""
+    from bayesmix.proposers.swarms import entropy_mixture
+    from bayesmix.proxy.entropy import domain_entropies
+
+    try:
+        h = domain_entropies(shards)
+        r = entropy_mixture(shards, kind=kind)
+    except BayesMixError as exc:
+        fail(str(exc))
+    t = Table("domain", "shannon", "conditional", "joint", f"r ({kind})")
+    for d in r.index:
+        t.add_row(
+            d,
+            f"{h.loc[d, 'shannon']:.3f}",
+            f"{h.loc[d, 'conditional']:.3f}",
+            f"{h.loc[d, 'joint']:.3f}",
+            f"{r[d]:.4f}",
+        )
+    console.print(t)
 
 
 @app.command("demo")

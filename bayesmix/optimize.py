@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from bayesmix.errors import ArgumentError, BayesMixError
+from bayesmix.laws.formulas import log_step_factor
 from bayesmix.mixtures import objective_weights
 
 if TYPE_CHECKING:
@@ -377,8 +378,6 @@ def jax_vmap_objective(objective_one: Any, params: Mapping[str, Any], r: Any) ->
 
 
 def _log_step(params: Mapping[str, np.ndarray], s_rel: np.ndarray) -> np.ndarray:
-    from bayesmix.laws.formulas import log_step_factor
-
     if "frac" not in params:
         return np.zeros_like(params["logk"])
     return log_step_factor(np, params["frac"], params["beta"], s_rel)[:, 0, :]

@@ -20,14 +20,15 @@ import pandas as pd
 
 from bayesmix.errors import ArgumentError, BayesMixError
 from bayesmix.laws import LawSettings, get_law, get_noise
+from bayesmix.laws.base import LawData
 from bayesmix.laws.formulas import namespace
 from bayesmix.mixtures import mixture_matrix, objective_weights
 from bayesmix.observations import Observations, ObservationsError
+from bayesmix.optimize import Constraints, OptimalMixture, optimal_mixture
 
 if TYPE_CHECKING:
     from bayesmix.laws.base import Law
     from bayesmix.laws.noise import Noise
-    from bayesmix.optimize import Constraints, OptimalMixture
 
 R_HAT_MAX = 1.01
 ESS_MIN = 400
@@ -365,8 +366,6 @@ class Posterior:
         run's steps are independent, so its log density is theirs summed. Runs the fit did
         not see give its out-of-sample predictive fit (``bayesmix.selection``).
         """
-        from bayesmix.laws.base import LawData
-
         if not isinstance(obs, Observations):
             raise TypeError(f"log_likelihood expects Observations, got {type(obs).__name__}")
         if obs.domains != self.domains:
@@ -498,8 +497,6 @@ class Posterior:
         and ``model_size`` (parameters; the user's target model, for a law with a size axis),
         and the distribution of optima. See ``bayesmix.optimize.optimal_mixture``.
         """
-        from bayesmix.optimize import optimal_mixture
-
         self.check_usable(strict)
         return optimal_mixture(
             self,
@@ -510,12 +507,6 @@ class Posterior:
             max_draws=max_draws,
             model_size=model_size,
         )
-
-    def to_prior(self, update: Any, **kwargs: Any) -> Any:
-        """The prior for a new domain set after ``update`` (see ``bayesmix.reuse``)."""
-        from bayesmix.reuse import prior_from_posterior
-
-        return prior_from_posterior(self, update, **kwargs)
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:

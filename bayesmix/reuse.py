@@ -11,7 +11,7 @@ Three tools, each usable alone (``studies/domain_updates`` benchmarks them toget
    which a target's loss depends on its own domain's share only, as ``bimix``), the other
    targets' rows of runs with a revised domain stay exact too.
 
-2. **Prior transfer** (``prior_from_posterior``, reached as ``Posterior.to_prior(update)``):
+2. **Prior transfer** (``prior_from_posterior``):
    the old posterior becomes the prior of the new fit, per target and per site on the
    site's unconstrained scale (``bayesmix.laws.Prior``):
 
@@ -53,22 +53,25 @@ its intervals and the first proposals of the updated study are available at once
 
 from __future__ import annotations
 
+import json
+import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from bayesmix.domains import DomainSet, DomainUpdate, DomainUpdateError
 from bayesmix.errors import ArgumentError
+from bayesmix.inference import fit
+from bayesmix.laws import LawData, LawSettings, formulas
 from bayesmix.laws.base import PRIOR_CORRELATION, LawError
 from bayesmix.mixtures import tidy_frame
 from bayesmix.observations import Observations, ObservationsError, ratio_column
-
-if TYPE_CHECKING:
-    from bayesmix.posterior import Posterior
+from bayesmix.posterior import Posterior
 
 ZERO_SHARE = 1e-9  # a share at most this is zero (runs map exactly only there)
 
@@ -410,8 +413,6 @@ def _logk_offset_draws(
     The model samples logk_offset = logk - alpha * mean_p log(r_own + eps) - mean log y over
     the fitted data; the same transform of the old draws, on the new data, is its prior.
     """
-    from bayesmix.laws import LawData, LawSettings
-
     if draws["alpha"].ndim != 2:  # the cross law's alpha is (D, T, M): keep the default
         return None
     data = LawData.from_observations(obs, LawSettings())
@@ -450,8 +451,6 @@ def warm_fit(
     The result's ``info['prior_targets']`` lists the targets that took an informative prior,
     so that the next update does not count their runs twice.
     """
-    import bayesmix as bm
-
     if new_observations is None:
         # No run over the new set yet. A refit on the old runs alone would drop every target
         # the update touched (a revised or added domain has no row that maps exactly), and the
@@ -494,7 +493,7 @@ def warm_fit(
         keep=mapped.kept_targets,
     )
     fit_options.setdefault("law", old.law)
-    post = bm.fit(data, prior=prior, **fit_options)
+    post = fit(data, prior=prior, **fit_options)
     keep = set(mapped.kept_targets)
     post.info["prior_targets"] = [t for t in data.targets if t not in keep]
     post.info["update"] = update.to_dict()
@@ -609,8 +608,6 @@ def transfer_posterior(
     """
     import arviz as az
 
-    from bayesmix.posterior import Posterior
-
     if not post.law_obj.own_share:
         raise LawError(
             f"transfer_posterior supports own-share laws (bimix); got {post.law!r}: fit the "
@@ -694,8 +691,6 @@ def _placeholder_observations(
         r = np.full((1, len(domains)), 1.0 / len(domains))
     if len(r) < 2:
         r = np.concatenate([r, np.full((1, len(domains)), 1.0 / len(domains))])
-    from bayesmix.laws import formulas
-
     s_rel = None
     if post.observations.has_steps:
         s_rel = np.ones(len(r))
@@ -869,9 +864,6 @@ def save_model(
     """Save a posterior as ``folder/posterior.nc`` with a short model card
     (``MODEL_CARD.md`` and ``card.json``: data, law, domains, diagnostics), so that it can be
     the prior of a new study (``bayesmix study update NAME ... --prior folder``)."""
-    import json
-    import time
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     post.save(folder / MODEL_FILE)
@@ -905,8 +897,6 @@ def save_model(
         "update": post.info.get("update"),
     }
     if optimum:
-        import warnings
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             opt = post.optimal_mixture(max_draws=500)
@@ -975,8 +965,6 @@ def _card_markdown(card: Mapping[str, Any]) -> str:
 
 def load_model(path: str | Path) -> Posterior:
     """A saved posterior: a ``models/NAME`` folder (its posterior.nc) or a .nc file."""
-    from bayesmix.posterior import Posterior
-
     path = Path(path)
     file = path / MODEL_FILE if path.is_dir() else path
     if not file.exists():

@@ -58,6 +58,7 @@ from scipy.special import logsumexp, softmax
 import bayesmix.laws
 from bayesmix.errors import BayesMixError
 from bayesmix.inference import fit, interpolation_risk
+from bayesmix.law_average import LawAverage
 from bayesmix.laws import LawError, get_law
 from bayesmix.observations import Observations
 
@@ -135,93 +136,6 @@ class LawComparison:
             f"{self.threshold:g} standard errors)"
         )
         return "\n".join(lines)
-
-
-@dataclass(frozen=True)
-class LawAverage:
-    """Several laws' posteriors over the same runs and the weight of each (``average_laws``).
-
-    ``bm.propose`` proposes over the weighted ensemble of their draws; ``posterior`` is the
-    law the comparison chose, the one to recommend from.
-    """
-
-    posteriors: Mapping[str, Any]
-    weights: Mapping[str, float]
-    comparison: LawComparison
-
-    @property
-    def posterior(self) -> Any:
-        return self.comparison.posterior
-
-    @property
-    def domains(self) -> list[str]:
-        return list(self.posterior.domains)
-
-    @property
-    def targets(self) -> list[str]:
-        return list(self.posterior.targets)
-
-    def parts(self) -> list[tuple[Any, float]]:
-        """(posterior, weight) of each law with a positive weight, the heaviest first."""
-        laws = sorted(self.posteriors, key=lambda law: -self.weights[law])
-        return [(self.posteriors[law], self.weights[law]) for law in laws if self.weights[law] > 0]
-
-    def optimal_mixture(
-        self,
-        weights: Mapping[str, float] | None = None,
-        step: float | None = None,
-        constraints: Any = None,
-        ci: float = 0.9,
-        *,
-        max_draws: int = 256,
-        seed: int = 0,
-        strict: bool = False,
-    ) -> Any:
-        r"""The optimal mixture over the average of laws, with its intervals (``OptimalMixture``).
-
-        The recommendation minimises the law-weighted expected objective,
-        argmin_x \sum_k w_k E_{d ~ p_k}[F_d(x)], through the ensemble of every law's draws
-        (``LawAverageModel``, in proportion to the weights); the distribution of optima pools
-        every law's per-draw optima the same way, so the intervals widen where the laws
-        disagree. strict: refuse it when any law's fit did not converge.
-        """
-        import torch
-
-        from bayesmix.acquisition import (
-            ensemble_mean_optimum,
-            ensemble_model,
-            member_optima,
-            objective_weights,
-        )
-        from bayesmix.optimize import check_ci, summarise_optima
-
-        check_ci(ci)
-        for post, _ in self.parts():
-            post.check_usable(strict)
-        lead, model = ensemble_model(self, step, max_draws=max_draws, seed=seed)
-        w = objective_weights(weights, self.targets)
-        best = ensemble_mean_optimum(lead, model, w, step, constraints, seed)
-        with torch.no_grad():
-            values = model.log_loss(torch.as_tensor(best[None], dtype=torch.float64)).exp()
-        return summarise_optima(
-            self.domains,
-            best,
-            member_optima(model, w, step, constraints),
-            values[:, 0, :].numpy() @ w,
-            ci,
-            step,
-            "law average (BoTorch)",
-            converged=all(post.converged for post, _ in self.parts()),
-        )
-
-    def __str__(self) -> str:
-        weights = ", ".join(f"{law} {w:.2f}" for law, w in self.weights.items())
-        return f"{self.comparison}\nlaw weights: {weights}"
-
-
-def chosen_posterior(fitted: Any) -> Any:
-    """The posterior to recommend from: a ``LawAverage``'s chosen law, else ``fitted``."""
-    return fitted.posterior if isinstance(fitted, LawAverage) else fitted
 
 
 def compare_laws(

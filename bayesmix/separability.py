@@ -26,8 +26,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy.stats import chi2
 
 from bayesmix.errors import BayesMixError
+from bayesmix.inference import fit
 from bayesmix.observations import Observations
 
 # The own-share law has three parameters per target besides the noise: with fewer runs
@@ -85,10 +87,6 @@ def check_separability(
     ``long_step`` (default: the largest step). The short step is the last one the runs that
     reach ``long_step`` recorded at or before ``short_step`` (default: their first). Needs at
     least ``MIN_RUNS`` distinct mixtures recorded at both steps."""
-    from scipy.stats import chi2
-
-    import bayesmix as bm
-
     if not 0 < level < 1:
         raise SeparabilityError(f"level must be in (0, 1), got {level}")
     if not observations.has_steps:
@@ -126,7 +124,7 @@ def check_separability(
         obs = Observations.from_frame(rows, {t: observations.target_domain[t] for t in own})
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a fit's diagnostics are not the user's concern
-            post = bm.fit(
+            post = fit(
                 obs,
                 law="bimix",
                 method="laplace",

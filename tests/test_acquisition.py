@@ -11,9 +11,9 @@ import torch
 
 import bayesmix as bm
 from bayesmix.acquisition import ACQUISITIONS, propose, qOptimumVarianceReduction
+from bayesmix.acquisition.model import LawEnsembleModel
 from bayesmix.benchmarks import SyntheticOracle
 from bayesmix.proposers import ProposalContext, ProposalError, get_proposer, get_recommender
-from bayesmix.proposers.model import LawEnsembleModel
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -58,7 +58,7 @@ def test_members_far_in_the_tails_keep_gradients_finite(fitted) -> None:
     """A draw whose exponent for a never-observed domain is huge predicts losses that
     overflow exp(); the ensemble caps the log loss, so the acquisition's gradients stay
     finite (before, qLogNEI's SLSQP died on NaN gradients after a sparse Dirichlet swarm)."""
-    from bayesmix.proposers.model import LOG_LOSS_CAP
+    from bayesmix.acquisition.model import LOG_LOSS_CAP
 
     _, post = fitted
     model = LawEnsembleModel(post, max_draws=8)
@@ -112,11 +112,9 @@ def test_proposals_improve_on_the_observed_runs(fitted, world: SyntheticOracle) 
 def test_noise_scale_leaves_out_members_whose_prediction_overflows(fitted, monkeypatch):
     """A cross law fitted to few runs has members whose predictions overflow; their
     non-finite ratios once made sigma_t NaN and every gradient of optimum-variance NaN."""
-    from bayesmix.acquisition import noise_scale
-
     _, post = fitted
     model = LawEnsembleModel(post, None, max_draws=32)
-    clean = noise_scale(model)
+    clean = model.noise_scale()
     real = post.predict
 
     def overflowing(*args, **kwargs):
@@ -125,7 +123,7 @@ def test_noise_scale_leaves_out_members_whose_prediction_overflows(fitted, monke
         return out
 
     monkeypatch.setattr(post, "predict", overflowing)
-    sigma = noise_scale(model)
+    sigma = model.noise_scale()
     assert np.isfinite(sigma).all()
     np.testing.assert_allclose(sigma, clean, rtol=0.25)
 

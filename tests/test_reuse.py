@@ -107,7 +107,7 @@ def test_prior_transfer(post: bm.Posterior, obs: bm.Observations) -> None:
     upd = DomainUpdate.split("a", {"a1": 1.0, "a2": 1.0}) + DomainUpdate.add("d", 1.0)
     tp = reuse.transfer_posterior(post, upd)
     assert tp.domains == ["a1", "a2", "b", "c", "d"]
-    prior = post.to_prior(upd, observations=tp.observations)
+    prior = reuse.prior_from_posterior(post, upd, observations=tp.observations)
     loc, scale = prior["log_alpha"]
     old = post.draws()["log_alpha"]
     i_a = post.targets.index("a")
@@ -117,14 +117,15 @@ def test_prior_transfer(post: bm.Posterior, obs: bm.Observations) -> None:
     # unchanged: the posterior, widened by the tunable factor
     i_b = post.targets.index("b")
     assert scale[2] == pytest.approx(old[:, i_b].std() * reuse.TransferSettings().widen, rel=1e-6)
-    wide = post.to_prior(
+    wide = reuse.prior_from_posterior(
+        post,
         upd, observations=tp.observations, settings=reuse.TransferSettings(widen=3.0)
     )
     assert wide["log_alpha"][1][2] == pytest.approx(3 * old[:, i_b].std(), rel=1e-6)
     # new domain: the population (spread across targets), wider than any single posterior
     assert np.isfinite(loc[4]) and scale[4] > scale[2]
     # kept targets: population prior (NaN), their runs are in the likelihood
-    keep = post.to_prior(upd, observations=tp.observations, keep=["b", "c"])
+    keep = reuse.prior_from_posterior(post, upd, observations=tp.observations, keep=["b", "c"])
     assert np.isnan(keep["log_alpha"][0][2:4]).all()
     assert "logk_offset" in prior and np.isnan(prior["logk_offset"][0][4])
     # Each carried target's sites are coupled as in the old posterior: the correlation of

@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bayesmix.acquisition.base import run_table
 from bayesmix.benchmarks.oracles import WeightedObjective, global_minimum
 from bayesmix.laws import formulas
 from bayesmix.mixtures import tidy_frame
 from bayesmix.observations import Observations, ratio_column
-from bayesmix.proposers.base import run_table
 
 log = logging.getLogger(__name__)
 

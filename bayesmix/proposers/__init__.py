@@ -8,114 +8,23 @@
 Proposers: "bayesmix" (BoTorch over the law's posterior), "dirichlet-swarm" (Olmix),
 "random-swarm" (RegMix), "uniform", "entropy" (BiMix). Recommenders: "posterior-optimum"
 (ours), "olmix" (point log-linear law + 0.05 KL to the prior + caps), "regmix" (LightGBM +
-simulate-and-pick).
+simulate-and-pick). The registry is ``bayesmix.proposers.registry``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
-from bayesmix.proposers.base import (
-    ProposalContext,
-    ProposalError,
-    Proposer,
-    Recommender,
+from bayesmix.acquisition.base import ProposalError
+from bayesmix.proposers.base import ProposalContext, Proposer, Recommender
+from bayesmix.proposers.registry import (
+    POSTERIOR_FREE,
+    PROPOSERS,
+    RECOMMENDERS,
+    get_proposer,
+    get_recommender,
 )
 
-
-def _bayesmix(**options: Any) -> Proposer:
-    from bayesmix.proposers.bayesian import BayesMixProposer
-
-    return BayesMixProposer(**options)
-
-
-def _dirichlet(**options: Any) -> Proposer:
-    from bayesmix.proposers.swarms import OlmixSwarm
-
-    return OlmixSwarm(**options)
-
-
-def _random(**options: Any) -> Proposer:
-    from bayesmix.proposers.swarms import regmix_swarm
-
-    return regmix_swarm(**options)
-
-
-def _uniform(**options: Any) -> Proposer:
-    from bayesmix.proposers.swarms import UniformSwarm
-
-    return UniformSwarm(**options)
-
-
-def _entropy(**options: Any) -> Proposer:
-    from bayesmix.proposers.swarms import EntropySwarm
-
-    return EntropySwarm(**options)
-
-
-def _posterior_optimum(**options: Any) -> Recommender:
-    from bayesmix.proposers.recommenders import PosteriorOptimum
-
-    return PosteriorOptimum(**options)
-
-
-def _olmix(**options: Any) -> Recommender:
-    from bayesmix.proposers.recommenders import OlmixRecommender
-
-    return OlmixRecommender(**options)
-
-
-def _regmix(**options: Any) -> Recommender:
-    from bayesmix.proposers.recommenders import RegMixRecommender
-
-    return RegMixRecommender(**options)
-
-
-PROPOSERS: dict[str, Callable[..., Proposer]] = {
-    "bayesmix": _bayesmix,
-    "dirichlet-swarm": _dirichlet,
-    "random-swarm": _random,
-    "uniform": _uniform,
-    "entropy": _entropy,
-}
-
-RECOMMENDERS: dict[str, Callable[..., Recommender]] = {
-    "posterior-optimum": _posterior_optimum,
-    "olmix": _olmix,
-    "regmix": _regmix,
-}
-
-
-def get_proposer(name: str, **options: Any) -> Proposer:
-    """The proposer registered under ``name``, built with ``options``."""
-    try:
-        factory = PROPOSERS[name]
-    except KeyError:
-        raise ProposalError(
-            f"unknown proposer {name!r}; choose one of {', '.join(PROPOSERS)}"
-        ) from None
-    try:
-        return factory(**options)
-    except TypeError as exc:
-        raise ProposalError(f"proposer {name!r}: {exc}") from None
-
-
-def get_recommender(name: str, **options: Any) -> Recommender:
-    """The recommender registered under ``name``, built with ``options``."""
-    try:
-        factory = RECOMMENDERS[name]
-    except KeyError:
-        raise ProposalError(
-            f"unknown recommender {name!r}; choose one of {', '.join(RECOMMENDERS)}"
-        ) from None
-    try:
-        return factory(**options)
-    except TypeError as exc:
-        raise ProposalError(f"recommender {name!r}: {exc}") from None
-
-
 __all__ = [
+    "POSTERIOR_FREE",
     "PROPOSERS",
     "RECOMMENDERS",
     "ProposalContext",

@@ -9,23 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
 
-from bayesmix.errors import BayesMixError
-from bayesmix.mixtures import SUM_TOLERANCE, mixture_frame, mixture_matrix
+from bayesmix.acquisition.base import ProposalError
+from bayesmix.mixtures import SUM_TOLERANCE, mixture_matrix
 from bayesmix.observations import Observations, check_domain_name
-
-if TYPE_CHECKING:
-    from bayesmix.optimize import Constraints
+from bayesmix.optimize import Constraints
 
 SAME_MIXTURE_L1 = 1e-6  # two mixtures closer than this (L1) are the same run
-
-
-class ProposalError(BayesMixError, ValueError):
-    """A proposer or recommender was given input it cannot work with."""
 
 
 @dataclass(frozen=True)
@@ -94,8 +88,6 @@ class ProposalContext:
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """(lo, hi) per domain from the constraints; InfeasibleError when none fits."""
         if "bounds" not in self._cache:
-            from bayesmix.optimize import Constraints
-
             self._cache["bounds"] = (self.constraints or Constraints()).bounds(self.domains)
         return self._cache["bounds"]
 
@@ -174,59 +166,6 @@ class Recommender(Protocol):
 
 
 # ------------------------------------------------------------------------------ helpers
-def check_q(q: Any) -> int:
-    if isinstance(q, bool) or not isinstance(q, int | np.integer) or q < 1:
-        raise ProposalError(f"q must be a positive integer (runs per batch), got {q!r}")
-    return int(q)
-
-
-def run_table(
-    obs: Observations, step: float | None = None
-) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """(P, M) mixtures and (P, T) losses of the observed runs, targets in ``obs.targets``
-    order: with a step axis, the rows at ``step`` (None: each run's last row); runs that
-    miss a target there are left out."""
-    frame = obs.frame
-    if obs.has_steps:
-        if step is None:
-            last = frame.groupby("run_id")["step"].transform("max")
-            frame = frame[frame["step"] == last]
-        else:
-            frame = frame[np.isclose(frame["step"].to_numpy(dtype=float), float(step))]
-    table = frame.pivot_table(index="run_id", columns="target", values="value", sort=False)
-    targets = list(obs.targets)
-    table = table.reindex(columns=targets).dropna()
-    mix = obs.mixtures().loc[table.index]
-    return mix.to_numpy(dtype=float), table.to_numpy(dtype=float), targets
-
-
-def check_posterior(posterior: Any) -> Any:
-    """A posterior a proposal can use: fitted, with draws and observed runs."""
-    if posterior is None:
-        raise ProposalError("no posterior: fit the law to observed runs first (bayesmix fit)")
-    draws = int(getattr(posterior, "num_draws", 0))
-    if draws < 1:
-        raise ProposalError(
-            "the posterior is empty (0 draws): refit it with num_samples >= 1 before proposing"
-        )
-    obs = posterior.observations
-    if obs is None or len(obs.run_ids) == 0:
-        raise ProposalError("the posterior holds no observed runs: fit it on runs first")
-    return posterior
-
-
-def proposal_frame(
-    r: np.ndarray, domains: list[str], **columns: np.ndarray | list[Any] | None
-) -> pd.DataFrame:
-    """(q, M) mixtures -> the frame proposers return (extra columns appended when given)."""
-    r = np.clip(np.atleast_2d(np.asarray(r, dtype=float)), 0.0, None)
-    frame = mixture_frame(r / r.sum(axis=1, keepdims=True), domains)
-    for name, values in columns.items():
-        if values is not None:
-            frame[name] = list(values)
-    return frame
-
-
 def mixture_series(r: np.ndarray, domains: list[str]) -> pd.Series:
     r = np.clip(np.asarray(r, dtype=float), 0.0, None)
     out = pd.Series(r / r.sum(), index=pd.Index(domains, name="domain"), name="share")

@@ -18,7 +18,14 @@ from typing import Any
 
 import pandas as pd
 
-from bayesmix.proposers.base import ProposalContext, ProposalError, check_q
+from bayesmix.acquisition import ACQUISITIONS
+from bayesmix.acquisition.base import ProposalError, check_q
+from bayesmix.acquisition.proposal import propose
+from bayesmix.inference import fit
+from bayesmix.law_average import LawAverage
+from bayesmix.proposers.base import ProposalContext
+from bayesmix.proposers.registry import POSTERIOR_FREE, get_proposer
+from bayesmix.selection import average_laws
 
 AVERAGE_OF_LAWS = "average"
 
@@ -28,23 +35,19 @@ def fit_posterior(
 ) -> Any:
     """The context's posterior, or one fitted to its observations (None without any): a
     ``LawAverage`` for ``law="average"``."""
-    from bayesmix.selection import LawAverage
-
     averaged = isinstance(context.posterior, LawAverage)
     if context.posterior is not None and (law != AVERAGE_OF_LAWS or averaged):
         return context.posterior
     if context.observations is None:
         return None
     if "posterior" not in context._cache:
-        import bayesmix as bm
-
         if law == AVERAGE_OF_LAWS:
-            context._cache["posterior"] = bm.average_laws(
+            context._cache["posterior"] = average_laws(
                 context.observations, seed=context.seed, **(fit_options or {})
             )
             return context._cache["posterior"]
         options = {"method": "laplace", "progress": False, **(fit_options or {})}
-        context._cache["posterior"] = bm.fit(
+        context._cache["posterior"] = fit(
             context.observations, law=law, seed=context.seed, **options
         )
     return context._cache["posterior"]
@@ -77,22 +80,21 @@ class BayesMixProposer:
     name: str = "bayesmix"
 
     def __post_init__(self) -> None:
-        from bayesmix.acquisition import ACQUISITIONS
-
         if self.acquisition not in ACQUISITIONS:
             raise ProposalError(
                 f"unknown acquisition {self.acquisition!r}; choose one of {', '.join(ACQUISITIONS)}"
+            )
+        if self.initial not in POSTERIOR_FREE:
+            raise ProposalError(
+                f"initial: the first batch needs a proposer without a posterior, one of "
+                f"{', '.join(POSTERIOR_FREE)} (got {self.initial!r})"
             )
 
     def propose(self, context: ProposalContext, q: int) -> pd.DataFrame:
         q = check_q(q)
         post = fit_posterior(context, self.law, self.fit_options)
         if post is None:
-            from bayesmix.proposers import get_proposer
-
             return get_proposer(self.initial).propose(context, q)
-        from bayesmix.acquisition import propose
-
         return propose(
             post,
             q,

@@ -3,7 +3,7 @@
 - ``posterior-optimum`` (ours): the mixture minimising the posterior expected objective
   (``Posterior.optimal_mixture``), under the user's bounds and repetition caps; over an
   average of laws, the chosen law's, or with ``model_average=True`` the average's
-  (``LawAverage.optimal_mixture``).
+  (``bayesmix.acquisition.optimal_mixture``).
 - ``olmix`` (Olmix's recipe): a point log-linear law per target, f_t(p) = c_t + exp(A_t . p)
   (``formulas.loglinear_log_loss``), fitted with a Huber loss (delta 0.02) by L-BFGS from
   Olmix's 300 starts per target, then
@@ -23,12 +23,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import lightgbm as lgb
 import numpy as np
 import pandas as pd
+import torch
+from scipy.optimize import minimize
 
+from bayesmix.acquisition.base import ProposalError, objective_weights, run_table
+from bayesmix.acquisition.model import LawEnsembleModel
+from bayesmix.acquisition.optimum import expected_optimum, optimal_mixture
+from bayesmix.law_average import LawAverage, chosen_posterior
 from bayesmix.laws import formulas
-from bayesmix.proposers.base import ProposalContext, ProposalError, mixture_series, run_table
+from bayesmix.optimize import project_to_box_simplex
+from bayesmix.proposers.base import ProposalContext, mixture_series
 from bayesmix.proposers.bayesian import fit_posterior
+from bayesmix.proposers.swarms import regmix_swarm
 
 
 def _wide(context: ProposalContext) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -43,8 +52,6 @@ def _wide(context: ProposalContext) -> tuple[np.ndarray, np.ndarray, list[str]]:
 
 
 def _weights(context: ProposalContext, targets: list[str]) -> np.ndarray:
-    from bayesmix.acquisition import objective_weights
-
     return objective_weights(context.weights, targets)
 
 
@@ -88,16 +95,12 @@ class PosteriorOptimum:
         post = fit_posterior(context, self.law, self.fit_options)
         if post is None:
             raise ProposalError("a recommendation needs observed runs (the context has none)")
-        from bayesmix.selection import LawAverage, chosen_posterior
-
         averaged = self.model_average and isinstance(post, LawAverage)
         if not averaged:
             post = chosen_posterior(post)
         if context.candidates is not None:
             return _best_in_pool(context, lambda r: self._expected(post, context, r))
         if self.discrepancy:
-            from bayesmix.acquisition import expected_optimum
-
             r = expected_optimum(
                 post,
                 weights=context.weights,
@@ -108,34 +111,22 @@ class PosteriorOptimum:
                 seed=context.seed,
             )
             return mixture_series(r, context.domains)
-        from bayesmix.acquisition import objective_weights, optimal_mixture
-
         if averaged:
-            opt = post.optimal_mixture(
-                context.weights,
-                context.step,
-                context.constraints,
-                max_draws=self.max_draws,
-                seed=context.seed,
-            )
+            weights = context.weights
         else:
             # Normalised weights: the memo is shared with Thompson sampling's per-draw optima.
             w = objective_weights(context.weights, list(post.targets))
             weights = dict(zip(post.targets, w, strict=True))
-            opt = optimal_mixture(post, weights, context.step, context.constraints, self.max_draws)
+        opt = optimal_mixture(
+            post, weights, context.step, context.constraints, self.max_draws, seed=context.seed
+        )
         return mixture_series(opt.mixture.reindex(context.domains).to_numpy(), context.domains)
 
     def _expected(self, post: Any, context: ProposalContext, r: np.ndarray) -> np.ndarray:
-        from bayesmix.selection import LawAverage
-
         if isinstance(post, LawAverage):
             return sum(weight * self._expected(part, context, r) for part, weight in post.parts())
         w = _weights(context, list(post.targets))
         if self.discrepancy:
-            import torch
-
-            from bayesmix.proposers.model import LawEnsembleModel
-
             model = LawEnsembleModel(
                 post, context.step, max_draws=self.max_draws, discrepancy=True, seed=context.seed
             )
@@ -174,8 +165,6 @@ class OlmixRecommender:
         is one independent problem; they are solved together by L-BFGS on the sum of their
         losses (the gradient of each block is its own problem's gradient).
         """
-        import torch
-
         n_targets, m = y.shape[1], r.shape[1]
         log_c_grid = np.linspace(-2.0, 1.5, 10)
         starts = len(log_c_grid) * self.random_starts
@@ -247,10 +236,6 @@ class OlmixRecommender:
         r_obs: np.ndarray,
     ) -> np.ndarray:
         """min_p sum_t w_t f_t(p) + kl_weight KL(p || p0) over the bounded simplex."""
-        from scipy.optimize import minimize
-
-        from bayesmix.optimize import project_to_box_simplex
-
         lo, hi = context.bounds()
         log_p0 = np.log(np.maximum(p0, 1e-12))
         A, c = params["A"], np.exp(params["log_c"])
@@ -300,8 +285,6 @@ class RegMixRecommender:
     name: str = "regmix"
 
     def recommend(self, context: ProposalContext) -> pd.Series:
-        import lightgbm as lgb
-
         r, y, targets = _wide(context)
         w = _weights(context, targets)
         models = []
@@ -317,8 +300,6 @@ class RegMixRecommender:
 
         if context.candidates is not None:
             return _best_in_pool(context, predict)
-        from bayesmix.proposers.swarms import regmix_swarm
-
         swarm = regmix_swarm()
         sim_ctx = ProposalContext(
             context.domains,

@@ -29,13 +29,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bayesmix.proposers.base import (
-    SAME_MIXTURE_L1,
-    ProposalContext,
-    ProposalError,
-    check_q,
-    proposal_frame,
-)
+from bayesmix.acquisition.base import ProposalError, check_q, proposal_frame
+from bayesmix.optimize import project_to_box_simplex
+from bayesmix.proposers.base import SAME_MIXTURE_L1, ProposalContext
 from bayesmix.proxy.data import Manifest
 from bayesmix.proxy.entropy import ENTROPY_KINDS, domain_entropies
 
@@ -134,8 +130,6 @@ class DirichletSwarm:
         out = out[:n]
         if len(out) < n:
             # Bounds too tight for rejection: project draws onto the feasible set instead.
-            from bayesmix.optimize import project_to_box_simplex
-
             extra = _dirichlet(rng, centre, self._draw_strengths(rng, n - len(out), context.m))
             out = np.concatenate([out, project_to_box_simplex(extra, lo, hi)])
         return out
@@ -296,8 +290,6 @@ class EntropySwarm(DirichletSwarm):
 
     def propose(self, context: ProposalContext, q: int) -> pd.DataFrame:
         q = check_q(q)
-        from bayesmix.optimize import project_to_box_simplex
-
         lo, hi = context.bounds()
         first = project_to_box_simplex(self.centre(context)[None], lo, hi)
         first = _new_rows(first, context.taken_array())

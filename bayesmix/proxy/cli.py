@@ -186,32 +186,5 @@ def train_cmd(
         console.print(f"{res.tokens_per_s:,.0f} tokens/s; results in {res.out_dir}")
 
 
-@proxy_app.command("entropy")
-def entropy_cmd(
-    shards: Annotated[Path, typer.Option(help="shard folder written by `prepare`")],
-    kind: Annotated[str, typer.Option(help="conditional | shannon | joint")] = "conditional",
-) -> None:
-    """BiMix's entropy mixture r = softmax(H): a first design with no proxy run."""
-    from bayesmix.errors import BayesMixError
-    from bayesmix.proposers.swarms import entropy_mixture
-    from bayesmix.proxy.entropy import domain_entropies
-
-    try:
-        h = domain_entropies(shards)
-        r = entropy_mixture(shards, kind=kind)
-    except BayesMixError as exc:
-        _fail(str(exc))
-    t = Table("domain", "shannon", "conditional", "joint", f"r ({kind})")
-    for d in r.index:
-        t.add_row(
-            d,
-            f"{h.loc[d, 'shannon']:.3f}",
-            f"{h.loc[d, 'conditional']:.3f}",
-            f"{h.loc[d, 'joint']:.3f}",
-            f"{r[d]:.4f}",
-        )
-    console.print(t)
-
-
 if __name__ == "__main__":
     proxy_app()

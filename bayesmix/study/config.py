@@ -24,12 +24,13 @@ from pydantic import (
 )
 
 import bayesmix.laws
+from bayesmix.acquisition import ACQUISITIONS
 from bayesmix.errors import BayesMixError
+from bayesmix.proposers.registry import POSTERIOR_FREE, PROPOSERS
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 DOMAIN = re.compile(r"^[a-z0-9][a-z0-9_:.\-]*$")
-PROPOSERS = ("bayesmix", "dirichlet-swarm", "random-swarm", "uniform", "entropy")
-FIRST_PROPOSERS = ("dirichlet-swarm", "random-swarm", "uniform", "entropy")
+FIRST_PROPOSERS = POSTERIOR_FREE  # the first batch has no observations to fit
 PROXY_SIZES = ("tiny", "6m", "15m", "30m", "60m")
 
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -275,6 +276,11 @@ class ProposerConfig(_Section):
     @field_validator("options")
     @classmethod
     def _options(cls, v: dict[str, Any]) -> dict[str, Any]:
+        if "acquisition" in v and v["acquisition"] not in ACQUISITIONS:
+            raise ValueError(
+                f"proposer.options.acquisition: unknown acquisition {v['acquisition']!r}; "
+                f"choose {', '.join(ACQUISITIONS)}"
+            )
         lengths = v.get("run_lengths")
         if lengths is not None and not (
             isinstance(lengths, list) and lengths and all(_positive_number(x) for x in lengths)

@@ -308,7 +308,7 @@ def trajectory(
     """Yield one result line per (budget, recommender) not already in ``done``."""
     import bayesmix as bm
     from bayesmix.benchmarks import OracleTrainer, train_and_tell, weights_mapping
-    from bayesmix.selection import LawAverage, chosen_posterior
+    from bayesmix.law_average import LawAverage, chosen_posterior
 
     oracle = make_oracle(cell, seed, cache)
     pool = getattr(oracle, "candidates", None)

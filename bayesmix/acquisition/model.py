@@ -21,6 +21,9 @@ Several laws' posteriors make one ensemble (``LawAverageModel``): law k contribu
 w_k of the D members (its draws thinned as above), so the ensemble is the model average
 sum_k w_k p(f | law k, data), and an acquisition over it counts what is uncertain about the
 law as well as its parameters.
+
+``ensemble_model`` builds the one or the other from what was fitted (a ``Posterior`` or a
+``LawAverage``).
 """
 
 from __future__ import annotations
@@ -29,22 +32,45 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
+from botorch.fit import fit_gpytorch_mll
+from botorch.models import SingleTaskGP
 from botorch.models.ensemble import EnsembleModel
+from botorch.sampling.pathwise import draw_matheron_paths
+from gpytorch.mlls import ExactMarginalLogLikelihood
 from torch import Tensor
+
+from bayesmix.acquisition.base import ProposalError, check_posterior, run_table
+from bayesmix.acquisition.cache import posterior_optimum
+from bayesmix.law_average import LawAverage
 
 LOG_LOSS_CAP = 30.0
 DTYPE = torch.float64
 
 
 class LogLossEnsemble(EnsembleModel):
-    """An ensemble whose members' losses are exp(log_loss): the outputs both models share."""
+    """An ensemble whose members' losses are exp(log_loss): the outputs both models share.
+
+    ``optima`` holds each member's optimal mixture once ``member_optima`` has computed it
+    (the starts of the acquisition optimiser read it).
+    """
 
     ensemble_size: int
     domains: list[str]
     targets: list[str]
+    optima: np.ndarray | None = None
 
     def log_loss(self, r: Tensor, step: float | None = None) -> Tensor:  # (D, P, T)
+        raise NotImplementedError
+
+    def member_optima(self, w: np.ndarray, step: float | None, constraints: Any) -> np.ndarray:
+        """(D, M) optimal mixture of each member for objective weights ``w``, computed once
+        per model (``Posterior.optimal_mixture``'s per-draw optima)."""
+        raise NotImplementedError
+
+    def noise_scale(self) -> np.ndarray:
+        """Per-target log-scale observation noise sigma_t (T,)."""
         raise NotImplementedError
 
     def forward(self, X: Tensor) -> Tensor:
@@ -134,11 +160,6 @@ class LawEnsembleModel(LogLossEnsemble):
     # ------------------------------------------------------------------ discrepancy
     def _residual_paths(self, seed: int) -> Any:
         """Matheron sample paths of per-target GPs on the law's log residuals."""
-        from botorch.fit import fit_gpytorch_mll
-        from botorch.models import SingleTaskGP
-        from botorch.sampling.pathwise import draw_matheron_paths
-        from gpytorch.mlls import ExactMarginalLogLikelihood
-
         obs = self.law_posterior.observations
         r, log_y = observed_log_losses(obs, self.targets, self.step, self.law_posterior)
         x = torch.as_tensor(r, dtype=DTYPE)
@@ -157,6 +178,45 @@ class LawEnsembleModel(LogLossEnsemble):
             return self.log_loss(r)
         finally:
             self.paths = paths
+
+    # ------------------------------------------------------------------ what acquisition reads
+    def member_optima(self, w: np.ndarray, step: float | None, constraints: Any) -> np.ndarray:
+        if self.optima is None:
+            posterior = self.law_posterior
+            weights = dict(zip(posterior.targets, w, strict=True))
+            per_draw = posterior_optimum(
+                posterior, weights, step, constraints, self.max_draws
+            ).draws.to_numpy(dtype=float)
+            if len(per_draw) != self.ensemble_size:
+                raise RuntimeError(
+                    f"optimal_mixture returned {len(per_draw)} per-draw optima for "
+                    f"{self.ensemble_size} ensemble members"
+                )
+            self.optima = per_draw
+        return self.optima
+
+    def noise_scale(self) -> np.ndarray:
+        """Per-target log-scale observation noise, read off the posterior predictive.
+
+        ``predict(draws=True)`` gives the law's value and a predictive draw (noise included)
+        per posterior draw; the robust spread (1.4826 MAD) of their log ratio is sigma_t.
+        """
+        posterior = self.law_posterior
+        mix = posterior.observations.mixtures().reset_index(drop=True).iloc[:64]
+        pred = posterior.predict(mix, self.step, draws=True, max_draws=64)
+        with np.errstate(all="ignore"):
+            ratio = np.log(pred["predictive"].to_numpy() / pred["value"].to_numpy())
+        frame = pd.DataFrame({"target": pred["target"].to_numpy(), "z": ratio})
+        # A member far in the tails can overflow its prediction (a cross law on few runs):
+        # its ratio is not a noise draw, so it is left out rather than turning sigma_t NaN.
+        frame = frame[np.isfinite(frame["z"])]
+        mad = frame.groupby("target", sort=False)["z"].agg(
+            lambda z: 1.4826 * np.median(np.abs(z - np.median(z)))
+        )
+        sigma = mad.reindex(self.targets).to_numpy(dtype=float)
+        if not np.isfinite(sigma).any():
+            raise ProposalError("the posterior predicts no finite losses at the observed runs")
+        return np.where(np.isfinite(sigma), sigma, np.nanmedian(sigma))
 
 
 class LawAverageModel(LogLossEnsemble):
@@ -197,16 +257,55 @@ class LawAverageModel(LogLossEnsemble):
         """(D, P, T): each law's members in turn."""
         return torch.cat([part.log_loss(r, step) for part in self.parts])
 
+    def member_optima(self, w: np.ndarray, step: float | None, constraints: Any) -> np.ndarray:
+        if self.optima is None:
+            parts = [part.member_optima(w, step, constraints) for part in self.parts]
+            self.optima = np.concatenate(parts)
+        return self.optima
+
+    def noise_scale(self) -> np.ndarray:
+        """The laws' sigma_t averaged by their number of members."""
+        sigmas = [part.noise_scale() for part in self.parts]
+        return np.average(sigmas, axis=0, weights=[part.ensemble_size for part in self.parts])
+
 
 def observed_log_losses(
     obs: Any, targets: list[str], step: float | None, posterior: Any
 ) -> tuple[np.ndarray, np.ndarray]:
     """(P, M) mixtures and (P, T) observed log losses of the runs at the target step
     (runs with a step axis: their row at the target, else the reference step)."""
-    from bayesmix.proposers.base import run_table
-
     if obs.has_steps and step is None:
         step = posterior.reference_step
     r, y, names = run_table(obs, step)
     order = [names.index(t) for t in targets]
     return r, np.log(y[:, order])
+
+
+def ensemble_model(
+    fitted: Any,
+    step: float | None,
+    *,
+    max_draws: int = 256,
+    discrepancy: bool = False,
+    seed: int = 0,
+) -> tuple[Any, LogLossEnsemble]:
+    """The BoTorch model of a posterior or of a ``LawAverage``, and the posterior whose runs,
+    domains and steps a proposal reads (a law average's heaviest law: all see the same runs)."""
+    posterior = fitted
+    if isinstance(fitted, LawAverage):
+        parts = fitted.parts()
+        for part, _ in parts:
+            check_posterior(part)
+        if len(parts) > 1:
+            if discrepancy:
+                raise ProposalError(
+                    "the GP discrepancy term is fitted to one law's residuals: propose over "
+                    "one law's posterior to use it, not over an average of laws"
+                )
+            return parts[0][0], LawAverageModel(parts, step, max_draws=max_draws)
+        posterior = parts[0][0]
+    check_posterior(posterior)
+    model = LawEnsembleModel(
+        posterior, step, max_draws=max_draws, discrepancy=discrepancy, seed=seed
+    )
+    return posterior, model

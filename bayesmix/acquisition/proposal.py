@@ -1,0 +1,154 @@
+"""``propose``: the next q proxy runs from a fitted posterior, by the acquisition named.
+
+The acquisition is looked up in the registry (``bayesmix.acquisition._ACQUISITIONS``) and
+given a ``Problem``: the ensemble of posterior draws (over a ``LawAverage``, every law's
+draws in proportion to its weight), the objective's weights, the observed and pending runs,
+the bounds, and the pool when there is one.
+
+    import bayesmix as bm
+    batch = bm.propose(post, q=8, acquisition="qlognei")
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from bayesmix.acquisition import _ACQUISITIONS
+from bayesmix.acquisition.base import ProposalError, check_q, objective_weights, proposal_frame
+from bayesmix.acquisition.cost import check_run_lengths, cost_aware, separable_lengths
+from bayesmix.acquisition.functions import expected_gain
+from bayesmix.acquisition.model import DTYPE, ensemble_model
+from bayesmix.acquisition.optim import AcquisitionSettings, Problem
+from bayesmix.mixtures import mixture_matrix
+from bayesmix.optimize import Constraints
+
+
+def get_acquisition(name: str) -> Callable[[Problem, int], tuple[Tensor, Tensor]]:
+    """The acquisition registered under ``name`` (one of ``ACQUISITIONS``): a function that
+    chooses q runs for a ``Problem`` and returns their (q, M) mixtures and values."""
+    if name not in _ACQUISITIONS:
+        raise ProposalError(
+            f"unknown acquisition {name!r}; choose one of {', '.join(_ACQUISITIONS)}"
+        )
+    module, function = _ACQUISITIONS[name]
+    return getattr(importlib.import_module(module), function)
+
+
+def propose(
+    posterior: Any,
+    q: int,
+    acquisition: str = "optimum-variance",
+    *,
+    weights: Mapping[str, float] | None = None,
+    step: float | None = None,
+    constraints: Constraints | None = None,
+    pending: pd.DataFrame | None = None,
+    candidates: pd.DataFrame | None = None,
+    seed: int = 0,
+    max_draws: int = 256,
+    discrepancy: bool = False,
+    settings: AcquisitionSettings | None = None,
+    run_lengths: Sequence[float] | None = None,
+    checkpoints: int = 4,
+    check_steps: bool = True,
+) -> pd.DataFrame:
+    """The next q runs from a fitted posterior (or ``LawAverage``): one row per run.
+
+    Returns ``r:<domain>`` columns, ``expected_gain`` (the posterior expected improvement
+    of the objective over the best observed run, E_d[max(0, min_obs F_d - F_d(x))], in the
+    objective's units), ``acquisition_value`` (the value when the run joins the batch:
+    qlognei, the log expected improvement over the observed runs and the batch's earlier
+    runs; optimum-variance, the variance of r* removed by the batch so far; thompson, NaN:
+    it samples rather than maximises) and, with ``candidates``, ``candidate`` (the pool
+    row's label).
+
+    run_lengths (optimum-variance only; a law fitted with a step axis): the run lengths in
+    steps a proposal may choose from, each run recording ``checkpoints`` evenly spaced
+    evaluations. The batch then spends the compute of q runs of the target length, each
+    run chosen for the most variance of r* removed per step trained (``cost.cost_aware``),
+    so it may hold more, shorter runs; a ``steps`` column gives each run's length. With
+    ``check_steps`` the runs that recorded early and final losses are first asked whether
+    short runs show the mixture's effect that long ones do (``check_separability``); where
+    they do not, the batch holds runs of the target length only, with a warning.
+    """
+    q = check_q(q)
+    choose = get_acquisition(acquisition)
+    settings = settings or AcquisitionSettings()
+    posterior, model = ensemble_model(
+        posterior, step, max_draws=max_draws, discrepancy=discrepancy, seed=seed
+    )
+    domains = list(posterior.domains)
+    lo, hi = (constraints or Constraints()).bounds(domains)
+    w = torch.as_tensor(objective_weights(weights, list(posterior.targets)), dtype=DTYPE)
+    x_obs = torch.as_tensor(posterior.observations.mixtures().to_numpy(dtype=float), dtype=DTYPE)
+    x_pend = (
+        torch.as_tensor(mixture_matrix(pending, domains, "pending", ProposalError), dtype=DTYPE)
+        if pending is not None and len(pending)
+        else None
+    )
+    pool = None if candidates is None else _free_pool(candidates, domains, x_obs, x_pend, lo, hi, q)
+    problem = Problem(
+        model=model,
+        w=w,
+        x_obs=x_obs,
+        x_pend=x_pend,
+        pool=pool,
+        lo=lo,
+        hi=hi,
+        step=step,
+        constraints=constraints,
+        settings=settings,
+        seed=seed,
+        gen=np.random.default_rng([seed, len(x_obs), 7]),
+    )
+    if run_lengths is not None:
+        target, lengths = check_run_lengths(posterior, acquisition, run_lengths, step, pool)
+        if check_steps and lengths != [target]:
+            lengths = separable_lengths(posterior.observations, lengths, target, seed)
+        X, values, steps = cost_aware(problem, q, target, lengths, checkpoints)
+        gain = expected_gain(model, X, x_obs, w)
+        return proposal_frame(
+            X.numpy(), domains, acquisition_value=values, expected_gain=gain, steps=steps
+        )
+    X, values = choose(problem, q)
+    X = X.detach()
+    extra: dict[str, Any] = {
+        "acquisition_value": np.asarray(values.detach(), dtype=float).reshape(-1),
+        "expected_gain": expected_gain(model, X, x_obs, w),
+    }
+    if pool is not None and candidates is not None:
+        rows = (X[:, None, :] - pool[1][None]).abs().sum(-1).argmin(-1).numpy()
+        extra["candidate"] = list(candidates.index[pool[0][rows].numpy()])
+    return proposal_frame(X.numpy(), domains, **extra)
+
+
+def _free_pool(
+    candidates: pd.DataFrame,
+    domains: list[str],
+    x_obs: Tensor,
+    x_pend: Tensor | None,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    q: int,
+) -> tuple[Tensor, Tensor]:
+    """The pool rows inside the bounds and not yet observed or pending: (their positions in
+    ``candidates``, their mixtures); at least q of them, or one clear error."""
+    pool_np = mixture_matrix(candidates, domains, "candidates", ProposalError)
+    taken = x_obs if x_pend is None else torch.cat([x_obs, x_pend])
+    dist = (torch.as_tensor(pool_np)[:, None, :] - taken[None]).abs().sum(-1).amin(1)
+    free = torch.nonzero(dist > 1e-6).squeeze(-1)
+    inside = torch.as_tensor(((pool_np >= lo - 1e-9) & (pool_np <= hi + 1e-9)).all(axis=1))[free]
+    free = free[inside]
+    if len(free) < q:
+        raise ProposalError(
+            f"the pool has {len(free)} feasible mixture(s) not yet observed or pending, "
+            f"fewer than q={q}"
+        )
+    return free, torch.as_tensor(pool_np, dtype=DTYPE)[free]
