@@ -21,7 +21,13 @@ from bayesmix.domains import DomainUpdate
 from bayesmix.law_average import LawAverage
 from bayesmix.laws import LawData, get_law
 from bayesmix.observations import ObservationsError
-from bayesmix.proposers import ProposalContext, ProposalError, get_proposer, get_recommender
+from bayesmix.proposers import (
+    ProposalContext,
+    ProposalError,
+    bayesian,
+    get_proposer,
+    get_recommender,
+)
 from bayesmix.proposers.bayesian import fit_posterior
 from bayesmix.reuse import prior_from_posterior
 from bayesmix.selection import SelectionError, compare_laws, stacking_weights
@@ -164,7 +170,9 @@ def test_a_law_that_can_interpolate_the_runs_is_not_compared_but_averaged_over(m
         bm.propose(average, q=2, discrepancy=True)
     # A study hands the proposer its own one-law fit: law="average" averages all the same.
     refits = []
-    monkeypatch.setattr(bm, "average_laws", lambda *args, **kw: refits.append(kw) or average)
+    monkeypatch.setattr(
+        bayesian, "average_laws", lambda *args, **kw: refits.append(kw) or average
+    )
     one_law = ProposalContext(obs.domains, observations=obs, posterior=average.posterior)
     assert fit_posterior(one_law, "average") is average and refits == [{"seed": 0}]
     assert fit_posterior(one_law, "bimix") is average.posterior
