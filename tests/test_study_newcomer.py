@@ -135,7 +135,7 @@ def test_added_domain_gets_a_law_value(fitted, tmp_path):
     assert law.alpha["docs"] == 0.2 and set(law.alpha) == set(study.domains)
     assert study.config.data.domains == study.domains
     trainer = LawTrainer(law, study.domains, study.config.proxy.steps)  # raised before the fix
-    assert trainer.alpha.shape == (6, 6)
+    assert trainer.world.alpha.shape == (6, 6)
     run_batch(study, 2)
     assert study.counts()["completed"] == 10
 
