@@ -23,6 +23,7 @@ _LAZY = {
     "OptimalMixture": "bayesmix.optimize",
     "entropy_mixture": "bayesmix.proposers.swarms",
     "propose": "bayesmix.acquisition",
+    "optimal_mixture": "bayesmix.acquisition",
     "compare_laws": "bayesmix.selection",
     "average_laws": "bayesmix.selection",
     "DomainSet": "bayesmix.domains",

@@ -341,9 +341,7 @@ UNMEASURED_FOOTNOTE = (
 def propose_cmd(
     posterior: Annotated[Path, typer.Argument(help="posterior file written by `bayesmix fit`")],
     q: Annotated[int, typer.Option("--q", help="runs to propose (one batch)")] = 8,
-    acq: Annotated[
-        str, typer.Option("--acq", help=" | ".join(ACQUISITIONS))
-    ] = "optimum-variance",
+    acq: Annotated[str, typer.Option("--acq", help=" | ".join(ACQUISITIONS))] = "optimum-variance",
     step: Annotated[float | None, typer.Option(help="target step of the objective")] = None,
     token_counts: TokenCountsOption = None,
     target_tokens: TargetTokensOption = None,

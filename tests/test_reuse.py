@@ -118,8 +118,7 @@ def test_prior_transfer(post: bm.Posterior, obs: bm.Observations) -> None:
     i_b = post.targets.index("b")
     assert scale[2] == pytest.approx(old[:, i_b].std() * reuse.TransferSettings().widen, rel=1e-6)
     wide = reuse.prior_from_posterior(
-        post,
-        upd, observations=tp.observations, settings=reuse.TransferSettings(widen=3.0)
+        post, upd, observations=tp.observations, settings=reuse.TransferSettings(widen=3.0)
     )
     assert wide["log_alpha"][1][2] == pytest.approx(3 * old[:, i_b].std(), rel=1e-6)
     # new domain: the population (spread across targets), wider than any single posterior

@@ -170,9 +170,7 @@ def test_a_law_that_can_interpolate_the_runs_is_not_compared_but_averaged_over(m
         bm.propose(average, q=2, discrepancy=True)
     # A study hands the proposer its own one-law fit: law="average" averages all the same.
     refits = []
-    monkeypatch.setattr(
-        bayesian, "average_laws", lambda *args, **kw: refits.append(kw) or average
-    )
+    monkeypatch.setattr(bayesian, "average_laws", lambda *args, **kw: refits.append(kw) or average)
     one_law = ProposalContext(obs.domains, observations=obs, posterior=average.posterior)
     assert fit_posterior(one_law, "average") is average and refits == [{"seed": 0}]
     assert fit_posterior(one_law, "bimix") is average.posterior

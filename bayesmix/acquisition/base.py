@@ -82,4 +82,3 @@ def proposal_frame(
         if values is not None:
             frame[name] = list(values)
     return frame
-
