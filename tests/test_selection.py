@@ -142,6 +142,33 @@ def test_leave_one_run_out_from_one_fit_per_law_keeps_the_chosen_fit(monkeypatch
         _ = compare_laws(world_runs("bimix", 12, 0.02), method="map", folds=3).posterior
 
 
+def test_only_refits_that_can_change_the_choice_are_made():
+    """A refit without an influential run can only lower its law (reweighting scores that
+    run too well), so "decisive" refits the chosen law alone, and the other only where the
+    chosen one fell below it; "all" refits every law (stacking needs every score right)."""
+    runs = [f"run-{i}" for i in range(20)]
+    rng = np.random.default_rng(0)
+    pointwise = {
+        "bimix": pd.Series(rng.normal(1.0, 0.1, 20), index=runs),
+        "bimix-cross": pd.Series(rng.normal(3.0, 0.1, 20), index=runs),
+    }
+    laws, influential = list(pointwise), {"bimix": ["run-0"], "bimix-cross": ["run-1"]}
+
+    def refits(mode: str, drop: float) -> list[str]:
+        scores = {law: series.copy() for law, series in pointwise.items()}
+        refitted: dict[str, list[str]] = {law: [] for law in laws}
+        order = []
+        while law := selection._next_refit(scores, laws, {}, 1.0, influential, refitted, mode):
+            order.append(law)
+            scores[law][influential[law]] -= drop  # what a refit does to its law
+            refitted[law] = influential[law]
+        return order
+
+    assert refits("decisive", drop=1.0) == ["bimix-cross"]
+    assert refits("decisive", drop=100.0) == ["bimix-cross", "bimix"]
+    assert refits("all", drop=1.0) == ["bimix", "bimix-cross"]
+
+
 def test_a_law_that_can_interpolate_the_runs_is_not_compared_but_averaged_over(monkeypatch):
     # 7 runs of 3 domains: the cross law has 4 coefficients per target, 8 runs are needed.
     obs = world_runs("bimix-cross", 7, 0.005)
