@@ -40,6 +40,7 @@ from threadpoolctl import threadpool_limits
 from bayesmix import jax_setup  # noqa: F401  (XLA flags and float64 before any computation)
 from bayesmix.errors import ArgumentError
 from bayesmix.laws import Law, LawData, LawError, LawSettings, Prior, default_law, get_law
+from bayesmix.laws.base import EARLY_STEPS
 from bayesmix.observations import Observations, ObservationsError
 from bayesmix.posterior import ConvergenceWarning, NotConvergedError, Posterior
 
@@ -99,6 +100,7 @@ def fit(
     noise: Literal["correlated", "normal", "student"] | None = None,
     rank: int = 0,
     centered: bool | None = None,
+    early_steps: float = EARLY_STEPS,
     reference_step: float | None = None,
     prior: Prior | None = None,
     init: Posterior | None = None,
@@ -127,6 +129,9 @@ def fit(
         rank: low-rank cross-domain exponents (0: full, the default; see ``LawSettings``).
         centered: force the centred (True) or non-centred (False) hierarchy; None decides
             from the number of observations per target.
+        early_steps: evaluations before this fraction of their run's last step are left out
+            (the warm-up, where no power law in the step holds; ``Observations.late_steps``):
+            the posterior describes training past them, and ``info["early_rows"]`` counts them.
         prior: informative prior per site (warm starts, see ``bayesmix.reuse``).
         init: an earlier posterior of the same law, domains and targets: its posterior mean
             starts the MAP search (refits after a few more runs converge in a few iterations).
@@ -158,6 +163,7 @@ def fit(
         reference_size=obs.max_model_size if obs.has_sizes else None,
         rank=rank,
         centered=centered,
+        early_steps=early_steps,
     )
     data = LawData.from_observations(obs, settings)
     law_obj.check(data)
@@ -173,6 +179,7 @@ def fit(
     mode = find_map(partial(law_obj.model, replace(data, centered=False), settings, prior), start)
     model = partial(law_obj.model, data, settings, prior)
     info: dict[str, Any] = {
+        "early_rows": len(obs) - len(obs.late_steps(early_steps)),
         "map_potential": mode.potential,
         "map_iterations": mode.iterations,
         "map_success": mode.success,

@@ -364,6 +364,7 @@ def test_bimix_needs_two_distinct_mixtures():
         ({"method": "mcmc"}, "unknown method 'mcmc'"),
         ({"num_samples": 0}, "num_samples must be a positive integer"),
         ({"num_chains": 1.5}, "num_chains must be a positive integer"),
+        ({"early_steps": 1.0}, "early_steps must be in"),
     ],
 )
 def test_bad_settings_are_one_clear_error(kwargs, message):
@@ -371,6 +372,23 @@ def test_bad_settings_are_one_clear_error(kwargs, message):
     with pytest.raises(ValueError, match=message) as info:
         bm.fit(obs, **{"law": "bimix", "method": "laplace", **kwargs})
     assert "\n" not in str(info.value)
+
+
+def test_the_warm_up_is_left_out_of_the_fit_and_of_its_scores():
+    """Evaluations before a tenth of a run's last step (here step 20 of 1000, at the initial
+    loss, which no step law describes) are not fitted, and the fit scores runs without them."""
+    late = table(TRAIN, steps=True)
+    warm_up = late[late["step"] == STEPS[0]].assign(step=20.0, value=10.8)
+    obs = bm.Observations.from_frame(pd.concat([late, warm_up]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bm.ConvergenceWarning)
+        post = bm.fit(obs, law="bimix", method="laplace", num_samples=200)
+        kept = bm.fit(bm.Observations.from_frame(late), law="bimix", method="laplace")
+    assert post.info["early_rows"] == len(warm_up)
+    ll = post.log_likelihood(obs, max_draws=50)
+    assert np.allclose(ll, post.log_likelihood(bm.Observations.from_frame(late), max_draws=50))
+    centre = {k: float(np.mean(post.draws()[k])) for k in ("beta", "frac")}
+    assert centre == pytest.approx({k: float(np.mean(kept.draws()[k])) for k in centre}, rel=0.05)
 
 
 def test_fit_wants_observations():

@@ -89,6 +89,22 @@ def test_duplicate_rows_and_partial_steps():
         bm.Observations.from_frame(frame)
 
 
+def test_late_steps_leave_out_each_runs_warm_up():
+    """Each run keeps its evaluations from the fraction of its own last step on: a short run
+    (last step 100) keeps step 20, a long one (last step 1000) does not."""
+    long, short = table().iloc[:2], table().iloc[2:]
+    frame = pd.concat(
+        [long.assign(step=s) for s in (20.0, 100.0, 1000.0)]
+        + [short.assign(step=s) for s in (5.0, 20.0, 100.0)]
+    )
+    obs = bm.Observations.from_frame(frame)
+    kept = obs.late_steps(0.1).frame.groupby("run_id")["step"].unique()
+    assert sorted(kept["a"]) == [100.0, 1000.0] and sorted(kept["b"]) == [20.0, 100.0]
+    assert obs.late_steps(0.0) is obs
+    with pytest.raises(ObservationsError, match="early-step fraction must be in"):
+        obs.late_steps(1.0)
+
+
 def test_renormalisation_is_counted(caplog):
     frame = table()
     frame.loc[frame.run_id == "a", "r:books"] = 0.205  # off by 0.005: a rounded release

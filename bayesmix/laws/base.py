@@ -31,6 +31,10 @@ PRIOR_CORRELATION = "correlation"
 
 CENTERED_FROM_RUNS = 30
 
+# The share of a run's last step before which its evaluations are left out: about where the
+# warm-up of the project's proxies (studies/proxy_throughput) gives way to the power law.
+EARLY_STEPS = 0.1
+
 SiteTransform = tuple[str, Callable[[np.ndarray], np.ndarray]]
 """A per-target site's natural counterpart: (its site name, the map to it), as ``log_alpha``
 -> ``("alpha", np.exp)``."""
@@ -60,6 +64,9 @@ class LawSettings:
     centered: centred (True) or non-centred (False) hierarchies; None chooses from the data:
         centred once every target has CENTERED_FROM_RUNS observations, where the likelihood
         pins each parameter and the non-centred form would bend into an inverted funnel.
+    early_steps: the law describes a run from this fraction of its last step on; earlier
+        evaluations (the warm-up, loss near its initial value) are left out of the fit and of
+        every score (``Observations.late_steps``). 0 keeps every step.
     """
 
     eps: float | Literal["learned"] = "learned"
@@ -68,6 +75,7 @@ class LawSettings:
     reference_size: float | None = None
     rank: int = 0
     centered: bool | None = None
+    early_steps: float = EARLY_STEPS
 
     def __post_init__(self) -> None:
         if self.eps != "learned" and not (
@@ -78,6 +86,8 @@ class LawSettings:
             raise LawError(f"noise must be one of {', '.join(NOISE_NAMES)}, got {self.noise!r}")
         if not isinstance(self.rank, int) or self.rank < 0:
             raise LawError(f"rank must be a non-negative integer, got {self.rank!r}")
+        if not (isinstance(self.early_steps, int | float) and 0 <= self.early_steps < 1):
+            raise LawError(f"early_steps must be in [0, 1), got {self.early_steps!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -87,6 +97,7 @@ class LawSettings:
             "reference_size": self.reference_size,
             "rank": self.rank,
             "centered": self.centered,
+            "early_steps": self.early_steps,
         }
 
 
@@ -134,6 +145,7 @@ class LawData:
 
     @classmethod
     def from_observations(cls, obs: Observations, settings: LawSettings) -> LawData:
+        obs = obs.late_steps(settings.early_steps)
         frame = obs.frame
         if frame["metric"].nunique() != 1:
             raise ObservationsError(
