@@ -75,7 +75,7 @@ CONFIG_CASES: list[tuple[str, Any, str]] = [
     ("tokens-unknown", edit("data.token_counts.books", 5), "token_counts names unknown"),
     ("paths-missing", edit("data", {"paths": {"a": "/nonexistent/a", "b": "/nonexistent/b"}}), "a"),
     ("data-unknown-key", edit("data.format", "x"), "data.format: unknown key"),
-    ("trainer-unknown", edit("proxy.trainer", "magic"), "proxy.trainer: Input should be 'proxy'"),
+    ("trainer-unknown", edit("proxy.trainer", "magic"), "proxy.trainer: unknown trainer 'magic'"),
     ("steps-zero", edit("proxy.steps", 0), "proxy.steps: Input should be greater than 0"),
     ("steps-string", edit("proxy.steps", "many"), "proxy.steps: Input should be a valid integer"),
     ("size-unknown", edit("proxy.size", "huge"), "unknown size 'huge'"),

@@ -1,4 +1,5 @@
-"""`bayesmix study ...`: create, run, resume, status, report, list, update, save-model.
+"""`bayesmix study ...`: create, run, resume, ask, tell, status, report, list, update,
+save-model.
 
 Every command takes ``--storage URL`` (default: $BAYESMIX_STORAGE, else sqlite:///bayesmix.db
 in the working directory) and fails with one ``error: ...`` line on bad input.
@@ -108,7 +109,11 @@ def create_cmd(
         f"trainer {cfg.proxy.trainer}; executor {cfg.executor.kind}; files in {study.workdir}",
         highlight=False,
     )
-    console.print(f"next: bayesmix study run {study.name}", highlight=False)
+    from bayesmix.study.trainers import TRAINERS
+
+    told = TRAINERS[cfg.proxy.trainer].refusal(study.name) is not None  # trained elsewhere
+    step = f"ask {study.name} --out runs.csv" if told else f"run {study.name}"
+    console.print(f"next: bayesmix study {step}", highlight=False)
 
 
 def _run(
@@ -201,6 +206,109 @@ def resume_cmd(
 ) -> None:
     """Continue a stopped or killed study: dead workers' runs are re-queued once, then failed."""
     _run(name, storage, budget, executor, progress, resume=True)
+
+
+@study_app.command("ask")
+def ask_cmd(
+    name: Annotated[str, typer.Argument(help="study name")],
+    storage: StorageOpt = None,
+    q: Annotated[
+        int | None,
+        typer.Option(
+            "--q", help="runs to propose (default: the first batch's size, then batch_size)"
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", "-o", help="also write the runs to this CSV (run_id, steps, seed, r:<domain>)"
+        ),
+    ] = None,
+) -> None:
+    """Propose runs to train elsewhere (trainer 'external', or a study driven by hand); fits
+    the law first when the proposer needs it. `study tell` then stores their losses."""
+    import pandas as pd
+
+    if q is not None and q < 1:
+        fail(f"--q must be a positive number of runs, got {q}")
+    try:
+        study = _open(name, storage)
+        cfg = study.config
+        first = not study.runs()
+        size = q or ((cfg.proposer.first_batch or cfg.batch_size) if first else cfg.batch_size)
+        fit = None
+        if study.counts()["completed"] and cfg.needs_posterior:
+            n = study.counts()["completed"]
+            err.print(f"fitting {cfg.fit.law} ({cfg.fit.method}) on {n} run(s)", highlight=False)
+            fit = study.fit(progress=err.is_terminal and cfg.fit.method == "nuts")
+        runs = study.ask(size, fit)
+    except user_errors() as exc:
+        fail(_one_line(exc))
+    frame = study.runs_frame()
+    for table in runs_tables(frame[frame["run_id"].isin([r.name for r in runs])], console.width):
+        console.print(table)
+    if out is not None:
+        rows = [
+            {"run_id": r.name, "steps": r.steps, "seed": r.seed}
+            | {f"r:{d}": r.mixture.get(d, 0.0) for d in study.domains}
+            for r in runs
+        ]
+        try:
+            pd.DataFrame(rows).to_csv(out, index=False)
+        except OSError as exc:
+            fail(f"--out {out}: {exc.strerror or exc}")
+        console.print(f"runs written to {out}", highlight=False)
+    console.print(
+        f"next: train the {len(runs)} run(s) (each at its steps, with its mixture), then "
+        f"bayesmix study tell {study.name} results.csv",
+        highlight=False,
+    )
+
+
+@study_app.command("tell")
+def tell_cmd(
+    name: Annotated[str, typer.Argument(help="study name")],
+    table: Annotated[
+        Path,
+        typer.Argument(
+            help="tidy CSV or Parquet: run_id, target, value (step, tokens, metric, r:<domain> "
+            "optional)"
+        ),
+    ],
+    run: Annotated[
+        str | None, typer.Option(help="the run every row belongs to (a table without run_id)")
+    ] = None,
+    storage: StorageOpt = None,
+) -> None:
+    """Store the losses of runs trained elsewhere: all or none, as every run's rows are
+    checked before any is stored."""
+    import pandas as pd
+
+    if not table.is_file():
+        fail(f"{table}: no such file")
+    try:
+        frame = pd.read_parquet(table) if table.suffix == ".parquet" else pd.read_csv(table)
+    except (ValueError, OSError, UnicodeDecodeError) as exc:  # pandas' parse errors too
+        fail(f"{table}: not a readable CSV or Parquet table ({_one_line(exc)})")
+    if run is not None:
+        if "run_id" not in frame.columns:
+            frame["run_id"] = run
+        elif set(frame["run_id"].astype(str)) != {run}:
+            fail(f"{table}: --run {run}, but its run_id column names other runs too")
+    try:
+        study = _open(name, storage)
+        names = study.tell_table(frame)
+        counts = study.counts()
+    except user_errors() as exc:
+        fail(f"{table}: {_one_line(exc)}; nothing was stored")
+    waiting = counts["proposed"] + counts["running"]
+    console.print(
+        f"told {len(names)} run(s) ({', '.join(names)}); study {study.name}: "
+        f"{counts['completed']} completed, {waiting} still to tell",
+        highlight=False,
+    )
+    if not waiting:
+        console.print(f"next: bayesmix study ask {study.name} --out runs.csv", highlight=False)
 
 
 def print_optimum(study, snapshot: int | None = None) -> None:  # study: Study

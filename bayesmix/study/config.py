@@ -27,6 +27,7 @@ import bayesmix.laws
 from bayesmix.acquisition import ACQUISITIONS
 from bayesmix.errors import BayesMixError
 from bayesmix.proposers.registry import POSTERIOR_FREE, PROPOSERS
+from bayesmix.study.trainers import TRAINERS
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 DOMAIN = re.compile(r"^[a-z0-9][a-z0-9_:.\-]*$")
@@ -49,8 +50,8 @@ class DataConfig(_Section):
     """The training domains and where their text is.
 
     Either ``sample_corpus`` (the built-in corpus of five domains, built on first use) or
-    ``paths`` (domain -> folder, file or glob). The trainer ``law`` needs neither: give
-    ``domains`` (names) and, optionally, ``token_counts``.
+    ``paths`` (domain -> folder, file or glob). The trainers ``law`` and ``external`` need
+    neither: give ``domains`` (names) and, optionally, ``token_counts``.
     """
 
     sample_corpus: bool = False
@@ -134,13 +135,21 @@ class KnownLaw(_Section):
 
 
 class ProxyConfig(_Section):
-    """How one run is trained: a real proxy LM, or the known law (``trainer: law``)."""
+    """How one run is trained: a real proxy LM, the known law (``trainer: law``), or
+    elsewhere (``trainer: external``: the runs are asked for and told)."""
 
-    trainer: Literal["proxy", "law"] = "proxy"
+    trainer: str = "proxy"  # a name in bayesmix.study.trainers.TRAINERS
     size: str = "tiny"
     steps: PositiveInt = 300
     options: dict[str, Any] = Field(default_factory=dict)  # ProxyRunConfig fields
     law: KnownLaw = KnownLaw()
+
+    @field_validator("trainer")
+    @classmethod
+    def _trainer(cls, v: str) -> str:
+        if v not in TRAINERS:
+            raise ValueError(f"unknown trainer {v!r}; choose {', '.join(TRAINERS)}")
+        return v
 
     @field_validator("size")
     @classmethod
@@ -163,13 +172,10 @@ class ProxyConfig(_Section):
         return v
 
     @property
-    def evaluations(self) -> int:
-        """Losses recorded per run (the checkpoints a run-length proposal counts on)."""
-        if self.trainer == "law":
-            return self.law.points
-        from bayesmix.proxy.train import ProxyRunConfig
-
-        return ProxyRunConfig(**self.options).eval_points
+    def evaluations(self) -> int | None:
+        """Losses recorded per run (the checkpoints a run-length proposal counts on); None
+        when the trainer cannot say (runs trained elsewhere)."""
+        return TRAINERS[self.trainer].evaluations(self)
 
 
 class ObjectiveConfig(_Section):
@@ -376,10 +382,11 @@ class StudyConfig(_Section):
                     f"proposer.options.run_lengths: {max(lengths):g} steps is longer than the "
                     f"target run (proxy.steps = {self.proxy.steps})"
                 )
-        if self.proxy.trainer == "proxy" and self.data.domains:
+        if TRAINERS[self.proxy.trainer].texts and self.data.domains:
+            names_only = " and ".join(repr(k) for k, t in TRAINERS.items() if not t.texts)
             raise ValueError(
-                "data.domains (names only) suits trainer 'law'; real proxies need "
-                "data.paths or data.sample_corpus"
+                f"data.domains (names only) suits trainers {names_only}; trainer "
+                f"{self.proxy.trainer!r} trains on text: give data.paths or data.sample_corpus"
             )
         names = self.data.names
         if names is not None:

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from bayesmix.study.config import ConfigError, StudyConfig
 from bayesmix.study.storage import MEMORY_URL, StorageError
+from bayesmix.study.trainers import TRAINERS
 
 
 @dataclass
@@ -73,9 +74,9 @@ def make_executor(kind: str, storage_url: str, study: str, config: StudyConfig) 
 
 # ------------------------------------------------------------------------------ local
 def visible_gpus(config: StudyConfig) -> list[str]:
-    """GPU ids this machine offers to proxy runs (none for the law trainer)."""
+    """GPU ids this machine offers to proxy runs (none for a trainer without GPUs)."""
     ex = config.executor
-    if config.proxy.trainer == "law" or ex.gpus == 0:
+    if not TRAINERS[config.proxy.trainer].gpus or ex.gpus == 0:
         return []
     env = os.environ.get("CUDA_VISIBLE_DEVICES")
     if env is not None:
@@ -126,7 +127,7 @@ class LocalExecutor:
         env = dict(os.environ)
         if self.gpu_slots:
             env["CUDA_VISIBLE_DEVICES"] = self.gpu_slots[slot]
-        elif self.config.proxy.trainer == "proxy":
+        elif TRAINERS[self.config.proxy.trainer].gpus:
             env["CUDA_VISIBLE_DEVICES"] = ""  # CPU slots: no GPU even if one appears
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_dir / f"worker-{token}.log", "wb")  # noqa: SIM115 (closed on poll)
@@ -236,7 +237,7 @@ class RayExecutor:
             )
             self.started_ray = True
         ex = config.executor
-        gpus = 0.0 if config.proxy.trainer == "law" else ex.gpus_per_run * ex.pack
+        gpus = ex.gpus_per_run * ex.pack if TRAINERS[config.proxy.trainer].gpus else 0.0
         if gpus and not ray.cluster_resources().get("GPU"):
             gpus = 0.0  # a CPU-only cluster trains on CPU, as the local executor does
         self.remote = ray.remote(_ray_task).options(

@@ -23,6 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from bayesmix.study.executors import Executor, Finished, make_executor
 from bayesmix.study.study import Fit, Study, StudyError
+from bayesmix.study.trainers import TRAINERS
 
 POLL_SECONDS = 0.3
 
@@ -52,6 +53,9 @@ def run_study(
     failed still cost its compute.
     """
     cfg = study.config
+    refusal = TRAINERS[cfg.proxy.trainer].refusal(study.name)
+    if refusal is not None:  # runs trained elsewhere: asked for and told, never run here
+        raise StudyError(refusal)
     budget = int(budget if budget is not None else cfg.budget)
     if budget < 1:
         raise StudyError(f"budget must be a positive number of runs, got {budget}")

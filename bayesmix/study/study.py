@@ -411,7 +411,7 @@ class Study:
         options = dict(cfg.proposer.options) if name == cfg.proposer.name else {}
         if name == "entropy" and "entropies" not in options and self.domain_set.shards:
             options["shards"] = self.domain_set.shards
-        if "run_lengths" in options:
+        if "run_lengths" in options and cfg.proxy.evaluations is not None:
             options.setdefault("checkpoints", cfg.proxy.evaluations)
         pending = self.runs(["proposed", "running"])
         seed = _seed(cfg.seed, number)
@@ -473,7 +473,28 @@ class Study:
             obs = Observations.from_frame(frame)
         except ObservationsError as exc:
             raise StudyError(f"run {run_id!r}: {exc}") from None
-        self.storage.complete(self.id, run_id, obs.frame[list(TELL_COLUMNS)])
+        return obs.frame[list(TELL_COLUMNS)]
+        self.storage.complete(self.id, run_id, self._checked(run_id, observations))
+
+    def tell_table(self, table: pd.DataFrame) -> list[str]:
+        """Tell every run whose rows ``table`` holds (a ``run_id`` column; rows as ``tell``
+        takes them): all or none, as every run's rows are checked before any is stored.
+        Returns the names of the runs told, in the table's order."""
+        if not isinstance(table, pd.DataFrame):
+            raise StudyError(f"the table must be a DataFrame, got {type(table).__name__}")
+        if "run_id" not in table.columns:
+            raise StudyError("the table has no run_id column: which run is each row?")
+        if table.empty:
+            raise StudyError("the table has no rows")
+        names = list(dict.fromkeys(table["run_id"].astype(str)))
+        by_run = dict(list(table.groupby(table["run_id"].astype(str), sort=False)))
+        checked = {name: self._checked(name, by_run[name]) for name in names}
+        for name in names:
+            self.storage.complete(self.id, name, checked[name])
+        return names
+
+    def _checked(self, run_id: str, observations: pd.DataFrame | Observations) -> pd.DataFrame:
+        """The rows ``tell`` stores for ``run_id``; StudyError on anything wrong."""
 
     def fail(self, run_id: str, reason: str) -> None:
         """Mark a proposed or running run failed, with its reason."""
@@ -724,15 +745,47 @@ def _config_after_update(
     new: Any,
     given: Mapping[str, Mapping[str, float]],
 ) -> StudyConfig:
-    """The config over the updated domain set (``Study.update``); ``cfg`` itself when the
-    trainer is a real proxy (its data are the shards, which an update does not touch)."""
+    """The config over the updated domain set (``Study.update``): its ``data.domains`` and
+    ``token_counts`` when it names them (trainers 'law' and 'external'), and the known law's
+    values with trainer 'law'; ``cfg`` itself when its data are shards, which an update does
+    not touch."""
     if cfg.proxy.trainer != "law":
         if given:
             raise StudyError(
                 f"study {cfg.name!r}: --law-value sets the known law of trainer 'law'; this "
-                f"study trains {cfg.proxy.trainer!r} proxies; nothing was changed"
+                f"study's trainer is {cfg.proxy.trainer!r}; nothing was changed"
             )
-        return cfg
+        if not cfg.data.domains:
+            return cfg
+    law_update = {}
+    if cfg.proxy.trainer == "law":
+        law_update = _law_after_update(cfg, update, old, new, given)
+    data = cfg.data.model_copy(
+        update={
+            "domains": list(new.domains),
+            "token_counts": {d: float(n) for d, n in new.token_counts.items()},
+        }
+    )
+    proxy = cfg.proxy.model_copy(update={"law": cfg.proxy.law.model_copy(update=law_update)})
+    # Validated again: the copy skipped pydantic's checks, and the store must hold a config
+    # that loads.
+    try:
+        return StudyConfig.model_validate(
+            cfg.model_copy(update={"data": data, "proxy": proxy}).to_json()
+        )
+    except ValidationError as exc:
+        text = format_error(exc, "the config")
+        raise StudyError(f"after the update, {text}; nothing was changed") from None
+
+
+def _law_after_update(
+    cfg: StudyConfig,
+    update: Any,
+    old: Any,
+    new: Any,
+    given: Mapping[str, Mapping[str, float]],
+) -> dict[str, Any]:
+    """The known law's per-domain values over the updated domain set (trainer 'law')."""
     for domain, values in given.items():
         if domain not in new.domains:
             raise StudyError(
@@ -768,22 +821,7 @@ def _config_after_update(
             else:  # added: the old domains' mean, a typical domain
                 out[d] = float(np.mean([per[x] for x in old.domains]))
         law_update[key] = out
-    data = cfg.data.model_copy(
-        update={
-            "domains": list(new.domains),
-            "token_counts": {d: float(n) for d, n in new.token_counts.items()},
-        }
-    )
-    proxy = cfg.proxy.model_copy(update={"law": cfg.proxy.law.model_copy(update=law_update)})
-    # Validated again: the copy skipped pydantic's checks, and the store must hold a config
-    # that loads.
-    try:
-        return StudyConfig.model_validate(
-            cfg.model_copy(update={"data": data, "proxy": proxy}).to_json()
-        )
-    except ValidationError as exc:
-        text = format_error(exc, "the config")
-        raise StudyError(f"after the update, {text}; nothing was changed") from None
+    return law_update
 
 
 def _check_domains(cfg: StudyConfig, domains: list[str]) -> None:

@@ -6,8 +6,14 @@ law with known parameters (``bayesmix.laws.formulas``) plus noise instead of tra
 run of a whole study in seconds, to check a configuration, a cluster or a database before
 spending GPU hours, and the trainer of the fault and Ray tests.
 
-Both return one ``Outcome`` per run: the tidy rows (``run_id, step, tokens, target, value,
+``ExternalTrainer`` trains nothing: the study's runs are trained elsewhere, and the user
+drives it by ask and tell (``bayesmix study ask`` / ``tell``); ``study run`` refuses it.
+
+Each returns one ``Outcome`` per run: the tidy rows (``run_id, step, tokens, target, value,
 metric``) or the reason it failed. Nothing here imports the study's storage.
+
+``TRAINERS`` is the registry ``proxy.trainer`` names: a new trainer is one class (a
+``TrainerKind``: ``create``, ``train`` and its traits) and one line there.
 """
 
 from __future__ import annotations
@@ -17,13 +23,15 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import numpy as np
 import pandas as pd
 
 from bayesmix.laws.world import LawWorld
-from bayesmix.study.config import KnownLaw, StudyConfig
+
+if TYPE_CHECKING:  # the config validates trainer names against TRAINERS: no import back
+    from bayesmix.study.config import KnownLaw, ProxyConfig, StudyConfig
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,30 @@ class Trainer(Protocol):
     def train(self, runs: Sequence[RunSpec]) -> list[Outcome]: ...
 
 
+class TrainerKind(Protocol):
+    """A trainer class as the registry holds it: how to make one, and what it needs."""
+
+    texts: bool  # trains on the domains' text: data.paths or data.sample_corpus, not names
+    gpus: bool  # takes the GPUs the executor offers
+
+    def create(
+        self,
+        config: StudyConfig,
+        domains: list[str],
+        shards: str | None,
+        out_dir: Path,
+        progress: bool,
+    ) -> Trainer: ...
+
+    def evaluations(self, proxy: ProxyConfig) -> int | None:
+        """Losses recorded per run (the checkpoints a run-length proposal counts on)."""
+        ...
+
+    def refusal(self, study: str) -> str | None:
+        """Why `study run` cannot train this study's runs (None: it can)."""
+        ...
+
+
 def make_trainer(
     config: StudyConfig,
     domains: list[str],
@@ -58,19 +90,41 @@ def make_trainer(
     out_dir: Path,
     progress: bool = False,
 ) -> Trainer:
-    if config.proxy.trainer == "law":
-        return LawTrainer(config.proxy.law, domains, config.proxy.steps)
-    if shards is None:
-        raise ValueError("trainer 'proxy' needs prepared shards; this study has none")
-    return ProxyTrainer(config, shards, out_dir, progress)
+    return TRAINERS[config.proxy.trainer].create(config, domains, shards, out_dir, progress)
 
 
 # ------------------------------------------------------------------------------ proxies
 class ProxyTrainer:
     """Real proxy LMs: one ``train_swarm`` call per pack of runs."""
 
+    texts: ClassVar[bool] = True
+    gpus: ClassVar[bool] = True
+
     def __init__(self, config: StudyConfig, shards: str, out_dir: Path, progress: bool) -> None:
         self.config, self.shards, self.out_dir, self.progress = config, shards, out_dir, progress
+
+    @classmethod
+    def create(
+        cls,
+        config: StudyConfig,
+        domains: list[str],
+        shards: str | None,
+        out_dir: Path,
+        progress: bool,
+    ) -> ProxyTrainer:
+        if shards is None:
+            raise ValueError("trainer 'proxy' needs prepared shards; this study has none")
+        return cls(config, shards, out_dir, progress)
+
+    @staticmethod
+    def evaluations(proxy: ProxyConfig) -> int | None:
+        from bayesmix.proxy.train import ProxyRunConfig
+
+        return ProxyRunConfig(**proxy.options).eval_points
+
+    @staticmethod
+    def refusal(study: str) -> str | None:
+        return None
 
     def train(self, runs: Sequence[RunSpec]) -> list[Outcome]:
         from bayesmix.proxy.train import ProxyRunConfig, train_swarm
@@ -109,6 +163,9 @@ class LawTrainer:
     re-run (after its worker died) gives the same rows, as a real deterministic proxy would.
     """
 
+    texts: ClassVar[bool] = False  # data.domains (names) suffice
+    gpus: ClassVar[bool] = False
+
     def __init__(self, law: KnownLaw, domains: list[str], reference_steps: int) -> None:
         self.law, self.domains, self.reference = law, list(domains), float(reference_steps)
         m = len(self.domains)
@@ -123,6 +180,25 @@ class LawTrainer:
             reference_step=self.reference,
             noise=law.noise,
         )
+
+    @classmethod
+    def create(
+        cls,
+        config: StudyConfig,
+        domains: list[str],
+        shards: str | None,
+        out_dir: Path,
+        progress: bool,
+    ) -> LawTrainer:
+        return cls(config.proxy.law, domains, config.proxy.steps)
+
+    @staticmethod
+    def evaluations(proxy: ProxyConfig) -> int | None:
+        return proxy.law.points
+
+    @staticmethod
+    def refusal(study: str) -> str | None:
+        return None
 
     def steps_of(self, steps: int) -> np.ndarray:
         first = max(1.0, steps / 30)
@@ -155,6 +231,56 @@ class LawTrainer:
         loss = np.exp(self.world.log_loss(r, np.array([self.reference]))[0])
         w = np.array([1.0 if weights is None else float(weights.get(d, 0.0)) for d in self.domains])
         return float((loss * w).sum() / w.sum())
+
+
+# ------------------------------------------------------------------------------ external
+class ExternalTrainer:
+    """Runs trained elsewhere (another cluster, another team's pipeline): the study proposes
+    them (``ask``) and stores the losses it is told (``tell``); nothing trains here, and
+    ``study run`` refuses the study with the commands to use instead (``refusal``)."""
+
+    texts: ClassVar[bool] = False  # data.domains (names, and token counts if known) suffice
+    gpus: ClassVar[bool] = False
+
+    def __init__(self, study: str) -> None:
+        self.study = study
+
+    @classmethod
+    def create(
+        cls,
+        config: StudyConfig,
+        domains: list[str],
+        shards: str | None,
+        out_dir: Path,
+        progress: bool,
+    ) -> ExternalTrainer:
+        return cls(config.name)
+
+    @staticmethod
+    def evaluations(proxy: ProxyConfig) -> int | None:
+        return None  # the user's runs record what they record
+
+    @staticmethod
+    def refusal(study: str) -> str:
+        return (
+            f"study {study!r} has trainer 'external': its runs are trained elsewhere, not by "
+            f"`study run`. Propose runs with `bayesmix study ask {study} --out runs.csv`, "
+            "train them, then store each run's losses with "
+            f"`bayesmix study tell {study} results.csv` (columns run_id, target, value; step, "
+            "metric optional); in Python: study.ask(q, posterior=study.fit()) and "
+            "study.tell(run_id, frame)"
+        )
+
+    def train(self, runs: Sequence[RunSpec]) -> list[Outcome]:
+        # A worker started by hand on such a study: every run fails with the way to tell it.
+        raise RuntimeError(self.refusal(self.study))
+
+
+TRAINERS: dict[str, TrainerKind] = {
+    "proxy": ProxyTrainer,
+    "law": LawTrainer,
+    "external": ExternalTrainer,
+}
 
 
 def _per_domain(value: float | Mapping[str, float], domains: list[str], what: str) -> np.ndarray:
