@@ -20,6 +20,7 @@ _PROPOSERS = {
     "random-swarm": ("bayesmix.proposers.swarms", "regmix_swarm"),
     "uniform": ("bayesmix.proposers.swarms", "UniformSwarm"),
     "entropy": ("bayesmix.proposers.swarms", "EntropySwarm"),
+    "d-optimal": ("bayesmix.proposers.designs", "DOptimalDesign"),
 }
 _RECOMMENDERS = {
     "posterior-optimum": ("bayesmix.proposers.recommenders", "PosteriorOptimum"),
@@ -29,7 +30,7 @@ _RECOMMENDERS = {
 PROPOSERS = tuple(_PROPOSERS)
 RECOMMENDERS = tuple(_RECOMMENDERS)
 # The proposers that need no posterior: the first batch comes from one of them.
-POSTERIOR_FREE = ("dirichlet-swarm", "random-swarm", "uniform", "entropy")
+POSTERIOR_FREE = ("dirichlet-swarm", "random-swarm", "uniform", "entropy", "d-optimal")
 
 
 def get_proposer(name: str, **options: Any) -> Proposer:

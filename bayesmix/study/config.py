@@ -258,7 +258,7 @@ class ProposerConfig(_Section):
     """Who proposes the next runs; the first batch (no observations yet) by ``first``."""
 
     name: str = "bayesmix"
-    first: str = "dirichlet-swarm"
+    first: str = "d-optimal"  # designed for the law (proposers/designs.py)
     first_batch: PositiveInt | None = None  # default: batch_size
     options: dict[str, Any] = Field(default_factory=dict)
 
