@@ -138,6 +138,8 @@ def cost_aware(
             settings,
             problem.gen,
             candidates=raw_t,
+            taken=torch.cat([problem.taken(), *(x[None] for x in chosen)]),
+            min_distance=problem.min_distance,
         )
         acq.add_pending(X, acq.checkpoints)
         chosen.append(X[0])

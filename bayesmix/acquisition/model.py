@@ -166,10 +166,11 @@ class LawEnsembleModel(LogLossEnsemble):
         with torch.no_grad():
             law = self.log_loss_no_paths(x).mean(0)  # (P, T)
         res = torch.as_tensor(log_y, dtype=DTYPE) - law
-        gp = SingleTaskGP(x, res)
-        fit_gpytorch_mll(ExactMarginalLogLikelihood(gp.likelihood, gp))
         with torch.random.fork_rng():
+            # The fit's restarts draw from torch's generator too: seeded, as the paths are.
             torch.manual_seed(seed)
+            gp = SingleTaskGP(x, res)
+            fit_gpytorch_mll(ExactMarginalLogLikelihood(gp.likelihood, gp))
             return draw_matheron_paths(gp, sample_shape=torch.Size([self.ensemble_size]))
 
     def log_loss_no_paths(self, r: Tensor) -> Tensor:

@@ -1,8 +1,11 @@
 """The simplex optimiser: acquisition functions maximised over the bounded simplex.
 
 Mixtures satisfy sum r = 1 and lo <= r <= hi (bounds, repetition caps and minimum shares).
-A batch is chosen greedily, one run at a time with the earlier ones pending; from a pool, by
-``optimize_acqf_discrete``. ``Problem`` is what every acquisition chooses a batch from.
+A batch is chosen greedily, one run at a time with the earlier ones pending (BoTorch's
+sequential greedy batch), over the simplex or a pool (``optimize_acqf_discrete``). Each run
+lies at least ``min_distance`` (L1) from the observed and pending runs and from the batch's
+earlier runs: of the optimiser's restarts and their starts, the best one that far is taken.
+``Problem`` is what every acquisition chooses a batch from.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from botorch.acquisition import AcquisitionFunction
 from botorch.optim import optimize_acqf, optimize_acqf_discrete
 from torch import Tensor
 
+from bayesmix.acquisition.base import far_from, too_few_distinct
 from bayesmix.acquisition.model import DTYPE, LogLossEnsemble
 from bayesmix.optimize import project_to_box_simplex
 
@@ -48,7 +52,8 @@ class Problem:
     x_obs / x_pend: observed and pending runs (M columns; x_pend None when none); pool: the
     pool rows not yet observed or pending, as (positions in the pool, their mixtures), or
     None to search the simplex; lo, hi: bounds per domain; step, constraints: the objective's
-    step and the user's constraints; gen: the proposal's random generator.
+    step and the user's constraints; gen: the proposal's random generator; min_distance:
+    the smallest L1 distance between a proposal and any other run (0: repeats allowed).
     """
 
     model: LogLossEnsemble
@@ -63,10 +68,15 @@ class Problem:
     settings: AcquisitionSettings
     seed: int
     gen: np.random.Generator
+    min_distance: float = 0.0
 
     def member_optima(self) -> np.ndarray:
         """(D, M) each member's optimal mixture for this objective (computed once)."""
         return self.model.member_optima(self.w.numpy(), self.step, self.constraints)
+
+    def taken(self) -> Tensor:
+        """(K, M) the observed and pending runs: proposals keep ``min_distance`` from them."""
+        return self.x_obs if self.x_pend is None else torch.cat([self.x_obs, self.x_pend])
 
 
 def maximise(acq: AcquisitionFunction, problem: Problem, q: int) -> tuple[Tensor, Tensor]:
@@ -75,7 +85,7 @@ def maximise(acq: AcquisitionFunction, problem: Problem, q: int) -> tuple[Tensor
     if problem.x_pend is not None:
         acq.set_X_pending(problem.x_pend)
     if problem.pool is not None:
-        return optimize_acqf_discrete(acq, q=q, choices=problem.pool[1], unique=True)
+        return optimize_on_pool(acq, q, problem.pool[1], problem.min_distance)
     return optimize_on_simplex(
         acq,
         problem.model,
@@ -85,7 +95,34 @@ def maximise(acq: AcquisitionFunction, problem: Problem, q: int) -> tuple[Tensor
         problem.x_obs,
         problem.settings,
         problem.gen,
+        taken=problem.taken(),
+        min_distance=problem.min_distance,
     )
+
+
+def optimize_on_pool(
+    acq: AcquisitionFunction, q: int, choices: Tensor, min_distance: float
+) -> tuple[Tensor, Tensor]:
+    """Greedy batch from a pool (rows already clear of the observed and pending runs): each
+    run the best row at least ``min_distance`` from the batch's earlier runs."""
+    base_pending = acq.X_pending
+    chosen: list[Tensor] = []
+    values: list[Tensor] = []
+    free = choices
+    for _ in range(q):
+        if chosen:
+            free = free[torch.as_tensor(far_from(free.numpy(), chosen[-1].numpy(), min_distance))]
+            # A pool row is proposed once, whatever the distance.
+            free = free[(free - chosen[-1]).abs().sum(-1) > 0]
+        if len(free) == 0:
+            raise too_few_distinct(len(chosen), q, min_distance, "the pool")
+        x, value = optimize_acqf_discrete(acq, q=1, choices=free)
+        chosen.append(x[0])
+        values.append(value.reshape(()))
+        pending = torch.stack(chosen)
+        acq.set_X_pending(pending if base_pending is None else torch.cat([base_pending, pending]))
+    acq.set_X_pending(base_pending)
+    return torch.stack(chosen), torch.stack(values)
 
 
 class OnBoundedSimplex(AcquisitionFunction):
@@ -124,6 +161,9 @@ def optimize_on_simplex(
     settings: AcquisitionSettings,
     gen: np.random.Generator,
     candidates: Tensor | None = None,
+    *,
+    taken: Tensor | None = None,
+    min_distance: float = 0.0,
 ) -> tuple[Tensor, Tensor]:
     """Greedy batch: q single-run optimisations, each with the earlier runs pending.
 
@@ -133,6 +173,11 @@ def optimize_on_simplex(
     L-BFGS-B through ``OnBoundedSimplex``; otherwise under sum r = 1 and the bounds by
     SLSQP, one start at a time (``batch_limit`` 1: its programme grows with the cube of the
     variables).
+
+    Every run lies at least ``min_distance`` (L1) from ``taken`` and from the batch's earlier
+    runs: starts are drawn among the candidates that far, and the run is the best of the
+    refined restarts and their starts that is that far (a start always is). Where too few
+    candidates are left, fresh random ones join them; a ``ProposalError`` says when none is.
     """
     m = len(lo)
     no_cap = bool(np.all(hi >= lo + (1.0 - lo.sum()) - 1e-12))
@@ -140,19 +185,27 @@ def optimize_on_simplex(
     z_bounds = SOFTMAX_BOUND * torch.tensor([[-1.0], [1.0]], dtype=DTYPE).expand(2, m)
     base_pending = acq.X_pending
     raw_t = raw_points(model, lo, hi, x_obs, settings, gen) if candidates is None else candidates
+    busy = np.zeros((0, m)) if taken is None else taken.detach().numpy().reshape(-1, m)
     chosen: list[Tensor] = []
     values: list[Tensor] = []
     for i in range(q):
+        far = _clear_of(raw_t, busy, min_distance)
+        if min_distance > 0 and len(far) < settings.num_restarts:
+            # The candidates crowd around the runs taken so far: fresh random starts.
+            fresh = raw_points(model, lo, hi, x_obs, settings, gen)
+            far = torch.cat([far, _clear_of(fresh, busy, min_distance)])
+        if len(far) == 0:
+            raise too_few_distinct(len(chosen), q, min_distance, "the acquisition optimiser")
         with torch.no_grad():
-            scores = torch.cat([acq(c[:, None, :]) for c in raw_t.split(256)])
+            scores = torch.cat([acq(c[:, None, :]) for c in far.split(256)])
         order = torch.argsort(scores, descending=True)
         top = order[: settings.num_restarts]
-        starts = raw_t[top][:, None, :]
+        starts = far[top][:, None, :]
         if i == 0:
             # Later runs of the batch start from the best of the first scoring, rescored with
             # the earlier runs pending: scoring every raw point again took a third of a
             # 64-domain proposal and rarely changed the starts.
-            raw_t = raw_t[order[: settings.shortlist]]
+            raw_t = far[order[: settings.shortlist]]
         if on_simplex is not None:
             z, value = optimize_acqf(
                 on_simplex,
@@ -161,6 +214,7 @@ def optimize_on_simplex(
                 num_restarts=len(top),
                 batch_initial_conditions=on_simplex.from_mixture(starts),
                 options={"maxiter": settings.maxiter},
+                return_best_only=False,
             )
             cand = on_simplex.to_mixture(z).detach()
         else:
@@ -172,14 +226,26 @@ def optimize_on_simplex(
                 batch_initial_conditions=starts,
                 equality_constraints=[(torch.arange(m), torch.ones(m, dtype=DTYPE), 1.0)],
                 options={"maxiter": settings.maxiter, "batch_limit": 1},
+                return_best_only=False,
             )
-        cand = torch.as_tensor(project_to_box_simplex(cand.detach().numpy(), lo, hi), dtype=DTYPE)
-        chosen.append(cand[0])
-        values.append(value.reshape(()))
+        cand = project_to_box_simplex(cand.detach().numpy().reshape(-1, m), lo, hi)
+        # The refined restarts, then their starts: the best one far enough is the run.
+        options = np.concatenate([cand, starts[:, 0, :].numpy()])
+        option_values = torch.cat([value.detach().reshape(-1), scores[top]])
+        ok = torch.as_tensor(far_from(options, busy, min_distance))
+        best = int(torch.argmax(torch.where(ok, option_values, -torch.inf)))
+        chosen.append(torch.as_tensor(options[best], dtype=DTYPE))
+        values.append(option_values[best].reshape(()))
+        busy = np.concatenate([busy, options[best][None]])
         pending = torch.stack(chosen)
         acq.set_X_pending(pending if base_pending is None else torch.cat([base_pending, pending]))
     acq.set_X_pending(base_pending)
     return torch.stack(chosen), torch.stack(values)
+
+
+def _clear_of(points: Tensor, busy: np.ndarray, min_distance: float) -> Tensor:
+    """The rows of ``points`` at least ``min_distance`` (L1) from every row of ``busy``."""
+    return points[torch.as_tensor(far_from(points.numpy(), busy, min_distance))]
 
 
 def raw_points(

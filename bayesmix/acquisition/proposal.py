@@ -21,7 +21,15 @@ import torch
 from torch import Tensor
 
 from bayesmix.acquisition import _ACQUISITIONS
-from bayesmix.acquisition.base import ProposalError, check_q, objective_weights, proposal_frame
+from bayesmix.acquisition.base import (
+    MIN_DISTANCE,
+    SAME_MIXTURE_L1,
+    ProposalError,
+    check_min_distance,
+    check_q,
+    objective_weights,
+    proposal_frame,
+)
 from bayesmix.acquisition.cost import check_run_lengths, cost_aware, separable_lengths
 from bayesmix.acquisition.functions import expected_gain
 from bayesmix.acquisition.model import DTYPE, ensemble_model
@@ -58,6 +66,7 @@ def propose(
     run_lengths: Sequence[float] | None = None,
     checkpoints: int = 4,
     check_steps: bool = True,
+    min_distance: float = MIN_DISTANCE,
 ) -> pd.DataFrame:
     """The next q runs from a fitted posterior (or ``LawAverage``): one row per run.
 
@@ -69,6 +78,10 @@ def propose(
     it samples rather than maximises) and, with ``candidates``, ``candidate`` (the pool
     row's label).
 
+    min_distance: every proposed run lies at least this far (L1) from the observed and
+    pending runs and from the batch's other runs (default 0.02; 0 allows re-measuring a
+    mixture). A ``ProposalError`` says when q such runs cannot be found.
+
     run_lengths (optimum-variance only; a law fitted with a step axis): the run lengths in
     steps a proposal may choose from, each run recording ``checkpoints`` evenly spaced
     evaluations. The batch then spends the compute of q runs of the target length, each
@@ -79,54 +92,67 @@ def propose(
     they do not, the batch holds runs of the target length only, with a warning.
     """
     q = check_q(q)
+    min_distance = check_min_distance(min_distance)
     choose = get_acquisition(acquisition)
     settings = settings or AcquisitionSettings()
-    posterior, model = ensemble_model(
-        posterior, step, max_draws=max_draws, discrepancy=discrepancy, seed=seed
-    )
-    domains = list(posterior.domains)
-    lo, hi = (constraints or Constraints()).bounds(domains)
-    w = torch.as_tensor(objective_weights(weights, list(posterior.targets)), dtype=DTYPE)
-    x_obs = torch.as_tensor(posterior.observations.mixtures().to_numpy(dtype=float), dtype=DTYPE)
-    x_pend = (
-        torch.as_tensor(mixture_matrix(pending, domains, "pending", ProposalError), dtype=DTYPE)
-        if pending is not None and len(pending)
-        else None
-    )
-    pool = None if candidates is None else _free_pool(candidates, domains, x_obs, x_pend, lo, hi, q)
-    problem = Problem(
-        model=model,
-        w=w,
-        x_obs=x_obs,
-        x_pend=x_pend,
-        pool=pool,
-        lo=lo,
-        hi=hi,
-        step=step,
-        constraints=constraints,
-        settings=settings,
-        seed=seed,
-        gen=np.random.default_rng([seed, len(x_obs), 7]),
-    )
-    if run_lengths is not None:
-        target, lengths = check_run_lengths(posterior, acquisition, run_lengths, step, pool)
-        if check_steps and lengths != [target]:
-            lengths = separable_lengths(posterior.observations, lengths, target, seed)
-        X, values, steps = cost_aware(problem, q, target, lengths, checkpoints)
-        gain = expected_gain(model, X, x_obs, w)
-        return proposal_frame(
-            X.numpy(), domains, acquisition_value=values, expected_gain=gain, steps=steps
+    # BoTorch draws from torch's global generator (qLogNEI's baseline pruning, the GP fit of
+    # the discrepancy term): seeded by the proposal, a proposal does not depend on what ran
+    # before it in the process.
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        posterior, model = ensemble_model(
+            posterior, step, max_draws=max_draws, discrepancy=discrepancy, seed=seed
         )
-    X, values = choose(problem, q)
-    X = X.detach()
-    extra: dict[str, Any] = {
-        "acquisition_value": np.asarray(values.detach(), dtype=float).reshape(-1),
-        "expected_gain": expected_gain(model, X, x_obs, w),
-    }
-    if pool is not None and candidates is not None:
-        rows = (X[:, None, :] - pool[1][None]).abs().sum(-1).argmin(-1).numpy()
-        extra["candidate"] = list(candidates.index[pool[0][rows].numpy()])
-    return proposal_frame(X.numpy(), domains, **extra)
+        domains = list(posterior.domains)
+        lo, hi = (constraints or Constraints()).bounds(domains)
+        w = torch.as_tensor(objective_weights(weights, list(posterior.targets)), dtype=DTYPE)
+        x_obs = torch.as_tensor(
+            posterior.observations.mixtures().to_numpy(dtype=float), dtype=DTYPE
+        )
+        x_pend = (
+            torch.as_tensor(mixture_matrix(pending, domains, "pending", ProposalError), dtype=DTYPE)
+            if pending is not None and len(pending)
+            else None
+        )
+        pool = (
+            None
+            if candidates is None
+            else _free_pool(candidates, domains, x_obs, x_pend, lo, hi, q, min_distance)
+        )
+        problem = Problem(
+            model=model,
+            w=w,
+            x_obs=x_obs,
+            x_pend=x_pend,
+            pool=pool,
+            lo=lo,
+            hi=hi,
+            step=step,
+            constraints=constraints,
+            settings=settings,
+            seed=seed,
+            gen=np.random.default_rng([seed, len(x_obs), 7]),
+            min_distance=min_distance,
+        )
+        if run_lengths is not None:
+            target, lengths = check_run_lengths(posterior, acquisition, run_lengths, step, pool)
+            if check_steps and lengths != [target]:
+                lengths = separable_lengths(posterior.observations, lengths, target, seed)
+            X, values, steps = cost_aware(problem, q, target, lengths, checkpoints)
+            gain = expected_gain(model, X, x_obs, w)
+            return proposal_frame(
+                X.numpy(), domains, acquisition_value=values, expected_gain=gain, steps=steps
+            )
+        X, values = choose(problem, q)
+        X = X.detach()
+        extra: dict[str, Any] = {
+            "acquisition_value": np.asarray(values.detach(), dtype=float).reshape(-1),
+            "expected_gain": expected_gain(model, X, x_obs, w),
+        }
+        if pool is not None and candidates is not None:
+            rows = (X[:, None, :] - pool[1][None]).abs().sum(-1).argmin(-1).numpy()
+            extra["candidate"] = list(candidates.index[pool[0][rows].numpy()])
+        return proposal_frame(X.numpy(), domains, **extra)
 
 
 def _free_pool(
@@ -137,18 +163,20 @@ def _free_pool(
     lo: np.ndarray,
     hi: np.ndarray,
     q: int,
+    min_distance: float,
 ) -> tuple[Tensor, Tensor]:
-    """The pool rows inside the bounds and not yet observed or pending: (their positions in
-    ``candidates``, their mixtures); at least q of them, or one clear error."""
+    """The pool rows inside the bounds, neither observed nor pending and at least
+    ``min_distance`` from those: (their positions in ``candidates``, their mixtures); at
+    least q of them, or one clear error."""
     pool_np = mixture_matrix(candidates, domains, "candidates", ProposalError)
     taken = x_obs if x_pend is None else torch.cat([x_obs, x_pend])
     dist = (torch.as_tensor(pool_np)[:, None, :] - taken[None]).abs().sum(-1).amin(1)
-    free = torch.nonzero(dist > 1e-6).squeeze(-1)
+    free = torch.nonzero((dist > SAME_MIXTURE_L1) & (dist >= min_distance)).squeeze(-1)
     inside = torch.as_tensor(((pool_np >= lo - 1e-9) & (pool_np <= hi + 1e-9)).all(axis=1))[free]
     free = free[inside]
     if len(free) < q:
         raise ProposalError(
-            f"the pool has {len(free)} feasible mixture(s) not yet observed or pending, "
-            f"fewer than q={q}"
+            f"the pool has {len(free)} feasible mixture(s) at least min_distance="
+            f"{min_distance:g} (L1) from the observed and pending runs, fewer than q={q}"
         )
     return free, torch.as_tensor(pool_np, dtype=DTYPE)[free]

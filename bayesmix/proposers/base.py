@@ -14,12 +14,15 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import pandas as pd
 
-from bayesmix.acquisition.base import ProposalError
+from bayesmix.acquisition.base import (
+    MIN_DISTANCE,
+    SAME_MIXTURE_L1,
+    ProposalError,
+    check_min_distance,
+)
 from bayesmix.mixtures import SUM_TOLERANCE, mixture_matrix
 from bayesmix.observations import Observations, check_domain_name
 from bayesmix.optimize import Constraints
-
-SAME_MIXTURE_L1 = 1e-6  # two mixtures closer than this (L1) are the same run
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,9 @@ class ProposalContext:
     pending: mixtures proposed but not yet observed (``r:<domain>`` columns).
     candidates: a pool; when given, every proposal and recommendation is one of its rows.
     entropies: per-domain entropies in nats (BiMix's entropy proposer).
+    min_distance: every proposer keeps each proposal at least this far (L1) from the other
+        runs of its batch and from the observed and pending runs (``taken_array``); 0
+        allows re-measuring a mixture.
     """
 
     domains: list[str]
@@ -50,6 +56,7 @@ class ProposalContext:
     pending: pd.DataFrame | None = None
     candidates: pd.DataFrame | None = None
     entropies: Mapping[str, float] | None = None
+    min_distance: float = MIN_DISTANCE
     _cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -61,6 +68,7 @@ class ProposalContext:
         if len(set(domains)) != len(domains):
             raise ProposalError(f"domains repeat: {domains}")
         object.__setattr__(self, "domains", domains)
+        object.__setattr__(self, "min_distance", check_min_distance(self.min_distance))
         if self.observations is not None and self.observations.domains != domains:
             raise ProposalError(
                 f"observations are over domains {self.observations.domains}, the context over "
@@ -117,7 +125,9 @@ class ProposalContext:
         return mixture_matrix(self.pending, self.domains, "pending", ProposalError)
 
     def taken_array(self) -> np.ndarray:
-        """Mixtures already observed or pending: a new proposal should differ from these."""
+        """Mixtures already observed or pending. Every proposer keeps its proposals at least
+        ``min_distance`` (L1) from these and from each other; a pool row that is one of them
+        is never proposed again."""
         return np.concatenate([self.observed_array(), self.pending_array()])
 
     def candidate_array(self) -> np.ndarray:
@@ -127,13 +137,14 @@ class ProposalContext:
         return mixture_matrix(self.candidates, self.domains, "candidates", ProposalError)
 
     def available_candidates(self) -> np.ndarray:
-        """Positions (into ``candidates``) of pool rows not yet observed or pending."""
+        """Positions (into ``candidates``) of pool rows at least ``min_distance`` from every
+        observed or pending run (and never one of them)."""
         pool = self.candidate_array()
         taken = self.taken_array()
         if len(taken) == 0:
             return np.arange(len(pool))
         dist = np.abs(pool[:, None, :] - taken[None, :, :]).sum(-1).min(axis=1)
-        return np.flatnonzero(dist > SAME_MIXTURE_L1)
+        return np.flatnonzero((dist > SAME_MIXTURE_L1) & (dist >= self.min_distance))
 
     def rng(self, salt: int = 0) -> np.random.Generator:
         """A generator that depends on the seed and on how much has been observed, so that

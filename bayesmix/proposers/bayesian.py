@@ -110,4 +110,5 @@ class BayesMixProposer:
             settings=self.settings,
             run_lengths=self.run_lengths,
             checkpoints=self.checkpoints,
+            min_distance=context.min_distance,
         )

@@ -19,7 +19,9 @@ design instead of repeating it.
 Past m + 1 runs a D-optimal design repeats its support points (a repeat halves the noise
 there); a study wants distinct runs, so the criterion adds a weak repulsion,
 ``REPULSION * sum log(|x_i - x_k|^2 + 1e-6)`` over pairs of runs (log-shares), which is
--inf at a repeat and nearly flat between distinct runs.
+-inf at a repeat and nearly flat between distinct runs. Runs closer than
+``context.min_distance`` (L1) to a taken run or to each other are then replaced by the next
+best starts' runs (``distinct_rows``, as every proposer keeps its batch distinct).
 """
 
 from __future__ import annotations
@@ -30,7 +32,13 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import minimize
 
-from bayesmix.acquisition.base import ProposalError, check_q, proposal_frame
+from bayesmix.acquisition.base import (
+    ProposalError,
+    check_q,
+    distinct_rows,
+    proposal_frame,
+    too_few_distinct,
+)
 from bayesmix.optimize import project_to_box_simplex
 from bayesmix.proposers.base import ProposalContext
 from bayesmix.proposers.swarms import pick_from_pool
@@ -68,17 +76,22 @@ class DOptimalDesign:
             floor = lo
         fixed = context.taken_array()
         rng = context.rng(salt=0)
-        best, best_value = None, -np.inf
+        designs = []
         for _ in range(self.starts):
             r = design(rng.dirichlet(np.ones(m), q), fixed, floor, self.eps)
-            value = criterion(rows(r, fixed, self.eps), len(fixed))[0]
-            if value > best_value:
-                best, best_value = r, value
-        assert best is not None
-        out = project_to_box_simplex(best, lo, hi)  # upper bounds, if the user set any
+            designs.append((criterion(rows(r, fixed, self.eps), len(fixed))[0], r))
+        designs.sort(key=lambda d: -d[0])  # the best first (the first start among equals)
+        # Upper bounds, if the user set any.
+        every = project_to_box_simplex(np.concatenate([r for _, r in designs]), lo, hi)
         if context.candidates is not None:
-            return pick_from_pool(context, out, q)
-        return proposal_frame(out, context.domains)
+            return pick_from_pool(context, every[:q], q)
+        # The best design's runs, each kept if it lies min_distance from the taken runs and
+        # the runs kept before it (the repulsion alone allows near repeats); the other
+        # starts' runs, best design first, fill the batch.
+        keep = distinct_rows(every, fixed, context.min_distance, q)
+        if len(keep) < q:
+            raise too_few_distinct(len(keep), q, context.min_distance, self.name)
+        return proposal_frame(every[keep], context.domains)
 
 
 def rows(r: np.ndarray, fixed: np.ndarray, eps: float) -> np.ndarray:

@@ -306,6 +306,7 @@ class RegMixRecommender:
             constraints=context.constraints,
             natural=context.natural,
             seed=context.seed,
+            min_distance=0.0,  # simulated mixtures to average, not runs
         )
         sims = swarm.sample(sim_ctx, self.num_simulated, np.random.default_rng([context.seed, 42]))
         pred = predict(sims)

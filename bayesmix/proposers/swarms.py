@@ -15,8 +15,10 @@ bounds are too tight for rejection to succeed), and zeroes shares too small to m
 - ``entropy`` (BiMix): first softmax(H) of per-domain entropies H, then a sparse Dirichlet
   swarm centred on it (BiMix gives one mixture per entropy kind; a batch needs more).
 
-With a pool (``context.candidates``), each draw is replaced by the nearest (L1) pool row not
-yet observed, pending or already picked.
+Every proposal lies at least ``context.min_distance`` (L1) from the observed and pending
+runs and from the batch's other proposals (``distinct_rows``): draws too close are dropped.
+With a pool (``context.candidates``), each draw is replaced by the nearest (L1) pool row that
+far from every observed, pending or already picked run.
 """
 
 from __future__ import annotations
@@ -29,9 +31,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bayesmix.acquisition.base import ProposalError, check_q, proposal_frame
+from bayesmix.acquisition.base import (
+    SAME_MIXTURE_L1,
+    ProposalError,
+    check_q,
+    distinct_rows,
+    proposal_frame,
+    too_few_distinct,
+)
 from bayesmix.optimize import project_to_box_simplex
-from bayesmix.proposers.base import SAME_MIXTURE_L1, ProposalContext
+from bayesmix.proposers.base import ProposalContext
 from bayesmix.proxy.data import Manifest
 from bayesmix.proxy.entropy import ENTROPY_KINDS, domain_entropies
 
@@ -100,13 +109,28 @@ class DirichletSwarm:
 
     def propose(self, context: ProposalContext, q: int) -> pd.DataFrame:
         q = check_q(q)
-        rng = context.rng(salt=0)
-        r = self.sample(context, q if context.candidates is None else 4 * q, rng)
+        r = self.draws(context, q if context.candidates is None else 4 * q)
         if context.candidates is not None:
             return pick_from_pool(context, r, q)
+        if len(r) < q:
+            raise too_few_distinct(len(r), q, context.min_distance, self.name)
         return proposal_frame(r[:q], context.domains)
 
-    def sample(self, context: ProposalContext, n: int, rng: np.random.Generator) -> np.ndarray:
+    def draws(self, context: ProposalContext, n: int) -> np.ndarray:
+        """Up to n mixtures for a batch, each ``min_distance`` from the others and the
+        taken runs."""
+        return self.sample(context, n, context.rng(salt=0))
+
+    def sample(
+        self,
+        context: ProposalContext,
+        n: int,
+        rng: np.random.Generator,
+        taken: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Up to n draws inside the bounds, each at least ``context.min_distance`` (L1) from
+        the others and from ``taken`` (default: the context's observed and pending runs);
+        fewer only where the bounds leave no room for n such mixtures."""
         lo, hi = context.bounds()
         base = self.centre(context)
         if self.max_multiple is not None:
@@ -118,20 +142,20 @@ class DirichletSwarm:
                 )
         centre = base**self.temperature
         centre = centre / centre.sum()
-        taken = context.taken_array()
+        taken = context.taken_array() if taken is None else taken
+        spacing = context.min_distance
         out = np.zeros((0, context.m))
         for _ in range(MAX_REJECTION_ROUNDS):
             draws = _dirichlet(rng, centre, self._draw_strengths(rng, 2 * n + 64, context.m))
             draws = _zero_small(draws, self.minimum, lo)
-            draws = _new_rows(draws[_inside(draws, lo, hi)], taken)
-            out = _new_rows(np.concatenate([out, draws]), np.zeros((0, context.m)))
+            out = _new_rows(np.concatenate([out, draws[_inside(draws, lo, hi)]]), taken, spacing, n)
             if len(out) >= n:
                 break
-        out = out[:n]
         if len(out) < n:
             # Bounds too tight for rejection: project draws onto the feasible set instead.
             extra = _dirichlet(rng, centre, self._draw_strengths(rng, n - len(out), context.m))
-            out = np.concatenate([out, project_to_box_simplex(extra, lo, hi)])
+            extra = project_to_box_simplex(extra, lo, hi)
+            out = _new_rows(np.concatenate([out, extra]), taken, spacing, n)
         return out
 
     def _draw_strengths(self, rng: np.random.Generator, n: int, m: int) -> np.ndarray:
@@ -139,38 +163,35 @@ class DirichletSwarm:
         return _strengths(rng, n, low, high)
 
 
-def _new_rows(r: np.ndarray, taken: np.ndarray) -> np.ndarray:
-    """Rows of r that differ from every row of ``taken`` and from each other (first kept)."""
+def _new_rows(r: np.ndarray, taken: np.ndarray, spacing: float, n: int) -> np.ndarray:
+    """The first n rows of r, in order, that lie ``spacing`` (L1) from every row of
+    ``taken`` and from each other (``distinct_rows``)."""
     if len(r) == 0:
         return r
     # Sparse draws often collapse onto the same vertex or edge: exact duplicates after
     # rounding far below any meaningful share.
     _, first = np.unique(np.round(r, 9), axis=0, return_index=True)
     r = r[np.sort(first)]
-    if len(taken) == 0:
-        return r
-    keep = np.ones(len(r), dtype=bool)
-    for start in range(0, len(r), 4096):
-        block = r[start : start + 4096]
-        d = np.abs(block[:, None, :] - taken[None, :, :]).sum(-1).min(axis=1)
-        keep[start : start + 4096] = d > SAME_MIXTURE_L1
-    return r[keep]
+    return r[distinct_rows(r, taken, spacing, n)]
 
 
 def pick_from_pool(context: ProposalContext, r: np.ndarray, q: int, **extra: list) -> pd.DataFrame:
-    """Replace each draw by its nearest (L1) available pool row, each row used once."""
+    """Replace each draw by its nearest (L1) available pool row (``available_candidates``);
+    a pick makes the rows within ``min_distance`` of it unavailable, itself included."""
     pool = context.candidate_array()
-    free = list(context.available_candidates())
+    free = context.available_candidates()
+    spacing = max(context.min_distance, SAME_MIXTURE_L1)
     if len(free) < q:
-        raise ProposalError(
-            f"the pool has {len(free)} mixture(s) not yet observed or pending, fewer than q={q}"
-        )
+        raise too_few_distinct(len(free), q, context.min_distance, "the pool")
     chosen: list[int] = []
     for row in r:
-        if len(chosen) == q:
+        if len(chosen) == q or len(free) == 0:
             break
-        d = np.abs(pool[free] - row).sum(axis=1)
-        chosen.append(free.pop(int(np.argmin(d))))
+        pick = int(free[np.argmin(np.abs(pool[free] - row).sum(axis=1))])
+        chosen.append(pick)
+        free = free[np.abs(pool[free] - pool[pick]).sum(axis=1) >= spacing]
+    if len(chosen) < q:
+        raise too_few_distinct(len(chosen), q, context.min_distance, "the pool")
     labels = context.candidates.index[chosen]
     frame = proposal_frame(pool[chosen], context.domains, candidate=list(labels), **extra)
     return frame
@@ -288,15 +309,11 @@ class EntropySwarm(DirichletSwarm):
             raise ProposalError("entropies must be finite numbers")
         return h
 
-    def propose(self, context: ProposalContext, q: int) -> pd.DataFrame:
-        q = check_q(q)
+    def draws(self, context: ProposalContext, n: int) -> np.ndarray:
+        """The entropy mixture (unless taken) first, then a swarm around it."""
         lo, hi = context.bounds()
+        taken = context.taken_array()
         first = project_to_box_simplex(self.centre(context)[None], lo, hi)
-        first = _new_rows(first, context.taken_array())
-        rng = context.rng(salt=1)
-        n = q if context.candidates is None else 4 * q
-        rest = self.sample(context, n, rng)
-        r = np.concatenate([first, rest])
-        if context.candidates is not None:
-            return pick_from_pool(context, r, q)
-        return proposal_frame(r[:q], context.domains)
+        first = _new_rows(first, taken, context.min_distance, 1)
+        rest = self.sample(context, n, context.rng(salt=1), np.concatenate([taken, first]))
+        return np.concatenate([first, rest])[:n]

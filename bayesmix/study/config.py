@@ -302,6 +302,14 @@ class ProposerConfig(_Section):
             raise ValueError(
                 f"proposer.options.checkpoints must be a positive integer, got {checkpoints!r}"
             )
+        if "min_distance" in v:
+            spacing = v["min_distance"]
+            number = isinstance(spacing, int | float) and not isinstance(spacing, bool)
+            if not (number and 0 <= spacing < 2):
+                raise ValueError(
+                    "proposer.options.min_distance must be a number in [0, 2) (the smallest "
+                    f"L1 distance between two runs of the study; 0 allows repeats), got {spacing!r}"
+                )
         return v
 
 

@@ -383,6 +383,7 @@ class Study:
         q: int,
         posterior: Posterior | Fit | None = None,
         candidates: pd.DataFrame | None = None,
+        seed: int | None = None,
     ) -> list[RunRecord]:
         """Propose ``q`` runs and store them (status ``proposed``); returns them.
 
@@ -391,12 +392,18 @@ class Study:
         returns, which also links the proposal to its snapshot). ``candidates``: a pool of
         mixtures (``r:<domain>`` columns); every proposal is then one of its rows. The
         proposal's seed depends only on the study's seed and the proposal's number: the same
-        study gives the same proposals.
+        study gives the same proposals. ``seed`` overrides that proposal seed (a benchmark
+        that seeds every proposal of a trajectory alike). Every run proposed lies at least
+        ``proposer.options.min_distance`` (L1, default 0.02; 0 allows repeats) from the
+        study's other runs.
         """
+        from bayesmix.acquisition.base import MIN_DISTANCE
         from bayesmix.proposers import ProposalContext, ProposalError, get_proposer
 
         if isinstance(q, bool) or not isinstance(q, int | np.integer) or q < 1:
             raise StudyError(f"q must be a positive integer (runs to propose), got {shown(q)}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int | np.integer)):
+            raise StudyError(f"seed must be an integer or None, got {shown(seed)}")
         snapshot = posterior.snapshot if isinstance(posterior, Fit) else None
         if isinstance(posterior, Fit):
             posterior = posterior.posterior
@@ -409,12 +416,15 @@ class Study:
                 "proposer 'bayesmix' needs the posterior: study.ask(q, posterior=study.fit())"
             )
         options = dict(cfg.proposer.options) if name == cfg.proposer.name else {}
+        # The distance between runs is the study's, for its first batch too.
+        options.pop("min_distance", None)
+        min_distance = cfg.proposer.options.get("min_distance", MIN_DISTANCE)
         if name == "entropy" and "entropies" not in options and self.domain_set.shards:
             options["shards"] = self.domain_set.shards
         if "run_lengths" in options and cfg.proxy.evaluations is not None:
             options.setdefault("checkpoints", cfg.proxy.evaluations)
         pending = self.runs(["proposed", "running"])
-        seed = _seed(cfg.seed, number)
+        seed = _seed(cfg.seed, number) if seed is None else int(seed)
         try:
             proposer = get_proposer(name, **options)
             context = ProposalContext(
@@ -428,6 +438,7 @@ class Study:
                 seed=seed,
                 pending=_mixture_frame(pending, self.domains) if pending else None,
                 candidates=candidates,
+                min_distance=min_distance,
             )
             frame = proposer.propose(context, int(q))
         except ImportError as exc:
