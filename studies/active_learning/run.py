@@ -325,7 +325,9 @@ def trajectory(
     post = None
     for budget in cell.budgets():
         started, wall = time.process_time(), time.perf_counter()
-        train_and_tell(study, trainer, study.ask(Q, post, candidates=pool))
+        # Every proposal seeded by the trajectory's seed, as the benchmark's loop did before
+        # it drove a Study (whose default derives a seed per proposal).
+        train_and_tell(study, trainer, study.ask(Q, post, candidates=pool, seed=seed))
         obs = study.observations()
         propose_cpu = time.process_time() - started
         todo = [name for name in method.recommenders if (budget, name) not in done]
