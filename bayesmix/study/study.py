@@ -474,17 +474,6 @@ class Study:
         ``tokens``, ``metric`` optional; ``r:<domain>`` columns, if given, must match the
         run's mixture). A run told already, or failed, is refused and nothing changes.
         """
-        run = self._run(run_id)
-        if run.status in ("completed", "failed"):
-            raise StudyError(
-                f"run {run_id!r} is {run.status} already; its observations stay as they are"
-            )
-        frame = _tell_frame(run, observations, self.domains)
-        try:
-            obs = Observations.from_frame(frame)
-        except ObservationsError as exc:
-            raise StudyError(f"run {run_id!r}: {exc}") from None
-        return obs.frame[list(TELL_COLUMNS)]
         self.storage.complete(self.id, run_id, self._checked(run_id, observations))
 
     def tell_table(self, table: pd.DataFrame) -> list[str]:
@@ -506,6 +495,17 @@ class Study:
 
     def _checked(self, run_id: str, observations: pd.DataFrame | Observations) -> pd.DataFrame:
         """The rows ``tell`` stores for ``run_id``; StudyError on anything wrong."""
+        run = self._run(run_id)
+        if run.status in ("completed", "failed"):
+            raise StudyError(
+                f"run {run_id!r} is {run.status} already; its observations stay as they are"
+            )
+        frame = _tell_frame(run, observations, self.domains)
+        try:
+            obs = Observations.from_frame(frame)
+        except ObservationsError as exc:
+            raise StudyError(f"run {run_id!r}: {exc}") from None
+        return obs.frame[list(TELL_COLUMNS)]
 
     def fail(self, run_id: str, reason: str) -> None:
         """Mark a proposed or running run failed, with its reason."""
