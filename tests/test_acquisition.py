@@ -140,6 +140,30 @@ def test_optimum_variance_grows_with_the_batch(fitted) -> None:
     assert 0 <= one <= two <= four <= acq.variance_now + 1e-12
 
 
+def test_a_large_batch_scores_with_several_threads(fitted) -> None:
+    """Hundreds of candidates at 2 threads, where batched LU can fail on MKL
+    (pytorch/pytorch#142815, seen in this suite): each score is the trace formula."""
+    _, post = fitted
+    model = LawEnsembleModel(post, max_draws=64)
+    optima = torch.as_tensor(
+        post.optimal_mixture(max_draws=64).draws.to_numpy(), dtype=torch.float64
+    )
+    acq = qOptimumVarianceReduction(model, optima, torch.full((5,), 0.01))
+    x = torch.as_tensor(np.random.default_rng(2).dirichlet(np.ones(5), 300))[:, None, :]
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        scores = acq(x)
+    finally:
+        torch.set_num_threads(before)
+    z = acq.features(x[:3])
+    r = acq.optima_c
+    for k in range(3):
+        g = z[k] @ z[k].T
+        expected = torch.trace(r.T @ g @ torch.linalg.inv(g + torch.eye(len(g))) @ r)
+        np.testing.assert_allclose(float(scores[k]), float(expected), rtol=1e-8)
+
+
 def test_pending_runs_count_as_runs_of_the_batch(fitted) -> None:
     """Pending runs enter through their Gram matrix: a batch of 2 with 2 pending removes
     what the batch of all 4 removes, whether pending came as X_pending or add_pending."""

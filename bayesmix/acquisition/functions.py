@@ -110,8 +110,11 @@ class qOptimumVarianceReduction(AcquisitionFunction):
         """tr(R^T G (G + I)^{-1} R) for Gram matrices G = Z Z^T (b x D x D): the variance
         of r* the runs behind Z remove (Gram matrices of runs observed together add up)."""
         eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
-        # G (G + I)^{-1} R = R - (G + I)^{-1} R
-        solved = torch.linalg.solve(gram + eye, self.optima_c.expand(len(gram), -1, -1))
+        # G (G + I)^{-1} R = R - (G + I)^{-1} R. G + I is positive definite: a Cholesky
+        # solve, which also avoids batched LU (torch.linalg.solve), wrong on MKL with
+        # several threads (pytorch/pytorch#142815: "Pivots given to lu_solve...").
+        factor = torch.linalg.cholesky(gram + eye)
+        solved = torch.cholesky_solve(self.optima_c.expand(len(gram), -1, -1), factor)
         return self.variance_now - (self.optima_c * solved).sum((-1, -2))
 
     @t_batch_mode_transform()
