@@ -102,7 +102,9 @@ def test_revise_keeps_what_the_study_knew(fitted, tmp_path, monkeypatch):
         fit = study.fit()
     after = study.storage.posteriors(study.id)[-1].summary
     assert fit.posterior.domains == ["web", "code", "books", "papers"]
-    old, new = before["mixture"]["web"], after["mixture"]["web"]
+    # The posterior mean of web's optimal share: the recommendation itself, the optimum of
+    # the expected objective, may move far on a posterior this flat (8 runs, 0-0.55).
+    old, new = before["intervals"]["web"]["mean"], after["intervals"]["web"]["mean"]
     assert old > 0.05 and abs(new - old) < 0.5 * old, (old, new)
     w_old = before["intervals"]["web"]["hi"] - before["intervals"]["web"]["lo"]
     w_new = after["intervals"]["web"]["hi"] - after["intervals"]["web"]["lo"]
