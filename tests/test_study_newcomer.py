@@ -379,3 +379,22 @@ def test_readme_study_commands_on_the_dry_run(tmp_path):
     assert "code_rust" in table and "expected objective" in table
     out = bayesmix_cmd("status", "dry-run")
     assert "12 of 12 runs" in out
+
+
+def test_fit_options_carry_the_early_step_rule(tmp_path):
+    """`fit.options.early_steps` reaches the fit: a study's runs lose their first half."""
+    fit_section = {**FAST_FIT, "options": {**FAST_FIT["options"], "early_steps": 0.5}}
+    path = dry_run_config(tmp_path)
+    config = yaml.safe_load(path.read_text())
+    config["fit"] = {**config["fit"], **fit_section}
+    path.write_text(yaml.safe_dump(config))
+    study = Study.create(load_config(path), f"sqlite:///{tmp_path / 'early.db'}")
+    run_batch(study, 6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = study.fit()
+    obs = study.observations()
+    assert obs is not None and obs.has_steps
+    expected = len(obs) - len(obs.late_steps(0.5))
+    assert expected > 0 and fit.posterior.info["early_rows"] == expected
+    assert fit.posterior.settings.early_steps == 0.5

@@ -245,6 +245,8 @@ class FitConfig(_Section):
             "target_accept",
             "max_tree_depth",
             "svi_steps",
+            "early_steps",
+            "centered",
         )
         unknown = [k for k in v if k not in allowed]
         if unknown:
