@@ -67,7 +67,7 @@ import pandas as pd
 from bayesmix.domains import DomainSet, DomainUpdate, DomainUpdateError
 from bayesmix.errors import ArgumentError
 from bayesmix.inference import fit
-from bayesmix.laws import LawData, LawSettings, formulas
+from bayesmix.laws import LawData, LawSettings
 from bayesmix.laws.base import PRIOR_CORRELATION, LawError
 from bayesmix.mixtures import tidy_frame
 from bayesmix.observations import Observations, ObservationsError, ratio_column
@@ -694,16 +694,9 @@ def _placeholder_observations(
     s_rel = None
     if post.observations.has_steps:
         s_rel = np.ones(len(r))
-    log_l = formulas.bimix_log_loss(
-        np,
-        params["logk"],
-        params["alpha"],
-        params["eps"],
-        r,
-        s_rel,
-        params.get("frac"),
-        params.get("beta"),
-    ).mean(axis=0)  # (P, T)
+    # The placeholder's targets are its domains, each its own domain's target.
+    own = np.eye(len(domains))
+    log_l = post.law_obj.log_loss(np, params, r, s_rel, own_onehot=own).mean(axis=0)  # (P, T)
     frame = tidy_frame(
         r,
         np.exp(log_l),

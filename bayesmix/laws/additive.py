@@ -22,10 +22,6 @@ Sampled in coordinates NUTS moves freely in, each pinned by the data at one poin
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from types import ModuleType
-from typing import Any
-
 import jax.numpy as jnp
 import jax.scipy.special as jsp
 import numpyro
@@ -34,9 +30,9 @@ import numpyro.distributions as dist
 from bayesmix.laws import formulas, get_noise
 from bayesmix.laws.base import LawData, LawSettings, Prior
 from bayesmix.laws.bimix import check_distinct_mixtures
-from bayesmix.laws.blocks import STEP_SITES, log_k_at_centre, pooled, step_law
+from bayesmix.laws.blocks import STEP_SITES, log_k_at_centre, pooled
 from bayesmix.laws.noise import SCALE_SITES
-from bayesmix.laws.scaling import size_law
+from bayesmix.laws.scaling import scale_inputs
 
 EXPONENT_CENTRE = 0.5  # prior centre of e_tj: diminishing returns from more of a domain
 
@@ -60,7 +56,7 @@ def mixture_term(data: LawData) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
     return weight_shared[None, :] + weight_tau * weight_z, exponent, share
 
 
-class Additive:
+class Additive(formulas.FormulaLaw):
     """Shukor's additive law over mixture, tokens and size (module docstring)."""
 
     name = "additive"
@@ -71,6 +67,7 @@ class Additive:
     # high (Pile-CC MRE 4.5 %); independent noise fits them (0.69 %).
     noise = "normal"
     formula_sites = ("logk", "log_weight", "exponent", "frac", "beta", "frac_size", "gamma")
+    formula = staticmethod(formulas.additive_log_loss)
     target_sites = {**SCALE_SITES, **STEP_SITES}
 
     def check(self, data: LawData) -> None:
@@ -87,43 +84,6 @@ class Additive:
         )
         log_weight = numpyro.deterministic("log_weight", relative + scale[:, None])
         logk = numpyro.deterministic("logk", centre_loss + jnp.log(share))
-        frac, beta = step_law(data, prior)
-        frac_size, gamma = size_law(data, prior, frac)
-        log_mean = formulas.additive_log_loss(
-            jnp,
-            logk,
-            log_weight,
-            exponent,
-            r,
-            data.s_rel,
-            frac,
-            beta,
-            None if data.n_rel is None else jnp.asarray(data.n_rel),
-            frac_size,
-            gamma,
-        )
+        axes = scale_inputs(data, prior)
+        log_mean = formulas.additive_log_loss(jnp, logk, log_weight, exponent, r, **axes)
         get_noise(settings.noise).observe(data, log_mean, prior)
-
-    def log_loss(
-        self,
-        xp: ModuleType,
-        params: Mapping[str, Any],
-        r: Any,
-        s_rel: Any | None,
-        *,
-        n_rel: Any | None = None,
-        own_onehot: Any = None,
-    ) -> Any:
-        return formulas.additive_log_loss(
-            xp,
-            params["logk"],
-            params["log_weight"],
-            params["exponent"],
-            r,
-            s_rel,
-            params.get("frac"),
-            params.get("beta"),
-            n_rel,
-            params.get("frac_size"),
-            params.get("gamma"),
-        )

@@ -22,7 +22,6 @@ move freely. The natural log K (at r + eps = 1) is recorded as the deterministic
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from types import ModuleType
 from typing import Any
 
@@ -119,7 +118,7 @@ def cross_exponents(data: LawData, settings: LawSettings, prior: Prior | None) -
     return numpyro.deterministic("alpha", alpha)
 
 
-class BiMix:
+class BiMix(formulas.FormulaLaw):
     """Own-share BiMix: each target's loss depends on its own training domain's share only."""
 
     name = "bimix"
@@ -127,6 +126,7 @@ class BiMix:
     size_axis = False
     noise = "correlated"
     formula_sites = ("logk", "alpha", "eps", "frac", "beta")
+    formula = staticmethod(formulas.bimix_log_loss)
     target_sites = {
         "log_alpha": ("alpha", np.exp),
         "log_eps": ("eps", np.exp),
@@ -164,29 +164,12 @@ class BiMix:
         log_mean = formulas.bimix_log_loss(jnp, logk, alpha, eps, r_own, data.s_rel, frac, beta)
         get_noise(settings.noise).observe(data, log_mean, prior)
 
-    def log_loss(
-        self,
-        xp: ModuleType,
-        params: Mapping[str, Any],
-        r: Any,
-        s_rel: Any | None,
-        *,
-        own_onehot: Any,
-    ) -> Any:
-        r_own = xp.matmul(r, own_onehot.T)
-        return formulas.bimix_log_loss(
-            xp,
-            params["logk"],
-            params["alpha"],
-            params["eps"],
-            r_own,
-            s_rel,
-            params.get("frac"),
-            params.get("beta"),
-        )
+    def mixtures(self, xp: ModuleType, r: Any, own_onehot: Any) -> dict[str, Any]:
+        """Each target's own domain's share (``r_own``, (P, T))."""
+        return {"r_own": xp.matmul(r, own_onehot.T)}
 
 
-class BiMixCross:
+class BiMixCross(formulas.FormulaLaw):
     """Cross-domain BiMix: every training domain's share may move every target's loss.
 
     Off the target's own domain, alpha_tj ~ N(a_j, tau): domain j's effect a_j is shared by
@@ -206,6 +189,7 @@ class BiMixCross:
     size_axis = False
     noise = "correlated"
     formula_sites = ("logk", "alpha", "eps", "frac", "beta")
+    formula = staticmethod(formulas.cross_log_loss)
     # The floors are per domain (not per target) and every target's rows inform them:
     # carrying them next to a target's kept rows would count those rows twice.
     target_sites = {"log_alpha_own": None, **SCALE_SITES, **STEP_SITES}
@@ -223,23 +207,3 @@ class BiMixCross:
         frac, beta = step_law(data, prior)
         log_mean = formulas.cross_log_loss(jnp, logk, alpha, eps, r, data.s_rel, frac, beta)
         get_noise(settings.noise).observe(data, log_mean, prior)
-
-    def log_loss(
-        self,
-        xp: ModuleType,
-        params: Mapping[str, Any],
-        r: Any,
-        s_rel: Any | None,
-        *,
-        own_onehot: Any = None,
-    ) -> Any:
-        return formulas.cross_log_loss(
-            xp,
-            params["logk"],
-            params["alpha"],
-            params["eps"],
-            r,
-            s_rel,
-            params.get("frac"),
-            params.get("beta"),
-        )

@@ -11,10 +11,15 @@ Every function returns the log loss with shape ``(..., P, T)``.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
 from typing import Any
 
 Array = Any
+
+# The sites a fit has only where its data have the axis (steps, model sizes): a fit without
+# it has no such site, and the formula takes None and leaves that factor out.
+AXIS_SITES = frozenset({"frac", "beta", "frac_size", "gamma", "delta", "delta_level"})
 
 
 def namespace(*arrays: Array) -> ModuleType:
@@ -203,3 +208,45 @@ def additive_log_loss(
     mixture = 1.0 / xp.swapaxes(powers.sum(-1), -1, -2)  # (..., P, T)
     scale = logk[..., None, :] + log_scale_factor(xp, frac, beta, s_rel, frac_size, gamma, n_rel)
     return xp.log(xp.exp(scale) + mixture)
+
+
+def at_sites(
+    formula: Callable[..., Array],
+    xp: ModuleType,
+    params: Mapping[str, Array],
+    sites: Sequence[str],
+    **inputs: Array | None,
+) -> Array:
+    """``formula`` (one of the functions above) at the draws ``params``: each of ``sites``
+    passed under its own name (None for an axis site the fit lacks), with the ``inputs``
+    (mixtures, steps, model sizes) by name."""
+    args = {name: params.get(name) if name in AXIS_SITES else params[name] for name in sites}
+    return formula(xp, **inputs, **args)
+
+
+class FormulaLaw:
+    """A law's ``log_loss`` where its ``formula`` names its parameters after the law's
+    ``formula_sites`` (every law of this package): the formula at the draws' sites."""
+
+    formula_sites: tuple[str, ...]
+    formula: Callable[..., Array]  # set as staticmethod(one of the functions above)
+
+    def mixtures(self, xp: ModuleType, r: Array, own_onehot: Array) -> dict[str, Array]:
+        """The formula's mixture input: every share (``r``)."""
+        return {"r": r}
+
+    def log_loss(
+        self,
+        xp: ModuleType,
+        params: Mapping[str, Array],
+        r: Array,
+        s_rel: Array | None,
+        *,
+        n_rel: Array | None = None,
+        own_onehot: Array = None,
+    ) -> Array:
+        """Noise-free log loss (..., P, T) from natural parameters with leading batch dims."""
+        # Model sizes only where given: a law without a size axis has no such input.
+        sizes = {} if n_rel is None else {"n_rel": n_rel}
+        inputs = {**self.mixtures(xp, r, own_onehot), "s_rel": s_rel, **sizes}
+        return at_sites(self.formula, xp, params, self.formula_sites, **inputs)

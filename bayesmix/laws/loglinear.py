@@ -9,10 +9,6 @@ under learned normal shrinkage.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from types import ModuleType
-from typing import Any
-
 import jax.numpy as jnp
 import numpy as np
 import numpyro
@@ -25,12 +21,13 @@ from bayesmix.laws.blocks import STEP_SITES, normal_effects, pooled, step_law
 from bayesmix.laws.noise import SCALE_SITES
 
 
-class LogLinear:
+class LogLinear(formulas.FormulaLaw):
     name = "loglinear"
     own_share = False
     size_axis = False
     noise = "correlated"
     formula_sites = ("log_c", "A", "frac", "beta")
+    formula = staticmethod(formulas.loglinear_log_loss)
     target_sites = {**SCALE_SITES, **STEP_SITES}
 
     def check(self, data: LawData) -> None:
@@ -58,10 +55,3 @@ class LogLinear:
         r = jnp.asarray(data.r)
         log_mean = formulas.loglinear_log_loss(jnp, log_c, A, r, data.s_rel, frac, beta)
         get_noise(settings.noise).observe(data, log_mean, prior)
-
-    def log_loss(
-        self, xp: ModuleType, params: Mapping[str, Any], r: Any, s_rel: Any | None, **_: Any
-    ) -> Any:
-        return formulas.loglinear_log_loss(
-            xp, params["log_c"], params["A"], r, s_rel, params.get("frac"), params.get("beta")
-        )

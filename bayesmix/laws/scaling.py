@@ -19,8 +19,6 @@ relative steps, wide). With one model size in the data the law is ``bimix-cross`
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from types import ModuleType
 from typing import Any
 
 import jax.numpy as jnp
@@ -53,6 +51,23 @@ def size_law(
     return frac_size, numpyro.deterministic("gamma", jnp.exp(log_gamma))
 
 
+def scale_inputs(data: LawData, prior: Prior | None) -> dict[str, Any]:
+    """The inputs of Chinchilla's token and size factor (``formulas.log_scale_factor``) by
+    name: the data's relative steps and sizes, the step law's sites (frac, beta) and the size
+    law's (frac_size, gamma); None for an axis the data lack."""
+    frac, beta = step_law(data, prior)
+    frac_size, gamma = size_law(data, prior, frac)
+    n_rel = None if data.n_rel is None else jnp.asarray(data.n_rel)
+    return {
+        "s_rel": data.s_rel,
+        "n_rel": n_rel,
+        "frac": frac,
+        "beta": beta,
+        "frac_size": frac_size,
+        "gamma": gamma,
+    }
+
+
 def size_drift(
     data: LawData, alpha: jnp.ndarray, centre: jnp.ndarray
 ) -> tuple[jnp.ndarray, jnp.ndarray]:
@@ -70,7 +85,7 @@ def size_drift(
     return delta, numpyro.deterministic("delta_level", delta @ centre)
 
 
-class CrossScaling:
+class CrossScaling(formulas.FormulaLaw):
     """The cross law with a model-size axis and tokens as steps (module docstring)."""
 
     name = "cross-scaling"
@@ -78,6 +93,7 @@ class CrossScaling:
     size_axis = True  # fits runs of several model sizes (Observations.has_sizes)
     noise = "correlated"
     formula_sites = (*BiMixCross.formula_sites, "frac_size", "gamma", "delta", "delta_level")
+    formula = staticmethod(formulas.scaling_log_loss)
     target_sites = BiMixCross.target_sites
 
     def check(self, data: LawData) -> None:
@@ -89,50 +105,11 @@ class CrossScaling:
         centre = jnp.log(r + eps).mean(axis=0)
         alpha = cross_exponents(data, settings, prior)
         logk = numpyro.deterministic("logk", log_k_at_centre(data, prior) + alpha @ centre)
-        frac, beta = step_law(data, prior)
-        frac_size, gamma = size_law(data, prior, frac)
+        axes = scale_inputs(data, prior)
         delta = delta_level = None
         if data.n_rel is not None:
             delta, delta_level = size_drift(data, alpha, centre)
         log_mean = formulas.scaling_log_loss(
-            jnp,
-            logk,
-            alpha,
-            eps,
-            r,
-            data.s_rel,
-            frac,
-            beta,
-            None if data.n_rel is None else jnp.asarray(data.n_rel),
-            frac_size,
-            gamma,
-            delta,
-            delta_level,
+            jnp, logk, alpha, eps, r, delta=delta, delta_level=delta_level, **axes
         )
         get_noise(settings.noise).observe(data, log_mean, prior)
-
-    def log_loss(
-        self,
-        xp: ModuleType,
-        params: Mapping[str, Any],
-        r: Any,
-        s_rel: Any | None,
-        *,
-        n_rel: Any | None = None,
-        own_onehot: Any = None,
-    ) -> Any:
-        return formulas.scaling_log_loss(
-            xp,
-            params["logk"],
-            params["alpha"],
-            params["eps"],
-            r,
-            s_rel,
-            params.get("frac"),
-            params.get("beta"),
-            n_rel,
-            params.get("frac_size"),
-            params.get("gamma"),
-            params.get("delta"),
-            params.get("delta_level"),
-        )
