@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Collection
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -147,9 +148,7 @@ class ProxyConfig(_Section):
     @field_validator("trainer")
     @classmethod
     def _trainer(cls, v: str) -> str:
-        if v not in TRAINERS:
-            raise ValueError(f"unknown trainer {v!r}; choose {', '.join(TRAINERS)}")
-        return v
+        return _one_of(v, TRAINERS, "trainer")
 
     @field_validator("size")
     @classmethod
@@ -164,12 +163,7 @@ class ProxyConfig(_Section):
         allowed = _proxy_run_fields() if v else None
         if allowed is None:  # nothing to check, or torch missing: the trainer checks at run time
             return v
-        unknown = [k for k in v if k not in allowed]
-        if unknown:
-            raise ValueError(
-                f"unknown proxy option(s) {', '.join(unknown)}; known: {', '.join(allowed)}"
-            )
-        return v
+        return _known_keys(v, allowed, "proxy")
 
     @property
     def evaluations(self) -> int | None:
@@ -227,10 +221,7 @@ class FitConfig(_Section):
     @field_validator("law")
     @classmethod
     def _law(cls, v: str) -> str:
-        names = bayesmix.laws.LAW_NAMES  # read now: a registered law counts
-        if v not in names:
-            raise ValueError(f"unknown law {v!r}; choose {', '.join(names)}")
-        return v
+        return _one_of(v, bayesmix.laws.LAW_NAMES, "law")  # read now: a registered law counts
 
     @field_validator("options")
     @classmethod
@@ -248,12 +239,7 @@ class FitConfig(_Section):
             "early_steps",
             "centered",
         )
-        unknown = [k for k in v if k not in allowed]
-        if unknown:
-            raise ValueError(
-                f"unknown fit option(s) {', '.join(unknown)}; known: {', '.join(allowed)}"
-            )
-        return v
+        return _known_keys(v, allowed, "fit")
 
 
 class ProposerConfig(_Section):
@@ -267,9 +253,7 @@ class ProposerConfig(_Section):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if v not in PROPOSERS:
-            raise ValueError(f"unknown proposer {v!r}; choose {', '.join(PROPOSERS)}")
-        return v
+        return _one_of(v, PROPOSERS, "proposer")
 
     @field_validator("first")
     @classmethod
@@ -432,6 +416,23 @@ class StudyConfig(_Section):
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+
+def _one_of(v: str, names: Collection[str], what: str) -> str:
+    """v, where it is one of ``names`` (a registry's); else an error that lists them."""
+    if v not in names:
+        raise ValueError(f"unknown {what} {v!r}; choose {', '.join(names)}")
+    return v
+
+
+def _known_keys(v: dict[str, Any], allowed: Collection[str], what: str) -> dict[str, Any]:
+    """v, where every key is one of ``allowed``; else an error that names the others."""
+    unknown = [k for k in v if k not in allowed]
+    if unknown:
+        raise ValueError(
+            f"unknown {what} option(s) {', '.join(unknown)}; known: {', '.join(allowed)}"
+        )
+    return v
 
 
 def _positive_number(x: Any) -> bool:
