@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 
 Method = Literal["nuts", "laplace", "svi", "map"]
 METHODS = ("nuts", "laplace", "svi", "map")
+MassMatrix = Literal["laplace", "diagonal"]
+MASS_MATRICES = ("laplace", "diagonal")
 
 __all__ = ["ConvergenceWarning", "NotConvergedError", "Posterior", "fit"]
 
@@ -96,7 +98,7 @@ def fit(
     num_chains: int = 4,
     num_warmup: int = 500,
     num_samples: int = 1000,
-    eps: float | Literal["learned"] = "learned",
+    eps: float | Literal["learned", "shared"] = "learned",
     noise: Literal["correlated", "normal", "student"] | None = None,
     rank: int = 0,
     centered: bool | None = None,
@@ -106,6 +108,7 @@ def fit(
     init: Posterior | None = None,
     target_accept: float = 0.85,
     max_tree_depth: int = 8,
+    mass_matrix: MassMatrix = "laplace",
     svi_steps: int = 3000,
     progress: bool = True,
 ) -> Posterior:
@@ -122,7 +125,8 @@ def fit(
             approximations, num_chains x num_samples draws in one chain). 4 x 1000 draws:
             with 4 x 500, the largest split R-hat of ~300 well-mixed parameters (ESS > 1000
             each) still lands above 1.01 by chance (RegMix cross law: 1.013).
-        eps: floor in log(r + eps): a number, or "learned" (pooled, per domain).
+        eps: floor in log(r + eps): a number, "learned" (pooled, per domain) or "shared"
+            (one learned floor).
         noise: log-scale observation noise: "correlated" (normal, partly shared by a run's
             targets), "normal" or "student" (heavy tails); see ``laws.blocks.observe``.
             None: the law's own default (``noise`` on the law; "correlated" where it has none).
@@ -135,12 +139,20 @@ def fit(
         prior: informative prior per site (warm starts, see ``bayesmix.reuse``).
         init: an earlier posterior of the same law, domains and targets: its posterior mean
             starts the MAP search (refits after a few more runs converge in a few iterations).
+        mass_matrix: NUTS's metric: "laplace" (the Laplace fit's covariance, fixed; fast
+            where the posterior is near Gaussian, as on RegMix's final losses) or
+            "diagonal" (adapted in warm-up; better where it is not, as with learned
+            floors on training curves, and slower: 152 s against 36 s on 512 RegMix runs).
         progress: show NUTS progress (one line; ``sampling_progress``).
     """
     if not isinstance(obs, Observations):
         raise TypeError(f"fit expects Observations, got {type(obs).__name__}")
     if method not in METHODS:
         raise ArgumentError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if mass_matrix not in MASS_MATRICES:
+        raise ArgumentError(
+            f"unknown mass_matrix {mass_matrix!r}; choose one of {', '.join(MASS_MATRICES)}"
+        )
     for name, value in (("num_chains", num_chains), ("num_samples", num_samples)):
         if not isinstance(value, int) or value < 1:
             raise ArgumentError(f"{name} must be a positive integer, got {value!r}")
@@ -213,6 +225,7 @@ def fit(
             num_samples,
             target_accept,
             max_tree_depth,
+            mass_matrix,
             progress,
         )
     info["centered"] = data.centered
@@ -455,6 +468,7 @@ def _nuts(
     num_samples: int,
     target_accept: float,
     max_tree_depth: int,
+    mass_matrix: MassMatrix,
     progress: bool,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     # Chains start at Laplace draws pulled halfway to the MAP: dispersed enough for R-hat to
@@ -463,6 +477,10 @@ def _nuts(
     # estimated from a few hundred warm-up draws of a ~300-parameter law is noisier than the
     # Hessian (RegMix, bimix-cross at n = 512: 127 leapfrog steps per draw with it, 31 with
     # the Laplace metric). Only where the Hessian is not positive definite is it adapted.
+    # Where the posterior is far from Gaussian (learned floors on training curves), a
+    # diagonal metric adapted in warm-up mixes better: mass_matrix="diagonal"
+    # (studies/law_convergence).
+    use_laplace = mass_matrix == "laplace" and laplace.positive_definite
     flat = 0.5 * (laplace.flat_draws(rng_init, num_chains) + laplace.flat_map)
     init_params = jax.vmap(laplace.unravel)(jnp.asarray(flat))
     if num_chains == 1:  # MCMC takes one chain's start unbatched
@@ -471,9 +489,9 @@ def _nuts(
         model,
         target_accept_prob=target_accept,
         max_tree_depth=max_tree_depth,
-        dense_mass=True,
-        inverse_mass_matrix=laplace.cov if laplace.positive_definite else None,
-        adapt_mass_matrix=not laplace.positive_definite,
+        dense_mass=mass_matrix == "laplace",
+        inverse_mass_matrix=laplace.cov if use_laplace else None,
+        adapt_mass_matrix=not use_laplace,
     )
     chain_method = "parallel" if jax.local_device_count() >= num_chains else "sequential"
     mcmc = MCMC(

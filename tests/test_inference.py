@@ -200,7 +200,33 @@ def test_cross_law_file_of_the_per_target_floor_format_is_refused(fitted, tmp_pa
         bm.Posterior.load(tmp_path / "old.nc")
 
 
+def test_one_shared_floor_is_one_learned_value_for_every_domain():
+    """eps="shared": the cross law learns one floor, the same for every domain a target
+    measures (the others keep the prior's centre, as with per-domain floors)."""
+    obs = bm.Observations.from_frame(table(TRAIN, steps=False))
+    post = bm.fit(obs, law="bimix-cross", method="laplace", eps="shared", progress=False)
+    eps = post.draws()["eps"]
+    assert post.settings.eps == "shared" and eps.shape[1] == len(post.domains)
+    np.testing.assert_allclose(eps, eps[:, :1] * np.ones_like(eps))
+    assert eps.std() > 0  # learned: it varies across draws
+
+
 # ----------------------------------------------------------------------------- convergence
+def test_nuts_adapts_a_diagonal_metric_on_request():
+    """mass_matrix="diagonal": the chains adapt their own metric in warm-up and sample the
+    posterior that chains on the Laplace metric sample."""
+    obs = bm.Observations.from_frame(table(TRAIN, steps=False))
+    post = bm.fit(
+        obs, law="bimix", num_chains=2, num_warmup=200, num_samples=200,
+        mass_matrix="diagonal", progress=False,
+    )  # fmt: skip
+    laplace = bm.fit(
+        obs, law="bimix", num_chains=2, num_warmup=200, num_samples=200, progress=False
+    )  # NUTS with the Laplace metric: the same posterior
+    a, b = post.draws()["alpha"].mean(0), laplace.draws()["alpha"].mean(0)
+    np.testing.assert_allclose(a, b, rtol=0.1)
+
+
 def test_short_nuts_run_is_flagged_and_refused_when_strict():
     obs = bm.Observations.from_frame(table(TRAIN, steps=False))
     with pytest.warns(bm.ConvergenceWarning, match="did NOT converge"):
@@ -356,7 +382,7 @@ def test_bimix_needs_two_distinct_mixtures():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"eps": -0.01}, "eps must be a positive number or 'learned', got -0.01"),
+        ({"eps": -0.01}, "eps must be a positive number, 'learned' or 'shared', got -0.01"),
         ({"eps": 0.0}, "eps must be a positive number"),
         ({"eps": "auto"}, "eps must be a positive number"),
         ({"law": "bimixx"}, "unknown law 'bimixx'; choose one of bimix, bimix-cross, loglinear"),
@@ -365,6 +391,7 @@ def test_bimix_needs_two_distinct_mixtures():
         ({"num_samples": 0}, "num_samples must be a positive integer"),
         ({"num_chains": 1.5}, "num_chains must be a positive integer"),
         ({"early_steps": 1.0}, "early_steps must be in"),
+        ({"mass_matrix": "dense"}, "unknown mass_matrix 'dense'; choose one of laplace"),
     ],
 )
 def test_bad_settings_are_one_clear_error(kwargs, message):

@@ -30,6 +30,8 @@ PRIOR_CORRELATION = "correlation"
 
 
 CENTERED_FROM_RUNS = 30
+# The floors a fit learns: one per domain (pooled) or one for all.
+LEARNED_FLOORS = ("learned", "shared")
 
 # The share of a run's last step before which its evaluations are left out: about where the
 # warm-up of the project's proxies (studies/proxy_throughput) gives way to the power law.
@@ -48,9 +50,10 @@ class LawError(BayesMixError, ValueError):
 class LawSettings:
     """Modelling choices a user can change; saved with the posterior.
 
-    eps: floor added to the proportions in log(r + eps): a number shared by every domain, or
+    eps: floor added to the proportions in log(r + eps): a number shared by every domain,
         "learned" (one per domain, partially pooled, log-normal population around 3e-3; in
-        the own-share law, one per target, its own domain's).
+        the own-share law, one per target, its own domain's) or "shared" (one learned floor
+        for every domain, on the same prior).
     noise: observation noise on the log-loss scale: "correlated" (normal, with a share rho of
         its variance common to every target of a run: losses of one run move together),
         "normal" (independent across targets) or "student" (independent, heavy tails).
@@ -69,7 +72,7 @@ class LawSettings:
         every score (``Observations.late_steps``). 0 keeps every step.
     """
 
-    eps: float | Literal["learned"] = "learned"
+    eps: float | Literal["learned", "shared"] = "learned"
     noise: str = "correlated"
     reference_step: float | None = None
     reference_size: float | None = None
@@ -78,10 +81,12 @@ class LawSettings:
     early_steps: float = EARLY_STEPS
 
     def __post_init__(self) -> None:
-        if self.eps != "learned" and not (
+        if self.eps not in LEARNED_FLOORS and not (
             isinstance(self.eps, int | float) and np.isfinite(self.eps) and self.eps > 0
         ):
-            raise LawError(f"eps must be a positive number or 'learned', got {self.eps!r}")
+            raise LawError(
+                f"eps must be a positive number, 'learned' or 'shared', got {self.eps!r}"
+            )
         if self.noise not in NOISE_NAMES:
             raise LawError(f"noise must be one of {', '.join(NOISE_NAMES)}, got {self.noise!r}")
         if not isinstance(self.rank, int) or self.rank < 0:

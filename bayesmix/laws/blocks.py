@@ -20,7 +20,14 @@ from numpyro.handlers import reparam
 from numpyro.infer.reparam import LocScaleReparam
 
 from bayesmix import jax_setup  # noqa: F401  (XLA flags and float64 before JAX computes)
-from bayesmix.laws.base import PRIOR_CORRELATION, LawData, LawSettings, Prior, SiteTransform
+from bayesmix.laws.base import (
+    LEARNED_FLOORS,
+    PRIOR_CORRELATION,
+    LawData,
+    LawSettings,
+    Prior,
+    SiteTransform,
+)
 
 EPS_PRIOR_CENTRE = 3e-3
 
@@ -120,9 +127,16 @@ def floor_eps(data: LawData, settings: LawSettings, prior: Prior | None) -> jnp.
     A loss flattens out below some share of a domain: eps is that share, on a log-normal
     population prior centred at 3e-3 (a wide one: 1e-5 to 1 at 2 sd).
     """
+    if settings.eps == "shared":
+        return numpyro.deterministic("eps", jnp.full(data.n_targets, jnp.exp(shared_log_floor())))
     if settings.eps != "learned":
         return numpyro.deterministic("eps", jnp.full(data.n_targets, float(settings.eps)))
     return numpyro.deterministic("eps", jnp.exp(pooled_log_floor(data.n_targets, data, prior)))
+
+
+def shared_log_floor() -> jnp.ndarray:
+    """One log floor for every domain, on the population prior's centre and spread."""
+    return numpyro.sample("log_eps_shared", dist.Normal(np.log(EPS_PRIOR_CENTRE), 1.5))
 
 
 def pooled_log_floor(n: int, data: LawData, prior: Prior | None) -> jnp.ndarray:
@@ -141,11 +155,13 @@ def domain_floor_eps(data: LawData, settings: LawSettings) -> jnp.ndarray:
     still slowed it (R-hat 1.04).
     """
     m = data.n_domains
-    if settings.eps != "learned":
+    if settings.eps not in LEARNED_FLOORS:
         return numpyro.deterministic("eps", jnp.full(m, float(settings.eps)))
     log_eps = jnp.full(m, np.log(EPS_PRIOR_CENTRE))
     measured = np.flatnonzero(data.own_onehot.any(axis=0))
-    if measured.size:
+    if measured.size and settings.eps == "shared":
+        log_eps = log_eps.at[measured].set(shared_log_floor())
+    elif measured.size:
         log_eps = log_eps.at[measured].set(pooled_log_floor(measured.size, data, None))
     return numpyro.deterministic("eps", jnp.exp(log_eps))
 

@@ -238,6 +238,7 @@ class FitConfig(_Section):
             "svi_steps",
             "early_steps",
             "centered",
+            "mass_matrix",
         )
         return _known_keys(v, allowed, "fit")
 
