@@ -43,6 +43,7 @@ BAYES: dict[str, tuple[str, dict]] = {
     "bimix-cross[eps=1e-3]": ("bimix-cross", {"eps": 1e-3}),
     "bimix-cross[eps=1e-5]": ("bimix-cross", {"eps": 1e-5}),
     "bimix-cross[noise=normal]": ("bimix-cross", {"noise": "normal"}),
+    "bimix-cross[eps=shared]": ("bimix-cross", {"eps": "shared"}),
 }
 POINT = ("lightgbm", "loglinear-point")
 TARGETS = ("pile_cc", "mean13")
