@@ -72,3 +72,25 @@ def test_pool_oracle_answers_with_the_measured_runs() -> None:
         o.objective(np.full((1, 17), 1 / 17))
     cc = PoolOracle(REGMIX, target="pile_cc")
     assert cc.best_value == pytest.approx(o.pool_y[:, o.targets.index("pile_cc")].min())
+
+
+def test_oracle_trainer_records_evaluations_along_each_run() -> None:
+    """OracleTrainer(checkpoints=4) answers each run as a study's trainer would: 4 evenly
+    spaced evaluations up to the run's length, the last at its final loss's step."""
+    from bayesmix.benchmarks import OracleTrainer
+    from bayesmix.study.trainers import RunSpec
+
+    oracle = SyntheticOracle(3, law="bimix-cross", world_seed=1)
+    runs = [
+        RunSpec("a", {"d00": 0.5, "d01": 0.3, "d02": 0.2}, 1000, 0),
+        RunSpec("b", {"d00": 0.1, "d01": 0.1, "d02": 0.8}, 2000, 0),
+    ]
+    outcomes = OracleTrainer(oracle, np.random.default_rng(0), checkpoints=4).train(runs)
+    for outcome, run in zip(outcomes, runs, strict=True):
+        steps = sorted(outcome.rows["step"].unique())
+        assert outcome.ok and steps == [run.steps * k / 4 for k in (1, 2, 3, 4)]
+        assert set(outcome.rows["target"]) == set(oracle.targets)
+    final = OracleTrainer(oracle, np.random.default_rng(0)).train(runs[:1])[0].rows
+    assert "step" not in final.columns or final["step"].isna().all()
+    with pytest.raises(ValueError, match="checkpoints must be a positive integer"):
+        OracleTrainer(oracle, np.random.default_rng(0), checkpoints=0)

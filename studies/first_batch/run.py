@@ -42,6 +42,7 @@ from studies.active_learning import run as bench  # noqa: E402
 HERE = Path(__file__).resolve().parent
 CACHE = bench.HERE / "cache"  # the benchmark's: its worlds' optima are computed once
 DESIGNS = ("dirichlet-swarm", "d-optimal")
+STUDY_DEFAULTS = "study defaults"  # a Study with nothing named (with_study_defaults)
 M = 7
 LAW = "bimix-cross"
 TEST_MIXTURES = 256
@@ -90,6 +91,98 @@ def one(seed: int, design: str, checkpoints: int = 1) -> dict[str, Any]:
     }
 
 
+def with_study_defaults(seed: int, checkpoints: int) -> dict[str, Any]:
+    """The first m + 1 runs of a study with its defaults, as a user (or issue 19's held-out
+    check) drives it: ``Study.create`` with the domains, the objective and nothing else named
+    (the first batch, the law and its fit are the study's own: d-optimal, the default law,
+    NUTS), ``ask``, the oracle trains and ``tell``s, ``fit``, ``optimal_mixture``."""
+    import bayesmix as bm
+    from bayesmix.benchmarks import OracleTrainer, train_and_tell, weights_mapping
+    from bayesmix.study import parse_config
+
+    started = time.process_time()
+    oracle = bench.make_oracle(bench.Cell("synthetic-cross", M), seed, CACHE)
+    weights = dict(weights_mapping(oracle))
+    equal = len(set(weights.values())) == 1 and len(weights) == len(oracle.targets)
+    config = parse_config(
+        {
+            "name": f"defaults-{seed}",
+            "seed": seed,
+            "data": {"domains": list(oracle.domains), "token_counts": dict(oracle.natural)},
+            "proxy": {"trainer": "external", "steps": int(oracle.reference_step)},
+            "objective": {"weights": None if equal else weights},
+            "batch_size": M + 1,
+            "budget": M + 1,
+            "report": False,
+        }
+    )
+    study = bm.Study.create(config, storage=None)
+    trainer = OracleTrainer(oracle, np.random.default_rng([seed, 2024]), checkpoints)
+    runs = study.ask(M + 1)
+    train_and_tell(study, trainer, runs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = study.fit()
+        best = study.optimal_mixture(fit.posterior).mixture.reindex(oracle.domains).to_numpy()
+    post = fit.posterior
+    r = np.array([[run.mixture.get(d, 0.0) for d in oracle.domains] for run in runs])
+    return {
+        "seed": seed,
+        "design": f"study defaults ({post.method}, {post.law})",
+        "checkpoints": checkpoints,
+        "converged": bool(post.converged),
+        "map_success": bool(post.info.get("map_success", False)),
+        "laplace_pd": bool(post.info.get("laplace_pd", True)),
+        "regret": float(oracle.objective(best[None])[0] - oracle.best_value),
+        "rank_correlation": np.nan,
+        "min_share": float(r.min()),
+        "cpu_seconds": time.process_time() - started,
+    }
+
+
+def references(seed: int) -> list[dict[str, Any]]:
+    """Issue 19's references on the same world: Olmix's recipe (a Dirichlet swarm of
+    3(m + 1) runs and Olmix's recommender, one line per KL weight) and the uniform mixture
+    with no runs."""
+    cell = bench.Cell("synthetic-cross", M)
+    lines = [
+        {"seed": seed, "reference": f"olmix recipe, {line['budget']} runs, {line['recommender']}",
+         "regret": line["regret"]}
+        for line in bench.olmix_reference(cell, seed, CACHE)
+    ]  # fmt: skip
+    oracle = bench.make_oracle(cell, seed, CACHE)
+    uniform = float(oracle.objective(np.full((1, M), 1.0 / M))[0] - oracle.best_value)
+    return [*lines, {"seed": seed, "reference": "uniform, no runs", "regret": uniform}]
+
+
+def reference_table(lines: pd.DataFrame, refs: pd.DataFrame) -> str:
+    """Per design: seeds where its regret beats both references, Olmix's recipe at its best
+    KL weight for the cell (the lowest mean regret over the seeds: chosen with the truth)
+    and the uniform mixture."""
+    olmix = refs[refs["reference"].str.startswith("olmix")]
+    best = olmix.groupby("reference")["regret"].mean().idxmin()
+    olmix_regret = olmix[olmix["reference"] == best].set_index("seed")["regret"]
+    uniform = refs[refs["reference"] == "uniform, no runs"].set_index("seed")["regret"]
+    out = [
+        f"References: {best}, mean regret {olmix_regret.mean():.4f}; uniform, no runs, "
+        f"{uniform.mean():.4f}.",
+        "",
+        "| evaluations per run | first batch | mean regret | beats Olmix's recipe | "
+        "beats uniform | beats both |",
+        "|---:|---|---:|---:|---:|---:|",
+    ]
+    for (k, design), d in lines.groupby(["checkpoints", "design"], sort=False):
+        d = d.set_index("seed")
+        o = d["regret"] < olmix_regret.reindex(d.index)
+        u = d["regret"] < uniform.reindex(d.index)
+        n = len(d)
+        out.append(
+            f"| {k} | {design} | {d['regret'].mean():.4f} | {o.sum()}/{n} | {u.sum()}/{n} "
+            f"| {(o & u).sum()}/{n} |"
+        )
+    return "\n".join(out)
+
+
 def table(lines: pd.DataFrame) -> str:
     out = [
         "| evaluations per run | first batch | fits converged | mode found | Hessian PD | "
@@ -112,7 +205,10 @@ def table(lines: pd.DataFrame) -> str:
 
 
 def _one(args: tuple[int, str, int]) -> dict[str, Any]:
-    return one(*args)
+    seed, design, checkpoints = args
+    if design == STUDY_DEFAULTS:
+        return with_study_defaults(seed, checkpoints)
+    return one(seed, design, checkpoints)
 
 
 def main() -> None:
@@ -127,9 +223,12 @@ def main() -> None:
     checkpoints = [int(k) for k in args.checkpoints.split(",")]
     started = time.time()
     jobs = [(seed, design, k) for k in checkpoints for seed in seeds for design in DESIGNS]
+    jobs += [(seed, STUDY_DEFAULTS, max(checkpoints)) for seed in seeds]
     with ProcessPoolExecutor(args.processes) as pool:  # one thread each (the preamble)
         lines = pd.DataFrame(list(pool.map(_one, jobs)))
+        refs = pd.DataFrame([line for r in pool.map(references, seeds) for line in r])
     lines.to_csv(HERE / "results.csv", index=False)
+    refs.to_csv(HERE / "references.csv", index=False)
     prov = _common.provenance()
     text = f"""# The first batch: a design for the cross law against the Dirichlet swarm
 
@@ -143,7 +242,7 @@ optimum minus the world's best (nats; lower is better); wins: seeds where the de
 regret is below the swarm's. Rank corr.: Spearman correlation of the fitted objective
 (posterior median) with the true one over {TEST_MIXTURES} uniform mixtures.
 
-{table(lines)}
+{table(lines[lines["design"].isin(DESIGNS)])}
 
 With final losses only, m + 1 runs give each target as many distinct mixtures as the cross
 law has coefficients (log K_t and m exponents): the law interpolates them, the noise scale
@@ -151,6 +250,16 @@ runs to zero and no mode exists, whatever the design (`bm.fit` warns so). With e
 along each run the noise is identified, every fit converges, and the D-optimal design's
 runs rank mixtures and place the optimum far better than the swarm's. Per-run lines:
 `results.csv`.
+
+## Against issue 19's references
+
+The same worlds, and a study with its defaults (`with_study_defaults`: `Study.create` with
+the domains and the objective only, `ask({M + 1})`, the oracle trains each run with
+{max(checkpoints)} evaluations and `tell`s, `fit()`, `optimal_mixture`), against the
+references of issue 19's acceptance: Olmix's recipe at 3(m + 1) = {3 * (M + 1)} runs at its
+best KL weight, and the uniform mixture with no runs (`references.csv`).
+
+{reference_table(lines, refs)}
 
 Ran `python -m studies.first_batch.run --seeds {args.seeds} --checkpoints {args.checkpoints}`
 on {prov["machine"]}, {prov["when"]}, commit `{prov["commit"]}`; {time.time() - started:.0f} s
