@@ -60,6 +60,7 @@ CONFIGS = {
     "m7-laplace": Config("m7-laplace", 7, 16, "laplace"),
     "m24-laplace": Config("m24-laplace", 24, 48, "laplace"),
     "m7-nuts": Config("m7-nuts", 7, 16, "nuts", num_chains=4, num_warmup=500, num_samples=1000),
+    "m24-nuts": Config("m24-nuts", 24, 48, "nuts", num_chains=4, num_warmup=500, num_samples=1000),
 }
 
 
@@ -259,14 +260,15 @@ def write_table(rows: list[dict], started: str | None = None) -> None:
             f"{g['optimum_abs_error'].mean():.3f} | {g['regret'].mean():.2e} | "
             f"{g['cpu_s'].mean():.0f} | {g['wall_s'].mean():.0f} |"
         )
-    nuts = frame[frame["method"] == "nuts"]
     lines += [""]
-    if len(nuts):
+    for name, nuts in frame[frame["method"] == "nuts"].groupby("config", sort=False):
+        cfg = CONFIGS[str(name)]
         lines.append(
-            f"NUTS (4 chains x {CONFIGS['m7-nuts'].num_warmup} warm-up + "
-            f"{CONFIGS['m7-nuts'].num_samples} draws): max r_hat median "
-            f"{nuts['max_r_hat'].median():.3f} (worst {nuts['max_r_hat'].max():.3f}), "
-            f"min ess_bulk median {nuts['min_ess_bulk'].median():.0f}, divergences in "
+            f"{name} (NUTS, {cfg.num_chains} chains x {cfg.num_warmup} warm-up + "
+            f"{cfg.num_samples} draws): converged in {int(nuts['converged'].sum())} of "
+            f"{len(nuts)} fits; max r_hat median {nuts['max_r_hat'].median():.3f} (worst "
+            f"{nuts['max_r_hat'].max():.3f}), min ess_bulk median "
+            f"{nuts['min_ess_bulk'].median():.0f}, divergences in "
             f"{(nuts['divergences'] > 0).sum()} of {len(nuts)} fits."
         )
     per = {name: g["seed"].nunique() for name, g in frame.groupby("config", sort=False)}
