@@ -407,7 +407,7 @@ def test_nuts_draws_no_bar_per_chain(monkeypatch, capsys):
     )
     monkeypatch.setattr(inference, "MCMC", FakeMCMC)
     key = jax.random.PRNGKey(0)
-    inference._nuts(model, laplace, key, key, 4, 10, 2, 0.8, 5, True)
+    inference._nuts(model, laplace, key, key, 4, 10, 2, 0.8, 5, "laplace", True)
     assert seen["progress_bar"] is False and seen["ran"]
     err = capsys.readouterr().err.splitlines()
     assert err[0] == "NUTS: 4 chains x (10 warm-up + 2) draws: started"
