@@ -56,14 +56,20 @@ def pooled(
     pop_scale: float,
     prior: Prior | None,
     centered: bool,
+    *,
+    fixed_spread: bool = False,
 ) -> jnp.ndarray:
-    """theta_i ~ N(loc_i + mu, tau), mu ~ N(0, loc_scale), tau ~ HalfNormal(pop_scale).
+    """theta_i ~ N(loc_i + mu, tau), mu ~ N(0, loc_scale), tau ~ HalfNormal(pop_scale);
+    with ``fixed_spread``, tau = pop_scale.
 
+    A fixed spread is for sites whose values the data pin one by one but whose spread they
+    barely inform (the noise scales, the floors): a learned tau then runs towards zero where
+    the values agree and forms a funnel with them that NUTS cannot cross.
     With ``prior[name] = (m, s)``, entries whose m is finite are drawn from N(m_i, s_i)
     instead of the population (warm starts).
     """
     mu = numpyro.sample(f"{name}_mu", dist.Normal(0.0, loc_scale))
-    tau = numpyro.sample(f"{name}_tau", dist.HalfNormal(pop_scale))
+    tau = pop_scale if fixed_spread else numpyro.sample(f"{name}_tau", dist.HalfNormal(pop_scale))
     centre, scale = informed(name, mu + jnp.asarray(loc) * jnp.ones(n), tau, prior)
     return normal_effects(name, centre, scale, (n,), centered)
 
@@ -143,18 +149,17 @@ def shared_log_floor() -> jnp.ndarray:
 def pooled_log_floor(n: int, data: LawData, prior: Prior | None) -> jnp.ndarray:
     """(n,) log floors log eps_i ~ N(log 3e-3 + mu, FLOOR_SCALE), mu ~ N(0, 1.5).
 
-    Partially pooled through their learned mean, on a fixed spread: the data rarely say how
-    far floors differ (a floor shows only where a share nears zero), and a learned spread
-    formed a funnel with them that NUTS could not cross (the GPU swarm's curves: R-hat 1.08,
-    ESS 43 and up to 65 divergences, ``studies/law_convergence``). Fixed, the floors predict
-    held-out RegMix runs as well (Pile-CC rho 0.958 / 0.978 / 0.983 at 54 / 108 / 512 runs,
-    0.956 / 0.977 / 0.983 learned). Where ``prior["log_eps"]`` informs an entry (a warm
-    start), that entry is drawn from it.
+    Pooled through their learned mean on a fixed spread (``pooled``): a floor shows only
+    where a share nears zero, so the data rarely say how far floors differ, and a learned
+    spread left NUTS on the GPU swarm's curves at R-hat 1.08, ESS 43 and up to 65
+    divergences (``studies/law_convergence``). Fixed, the floors predict held-out RegMix
+    runs as well (Pile-CC rho 0.958 / 0.978 / 0.983 at 54 / 108 / 512 runs; learned
+    0.956 / 0.977 / 0.983).
     """
-    mu = numpyro.sample("log_eps_mu", dist.Normal(0.0, 1.5))
-    centre = mu + np.log(EPS_PRIOR_CENTRE) * jnp.ones(n)
-    loc, scale = informed("log_eps", centre, FLOOR_SCALE, prior)
-    return normal_effects("log_eps", loc, scale, (n,), data.centered)
+    return pooled(
+        "log_eps", n, np.log(EPS_PRIOR_CENTRE), 1.5, FLOOR_SCALE, prior, data.centered,
+        fixed_spread=True,
+    )  # fmt: skip
 
 
 def domain_floor_eps(data: LawData, settings: LawSettings) -> jnp.ndarray:
