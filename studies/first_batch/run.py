@@ -246,7 +246,8 @@ regret is below the swarm's. Rank corr.: Spearman correlation of the fitted obje
 
 With final losses only, m + 1 runs give each target as many distinct mixtures as the cross
 law has coefficients (log K_t and m exponents): the law interpolates them, the noise scale
-runs to zero and no mode exists, whatever the design (`bm.fit` warns so). With evaluations
+runs to zero and the mode search fails in (nearly) every fit, whatever the design
+(`bm.fit` warns so). With evaluations
 along each run the noise is identified, every fit converges, and the D-optimal design's
 runs rank mixtures and place the optimum far better than the swarm's. Per-run lines:
 `results.csv`.
