@@ -44,6 +44,9 @@ BAYES: dict[str, tuple[str, dict]] = {
     "bimix-cross[eps=1e-5]": ("bimix-cross", {"eps": 1e-5}),
     "bimix-cross[noise=normal]": ("bimix-cross", {"noise": "normal"}),
     "bimix-cross[eps=shared]": ("bimix-cross", {"eps": "shared"}),
+    # The default law since 2026-12-07 (floors and noise scales on fixed spreads, NUTS on an
+    # adapted diagonal metric), beside the rows of the learned spreads above.
+    "bimix-cross[fixed spreads]": ("bimix-cross", {}),
 }
 POINT = ("lightgbm", "loglinear-point")
 TARGETS = ("pile_cc", "mean13")
