@@ -38,6 +38,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from studies.active_learning import run as bench  # noqa: E402
+from studies.study_defaults import run as study_defaults  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 CACHE = bench.HERE / "cache"  # the benchmark's: its worlds' optima are computed once
@@ -93,66 +94,26 @@ def one(seed: int, design: str, checkpoints: int = 1) -> dict[str, Any]:
 
 def with_study_defaults(seed: int, checkpoints: int) -> dict[str, Any]:
     """The first m + 1 runs of a study with its defaults, as a user (or issue 19's held-out
-    check) drives it: ``Study.create`` with the domains, the objective and nothing else named
-    (the first batch, the law and its fit are the study's own: d-optimal, the default law,
-    NUTS), ``ask``, the oracle trains and ``tell``s, ``fit``, ``optimal_mixture``."""
-    import bayesmix as bm
-    from bayesmix.benchmarks import OracleTrainer, train_and_tell, weights_mapping
-    from bayesmix.study import parse_config
-
+    check) drives it (``studies.study_defaults``), as one line of this study's table."""
     started = time.process_time()
-    oracle = bench.make_oracle(bench.Cell("synthetic-cross", M), seed, CACHE)
-    weights = dict(weights_mapping(oracle))
-    equal = len(set(weights.values())) == 1 and len(weights) == len(oracle.targets)
-    config = parse_config(
-        {
-            "name": f"defaults-{seed}",
-            "seed": seed,
-            "data": {"domains": list(oracle.domains), "token_counts": dict(oracle.natural)},
-            "proxy": {"trainer": "external", "steps": int(oracle.reference_step)},
-            "objective": {"weights": None if equal else weights},
-            "batch_size": M + 1,
-            "budget": M + 1,
-            "report": False,
-        }
-    )
-    study = bm.Study.create(config, storage=None)
-    trainer = OracleTrainer(oracle, np.random.default_rng([seed, 2024]), checkpoints)
-    runs = study.ask(M + 1)
-    train_and_tell(study, trainer, runs)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        fit = study.fit()
-        best = study.optimal_mixture(fit.posterior).mixture.reindex(oracle.domains).to_numpy()
-    post = fit.posterior
-    r = np.array([[run.mixture.get(d, 0.0) for d in oracle.domains] for run in runs])
+    row = study_defaults.one(bench.Cell("synthetic-cross", M), seed, [M + 1], checkpoints)
+    keep = ("seed", "checkpoints", "converged", "map_success", "laplace_pd", "regret")
     return {
-        "seed": seed,
-        "design": f"study defaults ({post.method}, {post.law})",
-        "checkpoints": checkpoints,
-        "converged": bool(post.converged),
-        "map_success": bool(post.info.get("map_success", False)),
-        "laplace_pd": bool(post.info.get("laplace_pd", True)),
-        "regret": float(oracle.objective(best[None])[0] - oracle.best_value),
+        **{k: row[k] for k in keep},
+        "design": f"study defaults ({row['method']}, {row['law']})",
         "rank_correlation": np.nan,
-        "min_share": float(r.min()),
+        "min_share": row["min_share"],
         "cpu_seconds": time.process_time() - started,
     }
 
 
 def references(seed: int) -> list[dict[str, Any]]:
-    """Issue 19's references on the same world: Olmix's recipe (a Dirichlet swarm of
-    3(m + 1) runs and Olmix's recommender, one line per KL weight) and the uniform mixture
-    with no runs."""
-    cell = bench.Cell("synthetic-cross", M)
-    lines = [
-        {"seed": seed, "reference": f"olmix recipe, {line['budget']} runs, {line['recommender']}",
-         "regret": line["regret"]}
-        for line in bench.olmix_reference(cell, seed, CACHE)
-    ]  # fmt: skip
-    oracle = bench.make_oracle(cell, seed, CACHE)
-    uniform = float(oracle.objective(np.full((1, M), 1.0 / M))[0] - oracle.best_value)
-    return [*lines, {"seed": seed, "reference": "uniform, no runs", "regret": uniform}]
+    """Issue 19's references on the same world (``study_defaults.references``): Olmix's
+    recipe at 3(m + 1) runs, one line per KL weight, and the uniform mixture with no runs."""
+    regrets = study_defaults.references(bench.Cell("synthetic-cross", M), seed)
+    names = {k: k.replace("olmix recipe ", f"olmix recipe, {3 * (M + 1)} runs, ") for k in regrets}
+    names["uniform"] = "uniform, no runs"
+    return [{"seed": seed, "reference": names[k], "regret": v} for k, v in regrets.items()]
 
 
 def reference_table(lines: pd.DataFrame, refs: pd.DataFrame) -> str:

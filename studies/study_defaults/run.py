@@ -77,7 +77,7 @@ def one(cell: bench.Cell, seed: int, batches: list[int], checkpoints: int) -> di
             fit = study.fit()
         best = study.optimal_mixture(fit.posterior).mixture.reindex(oracle.domains).to_numpy()
     post = fit.posterior
-    regret = float(oracle.objective(best[None])[0] - oracle.best_value)
+    shares = [[run.mixture.get(d, 0.0) for d in oracle.domains] for run in study.runs()]
     return {
         "cell": cell.name,
         "seed": seed,
@@ -86,16 +86,21 @@ def one(cell: bench.Cell, seed: int, batches: list[int], checkpoints: int) -> di
         "law": post.law,
         "method": post.method,
         "converged": bool(post.converged),
-        "regret": regret,
-        "references": references(cell, seed, oracle),
+        "map_success": bool(post.info.get("map_success", False)),
+        "laplace_pd": bool(post.info.get("laplace_pd", True)),
+        "regret": float(oracle.objective(best[None])[0] - oracle.best_value),
+        "min_share": float(np.min(shares)),
         "seconds": round(time.perf_counter() - started, 1),
         **_common.provenance(),
     }
 
 
-def references(cell: bench.Cell, seed: int, oracle: Any) -> dict[str, float]:
+def references(cell: bench.Cell, seed: int) -> dict[str, float]:
+    """Issue 19's references on the cell's world for ``seed``: Olmix's recipe, one value per
+    KL weight (``olmix recipe <recommender>``), and the uniform mixture with no runs."""
     lines = bench.olmix_reference(cell, seed, CACHE)
     out = {f"olmix recipe {line['recommender']}": float(line["regret"]) for line in lines}
+    oracle = bench.make_oracle(cell, seed, CACHE)
     m = len(oracle.domains)
     out["uniform"] = float(oracle.objective(np.full((1, m), 1.0 / m))[0] - oracle.best_value)
     return out
@@ -153,6 +158,7 @@ def main() -> None:
     batches = [int(b) for b in a.batches.split(",")]
     for seed in bench._parse_seeds(a.seeds):
         row = one(cell, seed, batches, a.checkpoints)
+        row["references"] = references(cell, seed)
         print(json.dumps({k: v for k, v in row.items() if k != "references"}), flush=True)
         with RESULTS.open("a") as f:
             f.write(json.dumps(row) + "\n")
