@@ -7,11 +7,15 @@ tables a person can read. Heavy imports (JAX, arviz, torch) happen inside the co
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import os
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, get_type_hints
 
 import typer
 from rich.console import Console
@@ -189,27 +193,58 @@ UpperOption = Annotated[list[str] | None, typer.Option(help="domain=share upper 
 WeightOption = Annotated[list[str] | None, typer.Option(help="target=weight of the objective")]
 
 
-def constraints_from_options(
-    token_counts: Path | None,
-    target_tokens: float | None,
-    max_epochs: float | None,
-    lower: list[str] | None,
-    upper: list[str] | None,
-) -> Any:
-    """bm.Constraints from the command-line options; a bad value is one clear error."""
-    import bayesmix as bm
+@dataclass(frozen=True)
+class ObjectiveOptions:
+    """The options above, as one parameter of a command (optimize, propose): typer has no
+    groups of options, so ``with_objective_options`` gives the command each of them."""
 
-    counts = read_token_counts(token_counts) if token_counts is not None else None
-    try:
-        return bm.Constraints(
-            lower=parse_assignments(lower, "--lower"),
-            upper=parse_assignments(upper, "--upper"),
-            token_counts=counts,
-            target_tokens=target_tokens,
-            max_epochs=max_epochs,
-        )
-    except USER_ERRORS as exc:
-        fail(str(exc))
+    token_counts: TokenCountsOption = None
+    target_tokens: TargetTokensOption = None
+    max_epochs: MaxEpochsOption = None
+    lower: LowerOption = None
+    upper: UpperOption = None
+    weight: WeightOption = None
+
+    def constraints(self) -> Any:
+        """bm.Constraints from the command-line options; a bad value is one clear error."""
+        import bayesmix as bm
+
+        counts = read_token_counts(self.token_counts) if self.token_counts is not None else None
+        try:
+            return bm.Constraints(
+                lower=parse_assignments(self.lower, "--lower"),
+                upper=parse_assignments(self.upper, "--upper"),
+                token_counts=counts,
+                target_tokens=self.target_tokens,
+                max_epochs=self.max_epochs,
+            )
+        except USER_ERRORS as exc:
+            fail(str(exc))
+
+    def weights(self) -> dict[str, float] | None:
+        """The objective's weight per target; None (equal weights) when none is given."""
+        return parse_assignments(self.weight, "--weight") or None
+
+
+def with_objective_options(command: Callable[..., None]) -> Callable[..., None]:
+    """``command`` as typer should see it: its ``ObjectiveOptions`` parameter spread into
+    that class's options, in the parameter's place; the command still gets one object."""
+    signature = inspect.signature(command, eval_str=True)
+    (grouped,) = [p for p in signature.parameters.values() if p.annotation is ObjectiveOptions]
+    hints = get_type_hints(ObjectiveOptions, include_extras=True)
+    spread = [
+        grouped.replace(name=f.name, default=f.default, annotation=hints[f.name])
+        for f in fields(ObjectiveOptions)
+    ]
+    params = [q for p in signature.parameters.values() for q in (spread if p is grouped else [p])]
+
+    @functools.wraps(command)
+    def with_options(**given: Any) -> None:
+        options = {f.name: given.pop(f.name) for f in fields(ObjectiveOptions)}
+        command(**given, **{grouped.name: ObjectiveOptions(**options)})
+
+    with_options.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    return with_options
 
 
 AverageLawsOption = Annotated[
@@ -232,6 +267,7 @@ def average_of_laws(post: Posterior, spec: str, seed: int) -> Any:
 
 
 @app.command("optimize")
+@with_objective_options
 def optimize_cmd(
     posterior: Annotated[Path, typer.Argument(help="posterior file written by `bayesmix fit`")],
     ci: Annotated[float, typer.Option(help="credible level of the intervals")] = 0.9,
@@ -247,12 +283,7 @@ def optimize_cmd(
             "must record tokens)"
         ),
     ] = None,
-    token_counts: TokenCountsOption = None,
-    target_tokens: TargetTokensOption = None,
-    max_epochs: MaxEpochsOption = None,
-    lower: LowerOption = None,
-    upper: UpperOption = None,
-    weight: WeightOption = None,
+    objective: ObjectiveOptions = ObjectiveOptions(),
     strict: Annotated[bool, typer.Option(help="refuse a posterior that did not converge")] = False,
     average_laws: AverageLawsOption = None,
     seed: Annotated[int, typer.Option(help="random seed (--average-laws)")] = 0,
@@ -269,8 +300,8 @@ def optimize_cmd(
     for name, value in (("--model-size", model_size), ("--tokens", tokens)):
         if value is not None and not (math.isfinite(value) and value > 0):
             fail(f"{name} must be a positive number, got {value:g}")
-    cons = constraints_from_options(token_counts, target_tokens, max_epochs, lower, upper)
-    weights = parse_assignments(weight, "--weight") or None
+    cons = objective.constraints()
+    weights = objective.weights()
     try:
         post = bm.Posterior.load(posterior)
         if tokens is not None:
@@ -338,17 +369,13 @@ UNMEASURED_FOOTNOTE = (
 
 
 @app.command("propose")
+@with_objective_options
 def propose_cmd(
     posterior: Annotated[Path, typer.Argument(help="posterior file written by `bayesmix fit`")],
     q: Annotated[int, typer.Option("--q", help="runs to propose (one batch)")] = 8,
     acq: Annotated[str, typer.Option("--acq", help=" | ".join(ACQUISITIONS))] = "optimum-variance",
     step: Annotated[float | None, typer.Option(help="target step of the objective")] = None,
-    token_counts: TokenCountsOption = None,
-    target_tokens: TargetTokensOption = None,
-    max_epochs: MaxEpochsOption = None,
-    lower: LowerOption = None,
-    upper: UpperOption = None,
-    weight: WeightOption = None,
+    objective: ObjectiveOptions = ObjectiveOptions(),
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
     run_lengths: Annotated[
         str | None,
@@ -368,8 +395,8 @@ def propose_cmd(
     from bayesmix.acquisition import propose
 
     check_step(step)
-    cons = constraints_from_options(token_counts, target_tokens, max_epochs, lower, upper)
-    weights = parse_assignments(weight, "--weight") or None
+    cons = objective.constraints()
+    weights = objective.weights()
     torch.set_num_threads(1)  # small tensors: threads only add contention
     try:
         post = bm.Posterior.load(posterior)

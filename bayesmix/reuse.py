@@ -57,7 +57,7 @@ import json
 import time
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +76,16 @@ from bayesmix.posterior import Posterior
 ZERO_SHARE = 1e-9  # a share at most this is zero (runs map exactly only there)
 
 
+def _widen_field(default: float) -> Any:
+    """A factor on an old posterior scale: at least 1 (1 = full trust)."""
+    return field(default=default, metadata={"least": 1.0})
+
+
+def _drift_field(default: float) -> Any:
+    """A standard deviation added in quadrature: at least 0."""
+    return field(default=default, metadata={"least": 0.0})
+
+
 @dataclass(frozen=True)
 class TransferSettings:
     """How far the old posterior is trusted after an update (see the module docstring).
@@ -87,20 +97,18 @@ class TransferSettings:
         (0.3 on log alpha: about +-35 % at one sd).
     """
 
-    widen: float = 1.2
-    split_widen: float = 1.5
-    split_drift: float = 0.2
-    revise_widen: float = 2.0
-    revise_drift: float = 0.3
-    merge_drift: float = 0.2
+    widen: float = _widen_field(1.2)
+    split_widen: float = _widen_field(1.5)
+    split_drift: float = _drift_field(0.2)
+    revise_widen: float = _widen_field(2.0)
+    revise_drift: float = _drift_field(0.3)
+    merge_drift: float = _drift_field(0.2)
 
     def __post_init__(self) -> None:
-        for k in ("widen", "split_widen", "revise_widen"):
-            if not getattr(self, k) >= 1.0:
-                raise ArgumentError(f"{k} must be >= 1, got {getattr(self, k)}")
-        for k in ("split_drift", "revise_drift", "merge_drift"):
-            if not getattr(self, k) >= 0.0:
-                raise ArgumentError(f"{k} must be >= 0, got {getattr(self, k)}")
+        for f in fields(self):
+            value, least = getattr(self, f.name), f.metadata["least"]
+            if not value >= least:
+                raise ArgumentError(f"{f.name} must be >= {least:g}, got {value}")
 
 
 # ------------------------------------------------------------------------------ lineage

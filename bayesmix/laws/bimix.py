@@ -47,6 +47,7 @@ from bayesmix.laws.blocks import (
 from bayesmix.laws.noise import SCALE_SITES
 
 SHARED_SCALE = 0.1  # prior scale of a domain's exponent shared by all targets
+CROSS_TAU_SCALE = 0.1  # prior scale of the targets' deviations from the shared exponents
 
 
 def check_distinct_mixtures(data: LawData, law: str) -> None:
@@ -86,7 +87,7 @@ def cross_exponents(data: LawData, settings: LawSettings, prior: Prior | None) -
     rows, cols = np.nonzero(data.own_onehot == 0)  # the cross entries
     # A fixed scale for the shared effects: a learned one would form a funnel with them
     # whichever way they were parametrised, as the data pin them in some regimes only.
-    cross_tau = numpyro.sample("alpha_cross_tau", dist.HalfNormal(0.1))
+    cross_tau = numpyro.sample("alpha_cross_tau", dist.HalfNormal(CROSS_TAU_SCALE))
     if settings.rank > 0:
         k = settings.rank
         shared = numpyro.sample(
@@ -123,8 +124,6 @@ class BiMix(formulas.FormulaLaw):
 
     name = "bimix"
     own_share = True
-    size_axis = False
-    noise = "correlated"
     formula_sites = ("logk", "alpha", "eps", "frac", "beta")
     formula = staticmethod(formulas.bimix_log_loss)
     target_sites = {
@@ -186,8 +185,6 @@ class BiMixCross(formulas.FormulaLaw):
 
     name = "bimix-cross"
     own_share = False
-    size_axis = False
-    noise = "correlated"
     formula_sites = ("logk", "alpha", "eps", "frac", "beta")
     formula = staticmethod(formulas.cross_log_loss)
     # The floors are per domain (not per target) and every target's rows inform them:

@@ -6,7 +6,8 @@ The NumPyro models (JAX), the posterior predictions (NumPy) and the BoTorch acqu
 Shapes: parameters carry any leading batch shape ``...`` (posterior draws), then their own
 axes (``T`` targets, ``M`` training domains); ``r`` is ``(P, M)`` (mixtures), ``s_rel`` is
 ``(P,)`` (training progress over the reference step, or None when the data have no step axis).
-Every function returns the log loss with shape ``(..., P, T)``.
+Every function returns the log loss with shape ``(..., P, T)``. The laws' array parameters
+are not annotated: each is an ``Array`` (Any), with the shape its docstring gives.
 """
 
 from __future__ import annotations
@@ -55,14 +56,7 @@ def log_step_factor(xp: ModuleType, frac: Array, beta: Array, s_rel: Array | Non
 
 
 def bimix_log_loss(
-    xp: ModuleType,
-    logk: Array,
-    alpha: Array,
-    eps: Array,
-    r_own: Array,
-    s_rel: Array | None = None,
-    frac: Array | None = None,
-    beta: Array | None = None,
+    xp: ModuleType, logk, alpha, eps, r_own, s_rel=None, frac=None, beta=None
 ) -> Array:
     """BiMix, own share: log L_t = log K_t(s) - alpha_t log(r_own(t) + eps_t).
 
@@ -74,16 +68,7 @@ def bimix_log_loss(
     return logk[..., None, :] - mix + log_step_factor(xp, frac, beta, s_rel)
 
 
-def cross_log_loss(
-    xp: ModuleType,
-    logk: Array,
-    alpha: Array,
-    eps: Array,
-    r: Array,
-    s_rel: Array | None = None,
-    frac: Array | None = None,
-    beta: Array | None = None,
-) -> Array:
+def cross_log_loss(xp: ModuleType, logk, alpha, eps, r, s_rel=None, frac=None, beta=None) -> Array:
     """Cross-domain BiMix: log L_t = log K_t(s) - sum_j alpha_tj log(r_j + eps_j).
 
     logk: (..., T); alpha: (..., T, M); eps: (..., M), each domain's floor; r: (P, M).
@@ -94,15 +79,7 @@ def cross_log_loss(
     return logk[..., None, :] - mix + log_step_factor(xp, frac, beta, s_rel)
 
 
-def loglinear_log_loss(
-    xp: ModuleType,
-    log_c: Array,
-    A: Array,
-    r: Array,
-    s_rel: Array | None = None,
-    frac: Array | None = None,
-    beta: Array | None = None,
-) -> Array:
+def loglinear_log_loss(xp: ModuleType, log_c, A, r, s_rel=None, frac=None, beta=None) -> Array:
     """Log-linear law (Olmix, Data Mixing Laws): L_t = (c_t + exp(A_t . r)) x step factor.
 
     log_c: (..., T) log of the irreducible part; A: (..., T, M). With sum_j r_j = 1 a common
@@ -113,13 +90,7 @@ def loglinear_log_loss(
 
 
 def log_scale_factor(
-    xp: ModuleType,
-    frac: Array | None,
-    beta: Array | None,
-    s_rel: Array | None,
-    frac_size: Array | None,
-    gamma: Array | None,
-    n_rel: Array | None,
+    xp: ModuleType, *, s_rel=None, frac=None, beta=None, n_rel=None, frac_size=None, gamma=None
 ) -> Array:
     """log K(D, N) / K_ref for Chinchilla's K = E + A N^-gamma + B D^-beta, over tokens and size.
 
@@ -128,7 +99,9 @@ def log_scale_factor(
 
         K(D, N) / K_ref = 1 + f_D (d^-beta - 1) + f_N (n^-gamma - 1),   f_D + f_N < 1.
 
-    Without a size axis this is ``log_step_factor``; without either it is 0.
+    Without a size axis this is ``log_step_factor``; without either it is 0. The inputs are
+    the relative steps and sizes, s_rel and n_rel (P,), and the sites of the step law (frac,
+    beta) and of the size law (frac_size, gamma), (..., T); None for an axis the data lack.
     """
     if n_rel is None or frac_size is None or gamma is None:
         return log_step_factor(xp, frac, beta, s_rel)
@@ -141,19 +114,7 @@ def log_scale_factor(
 
 
 def scaling_log_loss(
-    xp: ModuleType,
-    logk: Array,
-    alpha: Array,
-    eps: Array,
-    r: Array,
-    s_rel: Array | None = None,
-    frac: Array | None = None,
-    beta: Array | None = None,
-    n_rel: Array | None = None,
-    frac_size: Array | None = None,
-    gamma: Array | None = None,
-    delta: Array | None = None,
-    delta_level: Array | None = None,
+    xp: ModuleType, logk, alpha, eps, r, *, delta=None, delta_level=None, **scale
 ) -> Array:
     """Cross-domain law over mixture, tokens and model size:
 
@@ -165,32 +126,21 @@ def scaling_log_loss(
     law and RegMix's 1M -> 1B transfer show). delta_level_t = sum_j delta_tj c_j with c the
     centre of the observed log(r + eps): at the centre mixture, size acts through the
     Chinchilla factor alone. logk, delta_level: (..., T); alpha, delta: (..., T, M);
-    eps: (..., M); r: (P, M); s_rel, n_rel: (P,) or None. Without a size axis this is
-    ``cross_log_loss``.
+    eps: (..., M); r: (P, M); ``scale``: the inputs of ``log_scale_factor`` by name. Without
+    a size axis this is ``cross_log_loss``.
     """
     log_r = xp.log(r + eps[..., None, :])  # (..., P, M)
     mix = xp.matmul(log_r, xp.swapaxes(alpha, -1, -2))  # (..., P, T)
     out = logk[..., None, :] - mix
+    n_rel = scale.get("n_rel")
     if n_rel is not None and delta is not None and delta_level is not None:
         log_n = xp.log(n_rel)[:, None]  # (P, 1)
         drift = xp.matmul(log_r, xp.swapaxes(delta, -1, -2)) - delta_level[..., None, :]
         out = out - log_n * drift
-    return out + log_scale_factor(xp, frac, beta, s_rel, frac_size, gamma, n_rel)
+    return out + log_scale_factor(xp, **scale)
 
 
-def additive_log_loss(
-    xp: ModuleType,
-    logk: Array,
-    log_weight: Array,
-    exponent: Array,
-    r: Array,
-    s_rel: Array | None = None,
-    frac: Array | None = None,
-    beta: Array | None = None,
-    n_rel: Array | None = None,
-    frac_size: Array | None = None,
-    gamma: Array | None = None,
-) -> Array:
+def additive_log_loss(xp: ModuleType, logk, log_weight, exponent, r, **scale) -> Array:
     """Shukor et al. 2025's additive law, over mixture, tokens and model size:
 
         L_t = K_t (1 + f_D (d^-beta - 1) + f_N (n^-gamma - 1)) + 1 / sum_j C_tj r_j^e_tj
@@ -198,7 +148,8 @@ def additive_log_loss(
     Chinchilla's E + A N^-a + B D^-b at the reference (K_t, see ``log_scale_factor``) plus a
     mixture term that falls as the mixture holds more of what target t learns from: domain j
     contributes C_tj r_j^e_tj, nothing at r_j = 0 (no floor needed). logk: (..., T);
-    log_weight = log C, exponent = e: (..., T, M); r: (P, M). Returns log L_t.
+    log_weight = log C, exponent = e: (..., T, M); r: (P, M); ``scale``: the inputs of
+    ``log_scale_factor`` by name. Returns log L_t.
     """
     present = r > 0
     safe_r = xp.where(present, r, xp.ones_like(r))
@@ -206,8 +157,8 @@ def additive_log_loss(
     powers = xp.exp(exponent[..., :, None, :] * log_r + log_weight[..., :, None, :])
     powers = xp.where(present, powers, xp.zeros_like(powers))
     mixture = 1.0 / xp.swapaxes(powers.sum(-1), -1, -2)  # (..., P, T)
-    scale = logk[..., None, :] + log_scale_factor(xp, frac, beta, s_rel, frac_size, gamma, n_rel)
-    return xp.log(xp.exp(scale) + mixture)
+    log_k = logk[..., None, :] + log_scale_factor(xp, **scale)
+    return xp.log(xp.exp(log_k) + mixture)
 
 
 def at_sites(
@@ -230,6 +181,8 @@ class FormulaLaw:
 
     formula_sites: tuple[str, ...]
     formula: Callable[..., Array]  # set as staticmethod(one of the functions above)
+    size_axis = False  # True: fits runs of several model sizes (Observations.has_sizes)
+    noise = "correlated"  # the observation noise it is fitted with unless one is named
 
     def mixtures(self, xp: ModuleType, r: Array, own_onehot: Array) -> dict[str, Array]:
         """The formula's mixture input: every share (``r``)."""

@@ -24,8 +24,6 @@ from bayesmix.laws.noise import SCALE_SITES
 class LogLinear(formulas.FormulaLaw):
     name = "loglinear"
     own_share = False
-    size_axis = False
-    noise = "correlated"
     formula_sites = ("log_c", "A", "frac", "beta")
     formula = staticmethod(formulas.loglinear_log_loss)
     target_sites = {**SCALE_SITES, **STEP_SITES}

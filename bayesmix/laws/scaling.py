@@ -91,7 +91,6 @@ class CrossScaling(formulas.FormulaLaw):
     name = "cross-scaling"
     own_share = False
     size_axis = True  # fits runs of several model sizes (Observations.has_sizes)
-    noise = "correlated"
     formula_sites = (*BiMixCross.formula_sites, "frac_size", "gamma", "delta", "delta_level")
     formula = staticmethod(formulas.scaling_log_loss)
     target_sites = BiMixCross.target_sites

@@ -14,13 +14,15 @@ from typing import Any
 from bayesmix.acquisition.base import ProposalError
 from bayesmix.proposers.base import Proposer, Recommender
 
+# name -> (module, attribute, posterior-free): a posterior-free proposer needs no fitted law,
+# so the first batch (no observations yet) comes from one of them.
 _PROPOSERS = {
-    "bayesmix": ("bayesmix.proposers.bayesian", "BayesMixProposer"),
-    "dirichlet-swarm": ("bayesmix.proposers.swarms", "OlmixSwarm"),
-    "random-swarm": ("bayesmix.proposers.swarms", "regmix_swarm"),
-    "uniform": ("bayesmix.proposers.swarms", "UniformSwarm"),
-    "entropy": ("bayesmix.proposers.swarms", "EntropySwarm"),
-    "d-optimal": ("bayesmix.proposers.designs", "DOptimalDesign"),
+    "bayesmix": ("bayesmix.proposers.bayesian", "BayesMixProposer", False),
+    "dirichlet-swarm": ("bayesmix.proposers.swarms", "OlmixSwarm", True),
+    "random-swarm": ("bayesmix.proposers.swarms", "regmix_swarm", True),
+    "uniform": ("bayesmix.proposers.swarms", "UniformSwarm", True),
+    "entropy": ("bayesmix.proposers.swarms", "EntropySwarm", True),
+    "d-optimal": ("bayesmix.proposers.designs", "DOptimalDesign", True),
 }
 _RECOMMENDERS = {
     "posterior-optimum": ("bayesmix.proposers.recommenders", "PosteriorOptimum"),
@@ -29,8 +31,7 @@ _RECOMMENDERS = {
 }
 PROPOSERS = tuple(_PROPOSERS)
 RECOMMENDERS = tuple(_RECOMMENDERS)
-# The proposers that need no posterior: the first batch comes from one of them.
-POSTERIOR_FREE = ("dirichlet-swarm", "random-swarm", "uniform", "entropy", "d-optimal")
+POSTERIOR_FREE = tuple(name for name, (*_, free) in _PROPOSERS.items() if free)
 
 
 def get_proposer(name: str, **options: Any) -> Proposer:
@@ -43,10 +44,10 @@ def get_recommender(name: str, **options: Any) -> Recommender:
     return _build("recommender", _RECOMMENDERS, name, options)
 
 
-def _build(kind: str, registry: dict[str, tuple[str, str]], name: str, options: Any) -> Any:
+def _build(kind: str, registry: dict[str, tuple[Any, ...]], name: str, options: Any) -> Any:
     if name not in registry:
         raise ProposalError(f"unknown {kind} {name!r}; choose one of {', '.join(registry)}")
-    module, attribute = registry[name]
+    module, attribute = registry[name][:2]
     factory = getattr(importlib.import_module(module), attribute)
     try:
         return factory(**options)

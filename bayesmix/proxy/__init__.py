@@ -6,31 +6,15 @@ machines' set); nothing here imports the inference stack. Names are loaded lazil
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from bayesmix.lazy import lazy_getattr
 
-_LAZY = {
-    "build_sample_corpus": "bayesmix.proxy.corpus",
-    "sample_domains": "bayesmix.proxy.corpus",
-    "prepare": "bayesmix.proxy.data",
-    "load_manifest": "bayesmix.proxy.data",
-    "Manifest": "bayesmix.proxy.data",
-    "ProxyDataError": "bayesmix.proxy.data",
-    "MixtureSampler": "bayesmix.proxy.sampler",
-    "GPT": "bayesmix.proxy.model",
-    "ModelConfig": "bayesmix.proxy.model",
-    "ProxyRunConfig": "bayesmix.proxy.train",
-    "ProxyResult": "bayesmix.proxy.train",
-    "ProxyRunError": "bayesmix.proxy.train",
-    "train_proxy": "bayesmix.proxy.train",
-    "train_swarm": "bayesmix.proxy.train",
-    "domain_entropies": "bayesmix.proxy.entropy",
+_LAZY = {  # module -> the names it provides
+    "corpus": ("build_sample_corpus", "sample_domains"),
+    "data": ("prepare", "load_manifest", "Manifest", "ProxyDataError"),
+    "sampler": ("MixtureSampler",),
+    "model": ("GPT", "ModelConfig"),
+    "train": ("ProxyRunConfig", "ProxyResult", "ProxyRunError", "train_proxy", "train_swarm"),
+    "entropy": ("domain_entropies",),
 }
-
-__all__ = list(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module 'bayesmix.proxy' has no attribute {name!r}")
-    return getattr(importlib.import_module(_LAZY[name]), name)
+__all__ = [name for names in _LAZY.values() for name in names]
+__getattr__ = lazy_getattr(__name__, _LAZY)

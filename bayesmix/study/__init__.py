@@ -9,28 +9,13 @@ processes or ``ray`` tasks) that trains proxies or, for dry runs, evaluates a kn
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from bayesmix.lazy import lazy_getattr
 
-_LAZY = {
-    "Study": "bayesmix.study.study",
-    "StudyError": "bayesmix.study.study",
-    "Fit": "bayesmix.study.study",
-    "StudyConfig": "bayesmix.study.config",
-    "ConfigError": "bayesmix.study.config",
-    "load_config": "bayesmix.study.config",
-    "parse_config": "bayesmix.study.config",
-    "Storage": "bayesmix.study.storage",
-    "StorageError": "bayesmix.study.storage",
-    "MemoryStorage": "bayesmix.study.storage",
-    "open_storage": "bayesmix.study.storage",
-    "run_study": "bayesmix.study.loop",
+_LAZY = {  # module -> the names it provides
+    "study": ("Study", "StudyError", "Fit"),
+    "config": ("StudyConfig", "ConfigError", "load_config", "parse_config"),
+    "storage": ("Storage", "StorageError", "MemoryStorage", "open_storage"),
+    "loop": ("run_study",),
 }
-
-__all__ = list(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module 'bayesmix.study' has no attribute {name!r}")
-    return getattr(importlib.import_module(_LAZY[name]), name)
+__all__ = [name for names in _LAZY.values() for name in names]
+__getattr__ = lazy_getattr(__name__, _LAZY)

@@ -34,6 +34,9 @@ StorageOpt = Annotated[
         "--storage", help="database URL (default: $BAYESMIX_STORAGE or sqlite:///bayesmix.db)"
     ),
 ]
+# The options of the commands that run a study's loop (run, resume).
+ExecutorOpt = Annotated[str | None, typer.Option(help="local | ray (default: the config's)")]
+ProgressOpt = Annotated[bool, typer.Option(help="progress bars")]
 
 
 def fail(message: str) -> NoReturn:
@@ -122,7 +125,7 @@ def _run(
     budget: int | None,
     executor: str | None,
     progress: bool,
-    resume: bool,
+    resume: bool = False,
 ) -> None:
     from bayesmix.study.loop import run_study
 
@@ -185,13 +188,11 @@ def run_cmd(
     budget: Annotated[
         int | None, typer.Option(help="total runs of the study (default: the config's budget)")
     ] = None,
-    executor: Annotated[
-        str | None, typer.Option(help="local | ray (default: the config's)")
-    ] = None,
-    progress: Annotated[bool, typer.Option(help="progress bars")] = True,
+    executor: ExecutorOpt = None,
+    progress: ProgressOpt = True,
 ) -> None:
     """Run the active-learning loop until the study has its budget of runs."""
-    _run(name, storage, budget, executor, progress, resume=False)
+    _run(name, storage, budget, executor, progress)
 
 
 @study_app.command("resume")
@@ -199,10 +200,8 @@ def resume_cmd(
     name: Annotated[str, typer.Argument(help="study name")],
     storage: StorageOpt = None,
     budget: Annotated[int | None, typer.Option(help="total runs of the study")] = None,
-    executor: Annotated[
-        str | None, typer.Option(help="local | ray (default: the config's)")
-    ] = None,
-    progress: Annotated[bool, typer.Option(help="progress bars")] = True,
+    executor: ExecutorOpt = None,
+    progress: ProgressOpt = True,
 ) -> None:
     """Continue a stopped or killed study: dead workers' runs are re-queued once, then failed."""
     _run(name, storage, budget, executor, progress, resume=True)

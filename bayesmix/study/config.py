@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -37,6 +38,17 @@ PROXY_SIZES = ("tiny", "6m", "15m", "30m", "60m")
 
 PositiveInt = Annotated[int, Field(gt=0)]
 Share = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+def _registered(what: str, names: Callable[[], Collection[str]]) -> AfterValidator:
+    """The check of a field that names an entry of a registry, ``names()``: read when the
+    field is validated, so that a law registered since the import counts."""
+    return AfterValidator(lambda v: _one_of(v, names(), what))
+
+
+TrainerName = Annotated[str, _registered("trainer", lambda: TRAINERS)]
+LawName = Annotated[str, _registered("law", lambda: bayesmix.laws.LAW_NAMES)]
+ProposerName = Annotated[str, _registered("proposer", lambda: PROPOSERS)]
 
 
 class ConfigError(BayesMixError, ValueError):
@@ -139,16 +151,11 @@ class ProxyConfig(_Section):
     """How one run is trained: a real proxy LM, the known law (``trainer: law``), or
     elsewhere (``trainer: external``: the runs are asked for and told)."""
 
-    trainer: str = "proxy"  # a name in bayesmix.study.trainers.TRAINERS
+    trainer: TrainerName = "proxy"  # a name in bayesmix.study.trainers.TRAINERS
     size: str = "tiny"
     steps: PositiveInt = 300
     options: dict[str, Any] = Field(default_factory=dict)  # ProxyRunConfig fields
     law: KnownLaw = KnownLaw()
-
-    @field_validator("trainer")
-    @classmethod
-    def _trainer(cls, v: str) -> str:
-        return _one_of(v, TRAINERS, "trainer")
 
     @field_validator("size")
     @classmethod
@@ -213,15 +220,10 @@ class ConstraintsConfig(_Section):
 class FitConfig(_Section):
     """The law fitted to the study's observations (``bayesmix.fit``)."""
 
-    law: str = "bimix-cross"  # laws.default_law for one model size
+    law: LawName = "bimix-cross"  # laws.default_law for one model size
     method: Literal["nuts", "laplace", "svi"] = "nuts"
     options: dict[str, Any] = Field(default_factory=dict)  # e.g. num_warmup, num_samples
     final: bool = True  # fit once more when the budget is spent (the recommendation)
-
-    @field_validator("law")
-    @classmethod
-    def _law(cls, v: str) -> str:
-        return _one_of(v, bayesmix.laws.LAW_NAMES, "law")  # read now: a registered law counts
 
     @field_validator("options")
     @classmethod
@@ -246,15 +248,10 @@ class FitConfig(_Section):
 class ProposerConfig(_Section):
     """Who proposes the next runs; the first batch (no observations yet) by ``first``."""
 
-    name: str = "bayesmix"
+    name: ProposerName = "bayesmix"
     first: str = "d-optimal"  # designed for the law (proposers/designs.py)
     first_batch: PositiveInt | None = None  # default: batch_size
     options: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        return _one_of(v, PROPOSERS, "proposer")
 
     @field_validator("first")
     @classmethod
@@ -384,15 +381,10 @@ class StudyConfig(_Section):
                 f"{self.proxy.trainer!r} trains on text: give data.paths or data.sample_corpus"
             )
         names = self.data.names
-        if names is not None:
-            for where, mapping in (
-                ("objective.weights", self.objective.weights or {}),
-                ("constraints.lower", self.constraints.lower),
-                ("constraints.upper", self.constraints.upper),
-            ):
-                unknown = [d for d in mapping if d not in names]
-                if unknown:
-                    raise ValueError(f"{where} names unknown domain(s): {', '.join(unknown)}")
+        found = None if names is None else self.unknown_domains(names)
+        if found is not None:
+            where, unknown = found
+            raise ValueError(f"{where} names unknown domain(s): {', '.join(unknown)}")
         for what, value in (("alpha", self.proxy.law.alpha), ("loss", self.proxy.law.loss)):
             if isinstance(value, dict) and names is not None and set(value) != set(names):
                 raise ValueError(
@@ -407,6 +399,19 @@ class StudyConfig(_Section):
                     f"trainer 'law' (missing {', '.join(missing)})"
                 )
         return self
+
+    def unknown_domains(self, domains: Collection[str]) -> tuple[str, list[str]] | None:
+        """The first setting keyed by domain (weights, bounds) that names domains outside
+        ``domains``: where it stands in the file, and those names; None when none does."""
+        for where, mapping in (
+            ("objective.weights", self.objective.weights or {}),
+            ("constraints.lower", self.constraints.lower),
+            ("constraints.upper", self.constraints.upper),
+        ):
+            unknown = [d for d in mapping if d not in domains]
+            if unknown:
+                return where, unknown
+        return None
 
     @property
     def needs_posterior(self) -> bool:

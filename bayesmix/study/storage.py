@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import pandas as pd
 from sqlalchemy import (
@@ -85,11 +85,17 @@ class StudyRow(Base):
     created_at: Mapped[float] = mapped_column(Float)
 
 
-class DomainSetRow(Base):
+class _OfStudy:
+    """The first columns of a row that belongs to a study: its id and its study's (sort_order
+    keeps them first, where the tables have always had them)."""
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, sort_order=-2)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), sort_order=-1)
+
+
+class DomainSetRow(_OfStudy, Base):
     __tablename__ = "domain_sets"
     __table_args__ = (UniqueConstraint("study_id", "version"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"))
     version: Mapped[int] = mapped_column(Integer)
     domains: Mapped[list] = mapped_column(JSON)
     token_counts: Mapped[dict] = mapped_column(JSON)
@@ -97,11 +103,9 @@ class DomainSetRow(Base):
     created_at: Mapped[float] = mapped_column(Float)
 
 
-class ProposalRow(Base):
+class ProposalRow(_OfStudy, Base):
     __tablename__ = "proposals"
     __table_args__ = (UniqueConstraint("study_id", "number"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"))
     number: Mapped[int] = mapped_column(Integer)
     proposer: Mapped[str] = mapped_column(String(64))
     posterior_id: Mapped[int | None] = mapped_column(ForeignKey("posteriors.id"), nullable=True)
@@ -109,11 +113,9 @@ class ProposalRow(Base):
     created_at: Mapped[float] = mapped_column(Float)
 
 
-class RunRow(Base):
+class RunRow(_OfStudy, Base):
     __tablename__ = "runs"
     __table_args__ = (UniqueConstraint("study_id", "name"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"))
     proposal_id: Mapped[int | None] = mapped_column(ForeignKey("proposals.id"), nullable=True)
     domain_set_id: Mapped[int] = mapped_column(ForeignKey("domain_sets.id"))
     name: Mapped[str] = mapped_column(String(64))
@@ -145,10 +147,8 @@ class ObservationRow(Base):
     value: Mapped[float] = mapped_column(Float)
 
 
-class PosteriorRow(Base):
+class PosteriorRow(_OfStudy, Base):
     __tablename__ = "posteriors"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"))
     domain_set_id: Mapped[int] = mapped_column(ForeignKey("domain_sets.id"))
     runs_key: Mapped[str] = mapped_column(String(64), index=True)  # hash of the fitted runs
     n_runs: Mapped[int] = mapped_column(Integer)
@@ -226,103 +226,6 @@ def runs_key(names: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(sorted(names)).encode()).hexdigest()[:32]
 
 
-# ------------------------------------------------------------------------------ protocol
-class StudyStorage(Protocol):
-    """What a study, its loop, its workers and its report read and write (every call one
-    transaction); ``Storage`` and ``MemoryStorage`` provide it. Studies are found by name,
-    runs by (study id, run name); the methods are documented on ``Storage``."""
-
-    url: str
-
-    @property
-    def safe_url(self) -> str: ...  # the URL without its password, for messages
-    @property
-    def is_sqlite(self) -> bool: ...
-    def default_workdir(self, name: str) -> Path: ...
-    def close(self) -> None: ...
-
-    # studies and their domain sets
-    def create_study(
-        self,
-        name: str,
-        config: dict[str, Any],
-        domains: list[str],
-        token_counts: dict[str, float],
-        shards: str | None,
-    ) -> StudyRecord: ...
-    def set_config(self, study_id: int, config: dict[str, Any]) -> None: ...
-    def study(self, name: str) -> StudyRecord: ...
-    def studies(self) -> list[StudyRecord]: ...
-    def domain_set(self, study_id: int, version: int | None = None) -> DomainSetRecord: ...
-    def domain_sets(self, study_id: int) -> list[DomainSetRecord]: ...
-    def add_domain_set(
-        self,
-        study_id: int,
-        expected_version: int,
-        domains: list[str],
-        token_counts: dict[str, float],
-        shards: str | None,
-        update: dict[str, Any],
-        config: dict[str, Any] | None = None,
-    ) -> DomainSetRecord: ...
-    def domain_updates(self, study_id: int) -> dict[int, dict[str, Any]]: ...
-    def run_versions(self, study_id: int) -> dict[str, int]: ...
-
-    # proposals, runs and their lifecycle
-    def add_proposal(
-        self,
-        study_id: int,
-        number: int,
-        proposer: str,
-        seed: int,
-        posterior_id: int | None,
-        runs: Sequence[dict[str, Any]],
-    ) -> bool: ...
-    def proposals(self, study_id: int) -> pd.DataFrame: ...
-    def runs(self, study_id: int, status: str | Sequence[str] | None = None) -> list[RunRecord]: ...
-    def run(self, study_id: int, name: str) -> RunRecord: ...
-    def claim(self, study_id: int, name: str, worker: str) -> RunRecord | None: ...
-    def heartbeat(self, study_id: int, names: Sequence[str], worker: str) -> int: ...
-    def complete(
-        self, study_id: int, name: str, rows: pd.DataFrame, worker: str | None = None
-    ) -> None: ...
-    def fail(self, study_id: int, name: str, reason: str, worker: str | None = None) -> bool: ...
-    def release(
-        self, study_id: int, run: RunRecord, reason: str, max_attempts: int
-    ) -> str | None: ...
-    def release_dead(
-        self,
-        study_id: int,
-        stale_after: float,
-        max_attempts: int,
-        is_dead: Callable[[RunRecord], str | None],
-    ) -> list[tuple[str, str]]: ...
-    def observations(self, study_id: int, runs: Sequence[str] | None = None) -> pd.DataFrame: ...
-
-    # posterior snapshots, and the leases that keep two drivers from fitting the same runs
-    def add_posterior(
-        self,
-        study_id: int,
-        key: str,
-        n_runs: int,
-        law: str,
-        method: str,
-        converged: bool,
-        summary: dict[str, Any],
-        netcdf: bytes | None = None,
-        path: str | None = None,
-    ) -> int: ...
-    def posteriors(self, study_id: int) -> list[PosteriorRecord]: ...
-    def find_posterior(
-        self, study_id: int, key: str, law: str, method: str
-    ) -> PosteriorRecord | None: ...
-    def posterior_bytes(self, posterior_id: int) -> tuple[bytes | None, str | None]: ...
-    def take_lease(self, key: str, holder: str, stale_after: float) -> str | None: ...
-    def lease_holder(self, key: str) -> str | None: ...
-    def renew_lease(self, key: str, holder: str) -> bool: ...
-    def drop_lease(self, key: str, holder: str) -> None: ...
-
-
 def open_storage(
     url: str | StudyStorage | None = DEFAULT_URL,
     *,
@@ -369,7 +272,8 @@ def normalise_url(url: str) -> str:
 
 
 class Storage:
-    """All reads and writes of studies, each in its own short transaction."""
+    """All reads and writes of studies, each in its own short transaction. Studies are found
+    by name, runs by (study id, run name)."""
 
     def __init__(
         self, url: str = DEFAULT_URL, *, create: bool = True, allow_foreign: bool = False
@@ -396,6 +300,7 @@ class Storage:
 
     @property
     def safe_url(self) -> str:
+        """The URL without its password, for messages."""
         return make_url(self.url).render_as_string(hide_password=True)
 
     @property
@@ -521,9 +426,7 @@ class Storage:
             row = s.scalars(q).first()
             if row is None:
                 raise StorageError(f"study {study_id}: no domain set version {version}")
-            return DomainSetRecord(
-                row.id, row.version, list(row.domains), dict(row.token_counts), row.shards
-            )
+            return _domain_set_record(row)
 
     def add_domain_set(
         self,
@@ -579,9 +482,7 @@ class Storage:
                 )
             )
             s.flush()
-            return DomainSetRecord(
-                row.id, row.version, list(row.domains), dict(row.token_counts), row.shards
-            )
+            return _domain_set_record(row)
 
     def domain_updates(self, study_id: int) -> dict[int, dict[str, Any]]:
         """The update that made each version (> 1) of a study's domain set."""
@@ -602,15 +503,8 @@ class Storage:
 
     def domain_sets(self, study_id: int) -> list[DomainSetRecord]:
         with self.session() as s:
-            rows = s.scalars(
-                select(DomainSetRow)
-                .where(DomainSetRow.study_id == study_id)
-                .order_by(DomainSetRow.version)
-            ).all()
-            return [
-                DomainSetRecord(r.id, r.version, list(r.domains), dict(r.token_counts), r.shards)
-                for r in rows
-            ]
+            rows = _study_rows(s, DomainSetRow, study_id, DomainSetRow.version)
+            return [_domain_set_record(r) for r in rows]
 
     # ---------------------------------------------------------------- proposals and runs
     def add_proposal(
@@ -627,24 +521,20 @@ class Storage:
         Two drivers of one study may both try to propose the same next batch: the unique
         (study, number) lets exactly one of them in, and the other runs what was stored.
         """
-        now = time.time()
+        # The proposal and its runs: one study's, made at one time.
+        made = {"study_id": study_id, "created_at": time.time()}
         dset = self.domain_set(study_id)
         try:
             with self.session() as s:
                 prop = ProposalRow(
-                    study_id=study_id,
-                    number=number,
-                    proposer=proposer,
-                    posterior_id=posterior_id,
-                    seed=seed,
-                    created_at=now,
+                    number=number, proposer=proposer, posterior_id=posterior_id, seed=seed, **made
                 )
                 s.add(prop)
                 s.flush()
                 for i, r in enumerate(runs):
                     s.add(
                         RunRow(
-                            study_id=study_id,
+                            **made,
                             proposal_id=prop.id,
                             domain_set_id=dset.id,
                             name=r["name"],
@@ -655,7 +545,6 @@ class Storage:
                             acquisition_value=r.get("acquisition_value"),
                             status="proposed",
                             attempts=0,
-                            created_at=now,
                             history=[],
                         )
                     )
@@ -665,11 +554,7 @@ class Storage:
 
     def proposals(self, study_id: int) -> pd.DataFrame:
         with self.session() as s:
-            rows = s.scalars(
-                select(ProposalRow)
-                .where(ProposalRow.study_id == study_id)
-                .order_by(ProposalRow.number)
-            ).all()
+            rows = _study_rows(s, ProposalRow, study_id, ProposalRow.number)
             return pd.DataFrame(
                 [
                     {
@@ -759,17 +644,8 @@ class Storage:
         """
         now = time.time()
         with self.session() as s:
-            cond = [RunRow.study_id == study_id, RunRow.name == name]
-            if worker is None:
-                cond.append(RunRow.status.in_(["proposed", "running"]))
-            else:
-                cond += [RunRow.status == "running", RunRow.worker == worker]
-            res = s.execute(
-                update(RunRow)
-                .where(*cond)
-                .values(status="completed", finished_at=now, heartbeat_at=now, reason=None)
-            )
-            if res.rowcount != 1:
+            ended = dict(status="completed", finished_at=now, heartbeat_at=now, reason=None)
+            if not _end_run(s, study_id, name, worker, ended):
                 state = s.scalars(
                     select(RunRow.status).where(RunRow.study_id == study_id, RunRow.name == name)
                 ).first()
@@ -798,17 +674,8 @@ class Storage:
     def fail(self, study_id: int, name: str, reason: str, worker: str | None = None) -> bool:
         """Mark a run failed with its reason (only from proposed or running, by its holder)."""
         with self.session() as s:
-            cond = [RunRow.study_id == study_id, RunRow.name == name]
-            if worker is None:
-                cond.append(RunRow.status.in_(["proposed", "running"]))
-            else:
-                cond += [RunRow.status == "running", RunRow.worker == worker]
-            res = s.execute(
-                update(RunRow)
-                .where(*cond)
-                .values(status="failed", finished_at=time.time(), reason=reason[:2000])
-            )
-            return res.rowcount == 1
+            ended = dict(status="failed", finished_at=time.time(), reason=reason[:2000])
+            return _end_run(s, study_id, name, worker, ended)
 
     def release(
         self,
@@ -960,11 +827,7 @@ class Storage:
 
     def posteriors(self, study_id: int) -> list[PosteriorRecord]:
         with self.session() as s:
-            rows = s.scalars(
-                select(PosteriorRow)
-                .where(PosteriorRow.study_id == study_id)
-                .order_by(PosteriorRow.id)
-            ).all()
+            rows = _study_rows(s, PosteriorRow, study_id, PosteriorRow.id)
             return [_posterior_record(r) for r in rows]
 
     def find_posterior(
@@ -1071,7 +934,31 @@ class MemoryStorage(Storage):
             yield s
 
 
+# What a study, its loop, its workers and its report read and write (every call one
+# transaction): ``Storage``, or its subclass ``MemoryStorage``; ``open_storage`` picks one.
+StudyStorage = Storage
+
+
 # ------------------------------------------------------------------------------ helpers
+def _study_rows(s: Session, table: Any, study_id: int, order_by: Any) -> list[Any]:
+    """The rows of ``table`` (a row class with a study_id) that belong to a study, in order."""
+    return list(s.scalars(select(table).where(table.study_id == study_id).order_by(order_by)))
+
+
+def _end_run(
+    s: Session, study_id: int, name: str, worker: str | None, values: dict[str, Any]
+) -> bool:
+    """Set a run's end ``values`` (completed or failed) where it may still end: proposed or
+    running for a user's ``tell`` (``worker`` None), else running and held by ``worker``.
+    Whether it was set (a compare-and-set: a run ended already, or taken over, is left)."""
+    cond = [RunRow.study_id == study_id, RunRow.name == name]
+    if worker is None:
+        cond.append(RunRow.status.in_(["proposed", "running"]))
+    else:
+        cond += [RunRow.status == "running", RunRow.worker == worker]
+    return s.execute(update(RunRow).where(*cond).values(**values)).rowcount == 1
+
+
 def _engine(url: str, poolclass: type | None = None) -> Engine:
     if not url.startswith("sqlite"):
         return create_engine(url, pool_pre_ping=True)
@@ -1103,6 +990,10 @@ def _engine(url: str, poolclass: type | None = None) -> Engine:
 
 def _study_record(r: StudyRow) -> StudyRecord:
     return StudyRecord(r.id, r.name, dict(r.config), r.created_at)
+
+
+def _domain_set_record(r: DomainSetRow) -> DomainSetRecord:
+    return DomainSetRecord(r.id, r.version, list(r.domains), dict(r.token_counts), r.shards)
 
 
 def _run_record(r: RunRow, number: int | None) -> RunRecord:

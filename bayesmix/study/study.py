@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-import threading
 import time
 import uuid
 import warnings
@@ -50,7 +49,7 @@ from bayesmix.study.storage import (
     open_storage,
     runs_key,
 )
-from bayesmix.study.worker import is_dead_locally, worker_id
+from bayesmix.study.worker import Repeating, is_dead_locally, worker_id
 
 if TYPE_CHECKING:
     from bayesmix.inference import Posterior
@@ -561,7 +560,7 @@ class Study:
             if found is not None:
                 return Fit(self.load_posterior(found.id), found.id, True)
         try:
-            with _Renew(self.storage, lease, me, self.config.executor.heartbeat_seconds):
+            with _lease_renewal(self.storage, lease, me, self.config.executor.heartbeat_seconds):
                 return self._fit_and_store(obs, key, version, progress)
         finally:
             self.storage.drop_lease(lease, me)
@@ -722,28 +721,15 @@ class Study:
 LEASE_POLL_SECONDS = 0.5
 
 
-class _Renew:
+def _lease_renewal(storage: StudyStorage, key: str, holder: str, interval: float) -> Repeating:
     """Renews a fit's lease every ``interval`` seconds from a thread while the fit runs."""
 
-    def __init__(self, storage: StudyStorage, key: str, holder: str, interval: float) -> None:
-        self.args = (key, holder)
-        self.storage, self.interval = storage, interval
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._beat, name="fit-lease", daemon=True)
+    def beat() -> None:
+        # A missed renewal is retried; staleness is the waiter's call.
+        with contextlib.suppress(Exception):
+            storage.renew_lease(key, holder)
 
-    def _beat(self) -> None:
-        while not self.stop.wait(self.interval):
-            # A missed renewal is retried; staleness is the waiter's call.
-            with contextlib.suppress(Exception):
-                self.storage.renew_lease(*self.args)
-
-    def __enter__(self) -> _Renew:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join()
+    return Repeating(beat, interval, "fit-lease")
 
 
 LAW_KEYS = ("alpha", "loss")  # the known law's per-domain values
@@ -836,17 +822,13 @@ def _law_after_update(
 
 
 def _check_domains(cfg: StudyConfig, domains: list[str]) -> None:
-    for where, mapping in (
-        ("objective.weights", cfg.objective.weights or {}),
-        ("constraints.lower", cfg.constraints.lower),
-        ("constraints.upper", cfg.constraints.upper),
-    ):
-        unknown = [d for d in mapping if d not in domains]
-        if unknown:
-            raise ConfigError(
-                f"{cfg.name}: {where} names unknown domain(s) {', '.join(unknown)}; "
-                f"the data has {', '.join(domains)}"
-            )
+    found = cfg.unknown_domains(domains)
+    if found is not None:
+        where, unknown = found
+        raise ConfigError(
+            f"{cfg.name}: {where} names unknown domain(s) {', '.join(unknown)}; "
+            f"the data has {', '.join(domains)}"
+        )
 
 
 def _check_feasible(cfg: StudyConfig, domains: list[str], token_counts: dict[str, float]) -> None:

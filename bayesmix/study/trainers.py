@@ -59,20 +59,25 @@ class Trainer(Protocol):
     def train(self, runs: Sequence[RunSpec]) -> list[Outcome]: ...
 
 
+@dataclass(frozen=True)
+class TrainerSetup:
+    """What a trainer is made from (``TrainerKind.create``): the study's config, its domain
+    set (names, prepared shards), the folder its runs write to, and whether to show progress."""
+
+    config: StudyConfig
+    domains: list[str]
+    shards: str | None
+    out_dir: Path
+    progress: bool
+
+
 class TrainerKind(Protocol):
     """A trainer class as the registry holds it: how to make one, and what it needs."""
 
     texts: bool  # trains on the domains' text: data.paths or data.sample_corpus, not names
     gpus: bool  # takes the GPUs the executor offers
 
-    def create(
-        self,
-        config: StudyConfig,
-        domains: list[str],
-        shards: str | None,
-        out_dir: Path,
-        progress: bool,
-    ) -> Trainer: ...
+    def create(self, setup: TrainerSetup) -> Trainer: ...
 
     def evaluations(self, proxy: ProxyConfig) -> int | None:
         """Losses recorded per run (the checkpoints a run-length proposal counts on)."""
@@ -90,7 +95,8 @@ def make_trainer(
     out_dir: Path,
     progress: bool = False,
 ) -> Trainer:
-    return TRAINERS[config.proxy.trainer].create(config, domains, shards, out_dir, progress)
+    setup = TrainerSetup(config, domains, shards, out_dir, progress)
+    return TRAINERS[config.proxy.trainer].create(setup)
 
 
 # ------------------------------------------------------------------------------ proxies
@@ -104,17 +110,10 @@ class ProxyTrainer:
         self.config, self.shards, self.out_dir, self.progress = config, shards, out_dir, progress
 
     @classmethod
-    def create(
-        cls,
-        config: StudyConfig,
-        domains: list[str],
-        shards: str | None,
-        out_dir: Path,
-        progress: bool,
-    ) -> ProxyTrainer:
-        if shards is None:
+    def create(cls, setup: TrainerSetup) -> ProxyTrainer:
+        if setup.shards is None:
             raise ValueError("trainer 'proxy' needs prepared shards; this study has none")
-        return cls(config, shards, out_dir, progress)
+        return cls(setup.config, setup.shards, setup.out_dir, setup.progress)
 
     @staticmethod
     def evaluations(proxy: ProxyConfig) -> int | None:
@@ -182,15 +181,8 @@ class LawTrainer:
         )
 
     @classmethod
-    def create(
-        cls,
-        config: StudyConfig,
-        domains: list[str],
-        shards: str | None,
-        out_dir: Path,
-        progress: bool,
-    ) -> LawTrainer:
-        return cls(config.proxy.law, domains, config.proxy.steps)
+    def create(cls, setup: TrainerSetup) -> LawTrainer:
+        return cls(setup.config.proxy.law, setup.domains, setup.config.proxy.steps)
 
     @staticmethod
     def evaluations(proxy: ProxyConfig) -> int | None:
@@ -246,15 +238,8 @@ class ExternalTrainer:
         self.study = study
 
     @classmethod
-    def create(
-        cls,
-        config: StudyConfig,
-        domains: list[str],
-        shards: str | None,
-        out_dir: Path,
-        progress: bool,
-    ) -> ExternalTrainer:
-        return cls(config.name)
+    def create(cls, setup: TrainerSetup) -> ExternalTrainer:
+        return cls(setup.config.name)
 
     @staticmethod
     def evaluations(proxy: ProxyConfig) -> int | None:

@@ -19,7 +19,7 @@ import socket
 import sys
 import threading
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,31 +62,41 @@ def is_dead_locally(worker: str | None) -> str | None:
     return None
 
 
-class Heartbeat:
-    """Refreshes the heartbeat of the runs a worker holds, every ``interval`` seconds."""
+class Repeating:
+    """Calls ``beat`` every ``interval`` seconds from a daemon thread while the ``with`` block
+    runs: a worker's heartbeat, a fit's lease renewal. ``beat`` handles its own errors."""
 
-    def __init__(
-        self, storage: Storage, study_id: int, names: Sequence[str], worker: str, interval: float
-    ) -> None:
-        self.args = (study_id, list(names), worker)
-        self.storage, self.interval = storage, interval
+    def __init__(self, beat: Callable[[], object], interval: float, name: str) -> None:
+        self.beat, self.interval = beat, interval
         self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
 
-    def _beat(self) -> None:
+    def _run(self) -> None:
         while not self.stop.wait(self.interval):
-            try:
-                self.storage.heartbeat(*self.args)
-            except Exception as exc:  # a missed beat is retried; staleness is the driver's call
-                log.warning("heartbeat failed: %s", exc)
+            self.beat()
 
-    def __enter__(self) -> Heartbeat:
+    def __enter__(self) -> Repeating:
         self.thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
         self.thread.join()
+
+
+def heartbeat(
+    storage: Storage, study_id: int, names: Sequence[str], worker: str, interval: float
+) -> Repeating:
+    """Refreshes the heartbeat of the runs a worker holds, every ``interval`` seconds."""
+    held = list(names)
+
+    def beat() -> None:
+        try:
+            storage.heartbeat(study_id, held, worker)
+        except Exception as exc:  # a missed beat is retried; staleness is the driver's call
+            log.warning("heartbeat failed: %s", exc)
+
+    return Repeating(beat, interval, "heartbeat")
 
 
 def execute(
@@ -122,7 +132,7 @@ def _execute(
         return WorkerReport([], [], list(skipped))
     specs = [RunSpec(r.name, r.mixture, r.steps, r.seed) for r in claimed]
     completed, failed = [], []
-    with Heartbeat(
+    with heartbeat(
         storage, study.id, [s.name for s in specs], me, config.executor.heartbeat_seconds
     ):
         try:
