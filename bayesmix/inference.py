@@ -39,7 +39,16 @@ from threadpoolctl import threadpool_limits
 
 from bayesmix import jax_setup  # noqa: F401  (XLA flags and float64 before any computation)
 from bayesmix.errors import ArgumentError
-from bayesmix.laws import Law, LawData, LawError, LawSettings, Prior, default_law, get_law
+from bayesmix.laws import (
+    Law,
+    LawData,
+    LawError,
+    LawSettings,
+    Prior,
+    default_law,
+    get_law,
+    runs_to_identify,
+)
 from bayesmix.laws.base import EARLY_STEPS
 from bayesmix.observations import Observations, ObservationsError
 from bayesmix.posterior import ConvergenceWarning, NotConvergedError, Posterior
@@ -321,7 +330,7 @@ def interpolation_risk(law: Law, r: np.ndarray) -> str | None:
         return None
     runs = len(np.unique(np.round(r, 6), axis=0))
     m = r.shape[1]
-    needed = 2 * (m + 1)
+    needed = runs_to_identify(m)
     if runs >= needed:
         return None
     return (

@@ -457,6 +457,7 @@ def _page(study: Study, figures: list[Figure], post: Posterior | None, snap: Any
     counts = study.counts()
     runs = study.runs_frame()
     when = time.strftime("%Y-%m-%d %H:%M:%S")
+    law = snap.law if snap is not None else cfg.fit.law_label
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>bayesmix study {html.escape(study.name)}</title><style>{CSS}</style></head><body>",
@@ -464,7 +465,7 @@ def _page(study: Study, figures: list[Figure], post: Posterior | None, snap: Any
         f"<p class='meta'>{html.escape(cfg.description)} Written {when} from "
         f"{html.escape(study.storage.safe_url)}. {sum(counts.values())} of {cfg.budget} runs: "
         + ", ".join(f"{v} {k}" for k, v in counts.items())
-        + f". Law {cfg.fit.law} ({cfg.fit.method}); proposer {cfg.proposer.name} (first batch "
+        + f". Law {law} ({cfg.fit.method}); proposer {cfg.proposer.name} (first batch "
         f"{cfg.proposer.first}); trainer {cfg.proxy.trainer}.</p>",
     ]
     if snap is not None:

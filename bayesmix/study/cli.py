@@ -108,7 +108,7 @@ def create_cmd(
     cfg = study.config
     console.print(
         f"budget {cfg.budget} runs in batches of {cfg.batch_size}; proposer {cfg.proposer.name} "
-        f"(first batch: {cfg.proposer.first}); law {cfg.fit.law} ({cfg.fit.method}); "
+        f"(first batch: {cfg.proposer.first}); law {cfg.fit.law_label} ({cfg.fit.method}); "
         f"trainer {cfg.proxy.trainer}; executor {cfg.executor.kind}; files in {study.workdir}",
         highlight=False,
     )
@@ -238,7 +238,8 @@ def ask_cmd(
         fit = None
         if study.counts()["completed"] and cfg.needs_posterior:
             n = study.counts()["completed"]
-            err.print(f"fitting {cfg.fit.law} ({cfg.fit.method}) on {n} run(s)", highlight=False)
+            label = f"fitting {cfg.fit.law_label} ({cfg.fit.method}) on {n} run(s)"
+            err.print(label, highlight=False)
             fit = study.fit(progress=err.is_terminal and cfg.fit.method == "nuts")
         runs = study.ask(size, fit)
     except user_errors() as exc:

@@ -220,10 +220,16 @@ class ConstraintsConfig(_Section):
 class FitConfig(_Section):
     """The law fitted to the study's observations (``bayesmix.fit``)."""
 
-    law: LawName = "bimix-cross"  # laws.default_law for one model size
+    # None: ``laws.default_law`` of the runs at each fit (own-share BiMix while final losses
+    # of few mixtures leave the cross law unidentified, the cross law after).
+    law: LawName | None = None
     method: Literal["nuts", "laplace", "svi"] = "nuts"
     options: dict[str, Any] = Field(default_factory=dict)  # e.g. num_warmup, num_samples
     final: bool = True  # fit once more when the budget is spent (the recommendation)
+
+    @property
+    def law_label(self) -> str:
+        return self.law or "the default law"
 
     @field_validator("options")
     @classmethod

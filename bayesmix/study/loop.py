@@ -197,7 +197,7 @@ def _fit(
 ) -> Fit:
     cfg = study.config.fit
     n = study.counts()["completed"]
-    label = f"fitting {cfg.law} ({cfg.method}) on {n} run(s)" + (" (final)" if final else "")
+    label = f"fitting {cfg.law_label} ({cfg.method}) on {n} run(s)" + (" (final)" if final else "")
     started = time.perf_counter()
     if progress and bar.live.is_started:
         bar.stop()  # NUTS draws its own progress bar

@@ -831,18 +831,19 @@ class Storage:
             return [_posterior_record(r) for r in rows]
 
     def find_posterior(
-        self, study_id: int, key: str, law: str, method: str
+        self, study_id: int, key: str, law: str | None, method: str
     ) -> PosteriorRecord | None:
+        """The latest snapshot of these runs by this method and ``law`` (None: any law)."""
+        same = [
+            PosteriorRow.study_id == study_id,
+            PosteriorRow.runs_key == key,
+            PosteriorRow.method == method,
+        ]
+        if law is not None:
+            same.append(PosteriorRow.law == law)
         with self.session() as s:
             row = s.scalars(
-                select(PosteriorRow)
-                .where(
-                    PosteriorRow.study_id == study_id,
-                    PosteriorRow.runs_key == key,
-                    PosteriorRow.law == law,
-                    PosteriorRow.method == method,
-                )
-                .order_by(PosteriorRow.id.desc())
+                select(PosteriorRow).where(*same).order_by(PosteriorRow.id.desc())
             ).first()
             return _posterior_record(row) if row else None
 

@@ -31,7 +31,7 @@ from pydantic import ValidationError
 
 from bayesmix.domains import shown
 from bayesmix.errors import BayesMixError
-from bayesmix.laws import get_law
+from bayesmix.laws import default_law, get_law
 from bayesmix.observations import Observations, ObservationsError
 from bayesmix.study.config import (
     ConfigError,
@@ -346,7 +346,10 @@ class Study:
         versions = self.storage.run_versions(self.id)
         mixtures = {r.name: r.mixture for r in self.runs("completed")}
         base = [c for c in frame.columns if not str(c).startswith("r:")]
-        own_share = get_law(self.config.fit.law).own_share
+        # Runs map across versions by the configured law; the default changes with the runs,
+        # so it maps as the cross law does (exact for every law).
+        law = self.config.fit.law
+        own_share = law is not None and get_law(law).own_share
         parts: list[Observations] = []
         for v in sorted(x for x in sets if x <= upto):
             names = {n for n, ver in versions.items() if ver == v and n in mixtures}
@@ -542,12 +545,15 @@ class Study:
         cfg = self.config.fit
         names = list(obs.run_ids) if obs is not None else []
         key = runs_key(names if version == 1 else [*names, f"@domain-set-v{version}"])
-        found = self.storage.find_posterior(self.id, key, cfg.law, cfg.method)
+        # Unnamed, the law follows the runs (``laws.default_law``); a carried posterior with no
+        # run mapped keeps its own.
+        law = cfg.law or (default_law(obs) if obs is not None else None)
+        found = self.storage.find_posterior(self.id, key, law, cfg.method)
         if found is not None:
             return Fit(self.load_posterior(found.id), found.id, True)
         # A lease on this fit, as runs are leased: a second driver of the study waits for the
         # first one's snapshot instead of fitting the same runs again.
-        lease = f"fit_lease:{self.id}:{key}:{cfg.law}:{cfg.method}"
+        lease = f"fit_lease:{self.id}:{key}:{law}:{cfg.method}"
         me = worker_id(f"fit-{uuid.uuid4().hex[:8]}")
         stale = self.config.executor.stale_after_seconds
         while self.storage.take_lease(lease, me, stale) is None:
@@ -556,17 +562,17 @@ class Study:
                 self.storage.drop_lease(lease, holder)
                 continue
             time.sleep(LEASE_POLL_SECONDS)
-            found = self.storage.find_posterior(self.id, key, cfg.law, cfg.method)
+            found = self.storage.find_posterior(self.id, key, law, cfg.method)
             if found is not None:
                 return Fit(self.load_posterior(found.id), found.id, True)
         try:
             with _lease_renewal(self.storage, lease, me, self.config.executor.heartbeat_seconds):
-                return self._fit_and_store(obs, key, version, progress)
+                return self._fit_and_store(obs, key, version, progress, law)
         finally:
             self.storage.drop_lease(lease, me)
 
     def _fit_and_store(
-        self, obs: Observations | None, key: str, version: int, progress: bool
+        self, obs: Observations | None, key: str, version: int, progress: bool, law: str | None
     ) -> Fit:
         import bayesmix as bm
 
@@ -574,7 +580,7 @@ class Study:
         started = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            warm = self._warm_fit(progress) if version > 1 else None
+            warm = self._warm_fit(progress, law) if version > 1 else None
             if warm is None and obs is None:
                 raise StudyError(
                     f"study {self.name!r}: no completed run maps onto the updated domain set "
@@ -582,7 +588,7 @@ class Study:
                 )
             post = warm or bm.fit(
                 obs,
-                law=cfg.law,
+                law=law,
                 seed=self.config.seed,
                 method=cfg.method,
                 progress=progress,
@@ -601,7 +607,7 @@ class Study:
             self.id,
             key,
             n_runs,
-            cfg.law,
+            post.law,
             cfg.method,
             bool(post.converged),
             summary,
@@ -610,7 +616,7 @@ class Study:
         )
         return Fit(post, snap, False)
 
-    def _warm_fit(self, progress: bool) -> Posterior | None:
+    def _warm_fit(self, progress: bool, law: str | None) -> Posterior | None:
         """After a domain update: the fit warm-started from the posterior the update recorded
         (``bayesmix.reuse.warm_fit``); None when the update recorded no prior."""
         from bayesmix.domains import DomainSet, DomainUpdate
@@ -649,7 +655,7 @@ class Study:
                 new_obs,
                 old_observations=old_obs,
                 domain_set=ds,
-                law=cfg.law,
+                **({"law": law} if law else {}),  # else the old posterior's
                 seed=self.config.seed,
                 method=cfg.method,
                 progress=progress,
@@ -662,7 +668,7 @@ class Study:
         if self.config.store_posteriors == "files":
             folder = self.workdir / "posteriors"
             folder.mkdir(parents=True, exist_ok=True)
-            path = folder / f"{key[:16]}-{self.config.fit.law}-{self.config.fit.method}.nc"
+            path = folder / f"{key[:16]}-{post.law}-{self.config.fit.method}.nc"
             post.save(path)
             return None, str(path)
         with tempfile.TemporaryDirectory() as tmp:
