@@ -287,6 +287,13 @@ def optimize_cmd(
     strict: Annotated[bool, typer.Option(help="refuse a posterior that did not converge")] = False,
     average_laws: AverageLawsOption = None,
     seed: Annotated[int, typer.Option(help="random seed (--average-laws)")] = 0,
+    plot: Annotated[
+        Path | None,
+        typer.Option(
+            help="PNG of the optimum against model size, from the fitted sizes to "
+            "--model-size (default 100x the largest); a law with a size axis"
+        ),
+    ] = None,
 ) -> None:
     """The optimal mixture with credible intervals, under bounds and repetition caps; with
     --average-laws, the optimum of the laws' weighted average, intervals over every law."""
@@ -321,6 +328,8 @@ def optimize_cmd(
     console.print(optimum_table(post, opt, ci))
     if unmeasured_domains(post):
         console.print(UNMEASURED_FOOTNOTE, highlight=False)
+    if plot is not None:
+        plot_optimum_by_size(post, plot, model_size, tokens, settings)
     lo, hi = opt.objective_interval
     if is_point_estimate(post):
         console.print(
@@ -332,6 +341,42 @@ def optimize_cmd(
             f"expected objective {opt.expected_objective:.4f} "
             f"({ci:.0%} interval {lo:.4f} to {hi:.4f})"
         )
+
+
+def plot_optimum_by_size(
+    post: FittedLaw,
+    path: Path,
+    model_size: float | None,
+    tokens: float | None,
+    settings: dict[str, Any],
+) -> None:
+    """Draw how the optimum moves with size up to ``model_size``, at the tokens per parameter
+    of ``--tokens`` (else at the law's reference step), and print the shares per size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from bayesmix.report import optimum_by_size, optimum_by_size_figure, size_range
+
+    if not getattr(post, "has_sizes", False):
+        fail("--plot draws the optimum against model size: the posterior has no size axis")
+    per_parameter = tokens / model_size if tokens is not None and model_size else None
+    objective = {k: settings[k] for k in ("weights", "constraints")}
+    try:
+        frame = optimum_by_size(
+            post,
+            size_range(post, model_size),
+            tokens_per_parameter=per_parameter,
+            ci=settings["ci"],
+            **objective,
+        )
+    except USER_ERRORS as exc:
+        fail(str(exc))
+    fitted = sorted(post.observations.frame["model_size"].unique())
+    path.write_bytes(optimum_by_size_figure(frame, fitted, settings["ci"]).png)
+    table = frame.pivot(index="domain", columns="model_size", values="share")
+    table.columns = [f"{c:.3g}" for c in table.columns]
+    console.print(mixture_table(table.loc[post.domains], "optimal share by model size", {}))
+    console.print(f"wrote {path}", highlight=False)
 
 
 def is_point_estimate(post: FittedLaw) -> bool:

@@ -14,12 +14,15 @@ import base64
 import html
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+
+from bayesmix.errors import ArgumentError
 
 if TYPE_CHECKING:
     from bayesmix.inference import Posterior
@@ -59,6 +62,8 @@ def _write(study: Study, out_dir: str | Path | None) -> Path:
         figures.append(_forest(study, snap.summary))
     if post is not None and obs is not None:
         figures.append(_observed_vs_predicted(study, post, obs))
+    if post is not None and post.has_sizes:
+        figures.append(_optimum_by_size(study, post))
     if obs is not None:
         figures.append(_objective(study, obs, snaps))
     # Every run's losses as trained, of every version of the domain set: the observations
@@ -138,6 +143,82 @@ def _forest(study: Study, summary: dict[str, Any]) -> Figure:
         "posterior draws; crosses the natural proportions, the dashed line the uniform share."
     )
     return Figure("optimal_mixture", "Optimal mixture", caption, _png(fig))
+
+
+def optimum_by_size(
+    post: Posterior,
+    sizes: Sequence[float],
+    *,
+    tokens_per_parameter: float | None = None,
+    ci: float = 0.9,
+    **objective: Any,
+) -> pd.DataFrame:
+    """The optimal mixture at each model size in ``sizes`` (a law with a size axis): one row
+    per (size, domain) with the recommended share and its credible interval.
+
+    Each size trains on ``tokens_per_parameter`` x its parameters (None: the law's reference
+    step at every size). ``objective``: ``weights`` and ``constraints`` of
+    ``Posterior.optimal_mixture``.
+    """
+    if not post.has_sizes:
+        raise ArgumentError(
+            "this posterior has no model-size axis: fit runs of several sizes to see how the "
+            "optimum moves with size"
+        )
+    rows = []
+    for size in sizes:
+        step = None
+        if tokens_per_parameter is not None:
+            step = post.step_for_tokens(tokens_per_parameter * float(size))
+        opt = post.optimal_mixture(model_size=float(size), step=step, ci=ci, **objective)
+        for domain, share in opt.mixture.items():
+            lo, hi = opt.intervals.loc[domain, ["lo", "hi"]]
+            rows.append(
+                {"model_size": float(size), "domain": domain, "share": share, "lo": lo, "hi": hi}
+            )
+    return pd.DataFrame(rows)
+
+
+def optimum_by_size_figure(frame: pd.DataFrame, fitted: Sequence[float], ci: float) -> Figure:
+    """Each domain's optimal share against model size (log axis), its interval shaded, the
+    fitted sizes marked: where the optimum moves, and how the intervals widen beyond the
+    proxies."""
+    import matplotlib.pyplot as plt
+
+    caption = (
+        f"The optimal mixture as the model grows: recommended shares, {ci:.0%} credible "
+        "intervals shaded. Beyond the largest fitted size the law extrapolates, and the "
+        "intervals widen with the distance."
+    )
+    fig, ax = plt.subplots(figsize=(7.5, 4.4), layout="constrained")
+    for domain, g in frame.groupby("domain", sort=False):
+        (line,) = ax.plot(g["model_size"], g["share"], "o-", ms=3, label=str(domain))
+        ax.fill_between(g["model_size"], g["lo"], g["hi"], color=line.get_color(), alpha=0.15)
+    for size in fitted:
+        ax.axvline(size, color="#7f8c8d", ls=":", lw=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("model size (parameters); dotted: the sizes fitted")
+    ax.set_ylabel("optimal share")
+    ax.set_ylim(0, None)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return Figure("optimum_by_size", "Optimal mixture by model size", caption, _png(fig))
+
+
+def size_range(post: Posterior, upto: float | None = None, points: int = 7) -> list[float]:
+    """Log-spaced sizes from the smallest fitted one to ``upto`` (default 100x the largest)."""
+    fitted = sorted(post.observations.frame["model_size"].unique())
+    top = float(upto) if upto is not None else 100.0 * float(fitted[-1])
+    return [float(x) for x in np.geomspace(float(fitted[0]), top, points)]
+
+
+def _optimum_by_size(study: Study, post: Posterior) -> Figure:
+    obj = study.config.objective
+    frame = optimum_by_size(
+        post, size_range(post), ci=obj.ci, weights=obj.weights, constraints=study.constraints()
+    )
+    fitted = sorted(post.observations.frame["model_size"].unique())
+    return optimum_by_size_figure(frame, fitted, obj.ci)
 
 
 def _final_rows(obs: Any) -> pd.DataFrame:

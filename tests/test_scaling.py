@@ -203,3 +203,38 @@ def test_held_out_runs_of_one_size_are_scored_on_the_size_axis(sized_posterior):
     assert (
         scores.to_numpy().mean() > sized_posterior.log_likelihood(moved, max_draws=20).mean().mean()
     )
+
+
+def test_the_optimum_by_size_widens_beyond_the_fitted_sizes(tmp_path, sized_posterior):
+    """How the optimum moves with size: one row per size and domain, shares summing to one,
+    and the intervals of a 100x extrapolation wider than at the largest fitted size; the CLI
+    draws it (--plot) and a posterior without a size axis is refused with one clear error."""
+    from typer.testing import CliRunner
+
+    from bayesmix.cli import app
+    from bayesmix.errors import ArgumentError
+    from bayesmix.report import optimum_by_size
+
+    frame = optimum_by_size(sized_posterior, [1e8, 1e10])
+    assert len(frame) == 2 * len(DOMAINS)
+    width = (frame["hi"] - frame["lo"]).groupby(frame["model_size"]).sum()
+    assert width[1e10] > width[1e8], width
+    assert np.allclose(frame.groupby("model_size")["share"].sum(), 1.0)
+
+    path = sized_posterior.save(tmp_path / "sized.nc")
+    png = tmp_path / "by_size.png"
+    runner = CliRunner()
+    ok = runner.invoke(app, ["optimize", str(path), "--model-size", "1e10", "--plot", str(png)])
+    assert ok.exit_code == 0, ok.output
+    assert png.read_bytes()[:4] == b"\x89PNG" and "optimal share by model size" in ok.output
+
+    one = bm.Observations.from_frame(sized_runs(4)[lambda f: f["model_size"] == 1e8])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        flat = bm.fit(one, method="map")
+    with pytest.raises(ArgumentError, match="no model-size axis"):
+        optimum_by_size(flat, [1e9])
+    no_axis = runner.invoke(
+        app, ["optimize", str(flat.save(tmp_path / "flat.nc")), "--plot", str(png)]
+    )
+    assert no_axis.exit_code != 0 and "has no size axis" in no_axis.output
