@@ -105,16 +105,25 @@ def test_the_default_law_follows_the_data():
     frame = sized_runs(12)
     assert default_law(bm.Observations.from_frame(frame)) == "additive"
     one_size = frame[frame["model_size"] == 1e7].drop(columns="model_size")
-    # 12 runs of final losses, 4 domains: enough for the cross law (2 (M + 1) = 10)...
-    assert default_law(bm.Observations.from_frame(one_size)) == "bimix-cross"
-    # ... 6 are not, where every target has its own domain: the own-share law.
     few = one_size[one_size["run_id"].isin(one_size["run_id"].unique()[:6])]
-    assert default_law(bm.Observations.from_frame(few)) == "bimix"
+    # 6 runs of final losses, 4 domains (2 (M + 1) = 10 identify the cross law), each
+    # measured by its own target: the shrunk cross law.
+    assert default_law(bm.Observations.from_frame(few)) == "bimix-cross"
+    # A domain no target measures: the own-share law until the runs identify the cross law.
+    unmeasured = few[few["target"] != "wiki"]
+    assert default_law(bm.Observations.from_frame(unmeasured)) == "bimix"
+    more = one_size[one_size["target"] != "wiki"]
+    assert default_law(bm.Observations.from_frame(more)) == "bimix-cross"  # 12 runs
     # A target without a domain of its own needs the cross law, however few the runs.
-    other = few.assign(target=few["target"].replace("wiki", "lambada"))
+    other = unmeasured.assign(target=unmeasured["target"].replace("web", "lambada"))
     assert default_law(bm.Observations.from_frame(other)) == "bimix-cross"
     # A run's curve (several evaluations) identifies the cross law at few runs.
-    curves = pd.concat([few.assign(step=1000), few.assign(step=4000, value=few["value"] * 0.9)])
+    curves = pd.concat(
+        [
+            unmeasured.assign(step=1000),
+            unmeasured.assign(step=4000, value=unmeasured["value"] * 0.9),
+        ]
+    )
     assert default_law(bm.Observations.from_frame(curves)) == "bimix-cross"
     with pytest.raises(LawError, match="has no size axis"):
         bm.fit(bm.Observations.from_frame(frame), law="bimix-cross", method="map")

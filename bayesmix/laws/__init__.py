@@ -51,14 +51,17 @@ def default_law(obs: Any) -> str:
     - Runs of several model sizes: Shukor et al.'s additive law of mixture, size and tokens
       ("additive"), which predicted held-out RegMix 60M runs from 1M ones better than the
       cross law with a size axis ("cross-scaling"; studies/scaling_laws).
-    - Few runs of final losses only, where every target has its own training domain:
-      own-share BiMix ("bimix"). Below ``runs_to_identify`` distinct mixtures with one
-      evaluation per run the cross law can interpolate the runs, its noise scale collapses
-      onto the interpolation and its optimum follows the noise: a default study on the
-      RegMix landscape (17 domains, 18 runs) recommended mixtures of regret 0.14 by the
-      cross law, 0.06 by the own-share law (studies/study_defaults). A run's curve (several
-      evaluations) pins the noise where the mixtures cannot: at m + 1 runs of 4 evaluations
-      the cross law converged and beat every reference (studies/first_batch).
+    - Few runs of final losses only (below ``runs_to_identify`` distinct mixtures, one
+      evaluation per run) where some training domain has no target of its own and every
+      target has one: own-share BiMix ("bimix"). The cross law values a domain no target
+      measures only through its cross exponents, which so few runs cannot identify (its
+      M + 1 coefficients per target can pass through every run): on the RegMix landscape
+      (17 domains, 13 targets) its optimum at 18 runs gave such domains shares no run
+      supported and starved measured ones, regret 0.14 against 0.055 by the own-share law,
+      which keeps unmeasured domains at their lower bound (studies/study_defaults). Where
+      every domain is measured the shrunk cross law is right from m + 1 runs (7-domain cross
+      worlds: 0.011 against 0.052), and a run's curve (several evaluations) pins the noise
+      where the mixtures cannot (studies/first_batch).
     - Otherwise the cross-domain law under shrinkage ("bimix-cross"), which falls back to
       own-share BiMix where the data show no cross effect and is right on real cross-domain
       data where BiMix is not (DESIGN.md).
@@ -69,7 +72,9 @@ def default_law(obs: Any) -> str:
     distinct = len(np.unique(np.round(mixtures, 6), axis=0))
     curves = bool((obs.frame.groupby("run_id")["step"].nunique() > 1).any())
     every_target_owned = set(obs.targets) <= set(obs.target_domain)
-    if every_target_owned and not curves and distinct < runs_to_identify(mixtures.shape[1]):
+    unmeasured = set(obs.domains) - set(obs.target_domain.values())
+    few = not curves and distinct < runs_to_identify(mixtures.shape[1])
+    if few and every_target_owned and unmeasured:
         return "bimix"
     return "bimix-cross"
 
