@@ -81,7 +81,8 @@ class DomainOp:
 
     def describe(self) -> str:
         if self.kind == "add":
-            return f"add {self.name} ({self.tokens:.3g} tokens)"
+            # A warm start may add a domain whose token count the study does not know.
+            return f"add {self.name}" + (f" ({self.tokens:.3g} tokens)" if self.tokens else "")
         if self.kind == "remove":
             return f"remove {self.name}"
         if self.kind == "split":
@@ -152,6 +153,31 @@ class DomainUpdate:
         t = None if tokens is None else _count(tokens, f"revise {name!r}")
         return cls((DomainOp("revise", _name(name, "revise"), tokens=t),))
 
+    @classmethod
+    def between(
+        cls,
+        old: Sequence[str],
+        new: Sequence[str],
+        token_counts: Mapping[str, float] | None = None,
+    ) -> DomainUpdate:
+        """The update from the domains ``old`` to ``new`` by name: a name in both is the same
+        domain, the others are removed or added (``token_counts``: the added ones' counts,
+        where known). Empty when the names are the same: the identity, whose ``fates`` keep
+        every domain (``apply`` refuses it: a new version must change something)."""
+        counts = token_counts or {}
+        kept = set(old) & set(new)
+        removed = tuple(DomainOp("remove", _name(d, "remove")) for d in old if d not in kept)
+        added = tuple(
+            DomainOp(
+                "add",
+                _name(d, "add"),
+                tokens=_count(counts[d], f"add {d!r}") if counts.get(d) else None,
+            )
+            for d in new
+            if d not in kept
+        )
+        return cls(removed + added)
+
     def __add__(self, other: DomainUpdate) -> DomainUpdate:
         return DomainUpdate(self.ops + other.ops, self.note or other.note)
 
@@ -217,6 +243,7 @@ class DomainUpdate:
 
     def check(self, dset: DomainSet) -> None:
         """Raise DomainUpdateError if the update does not fit ``dset`` (nothing is built)."""
+        _not_empty(self)
         self._result(dset)
 
     def fates(self, dset: DomainSet) -> dict[str, tuple[Fate, tuple[str, ...]]]:
@@ -236,8 +263,6 @@ class DomainUpdate:
     def _result(
         self, dset: DomainSet
     ) -> tuple[list[str], dict[str, float], dict[str, tuple[Fate, tuple[str, ...]]]]:
-        if not self.ops:
-            raise DomainUpdateError("the update is empty: it has no operation")
         old = list(dset.domains)
         known = set(old)
         touched: dict[str, str] = {}
@@ -353,6 +378,11 @@ class DomainUpdate:
         return domains, counts, fates
 
 
+def _not_empty(update: DomainUpdate) -> None:
+    if not update.ops:
+        raise DomainUpdateError("the update is empty: it has no operation")
+
+
 def _items(specs: Iterable[str]) -> list[str]:
     out = []
     for spec in specs:
@@ -421,6 +451,7 @@ class DomainSet:
 
     def apply(self, update: DomainUpdate) -> DomainSet:
         """The next version; raises DomainUpdateError (and changes nothing) if malformed."""
+        _not_empty(update)
         domains, counts, _ = update._result(self)
         counts = {d: n for d, n in counts.items() if n > 0}
         entry = {"version": self.version + 1, "update": update.to_dict()}

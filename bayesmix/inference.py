@@ -272,6 +272,7 @@ class Laplace:
     def __init__(self, model: Callable[[], None], values: Mapping[str, Any]) -> None:
         self.model = model
         latent = {k: values[k] for k in latent_sites(model)}
+        self.mode = latent  # constrained values at the mode
         flat, self.unravel = ravel_pytree(unconstrain_fn(model, (), {}, latent))
         self.flat_map = np.asarray(flat)
         self.cov, self.positive_definite = _inverse_covariance(
@@ -495,6 +496,10 @@ def _nuts(
         init_params = jax.tree_util.tree_map(lambda v: v[0], init_params)
     kernel = NUTS(
         model,
+        # NumPyro traces the model once to find its transforms before the chains start from
+        # init_params; at its default random point the additive law's loss can be infinite,
+        # which a validating distribution refuses (a start-up crash, studies/size_simulation).
+        init_strategy=init_to_value(values=laplace.mode),
         target_accept_prob=target_accept,
         max_tree_depth=max_tree_depth,
         dense_mass=mass_matrix == "laplace",

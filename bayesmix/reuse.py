@@ -445,10 +445,13 @@ def warm_fit(
     old_observations: Observations | None = None,
     domain_set: DomainSet | None = None,
     settings: TransferSettings | None = None,
+    prior_only: bool = False,
     **fit_options: Any,
 ) -> Posterior:
     """Fit the law over the domain set after ``update``: the old posterior as prior, the old
     runs that map exactly in the likelihood, plus ``new_observations`` (runs over the new set).
+    ``update`` may be empty (``DomainUpdate.between`` two equal sets): every domain is then
+    unchanged.
 
     old_observations: the old posterior's real observations (default: ``old.observations``).
     Not used when ``old`` comes from ``transfer_posterior``: every one of its targets travels
@@ -458,7 +461,16 @@ def warm_fit(
     widened, nothing refitted.
     The result's ``info['prior_targets']`` lists the targets that took an informative prior,
     so that the next update does not count their runs twice.
+
+    prior_only: the old runs are another study's (a warm start, ``bayesmix.study``): with
+    ``new_observations``, no old row enters the likelihood and every old target travels in
+    the prior, widened by ``settings``, so that a setting that differs a little from the old
+    one (proxy, data) is not overruled by the old runs, and a later update carries them
+    through ``prior_targets``. Without new observations it changes nothing: the carried
+    posterior is the same.
     """
+    if new_observations is None and not update.ops:
+        return old  # nothing changes and nothing new: the old posterior is the answer
     if new_observations is None:
         # No run over the new set yet. A refit on the old runs alone would drop every target
         # the update touched (a revised or added domain has no row that maps exactly), and the
@@ -471,7 +483,7 @@ def warm_fit(
             )
         if all(op.kind == "revise" for op in update.ops):
             return revise_posterior(old, update, settings=settings, seed=seed)
-    if old.info.get("transferred"):
+    if old.info.get("transferred") or (prior_only and new_observations is not None):
         old_observations = None
     elif old_observations is None:
         old_observations = old.observations

@@ -32,9 +32,9 @@ def one_thread_per_library() -> None:
     """
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
-    os.environ.setdefault(
-        "XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-    )
+    # Only "--" flags: XLA stops reading at a bare token, which dropped the chain devices
+    # bayesmix.jax_setup appends (NUTS chains then ran one after another in every study).
+    os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
 
 
 def _git(*args: str) -> str:

@@ -106,9 +106,15 @@ def create_cmd(
         table.add_row(d, f"{count:,.0f}" if count else "-", f"{natural[d]:.3f}")
     console.print(table)
     cfg = study.config
+    warm = study.warm_start
+    first = cfg.proposer.first if warm is None else f"{cfg.proposer.name}, warm"
+    if warm is not None:
+        console.print(
+            f"warm start: {warm['source']} ({warm['law']}; {warm['describe']})", highlight=False
+        )
     console.print(
         f"budget {cfg.budget} runs in batches of {cfg.batch_size}; proposer {cfg.proposer.name} "
-        f"(first batch: {cfg.proposer.first}); law {cfg.fit.law_label} ({cfg.fit.method}); "
+        f"(first batch: {first}); law {cfg.fit.law_label} ({cfg.fit.method}); "
         f"trainer {cfg.proxy.trainer}; executor {cfg.executor.kind}; files in {study.workdir}",
         highlight=False,
     )

@@ -303,6 +303,56 @@ class ProposerConfig(_Section):
         return v
 
 
+class WarmStartConfig(_Section):
+    """Start the study from an earlier posterior instead of from nothing.
+
+    ``posterior``: a file written by ``Posterior.save`` (``bayesmix fit ... -o post.nc``, a
+    study's snapshot file) or a ``models/NAME`` folder (``study save-model``); a relative
+    path is read from the config file's folder. ``study``: a study in the same storage, whose
+    latest posterior snapshot is taken when this study is created. Give one of them.
+
+    The earlier posterior's domains may differ from this study's: a name in both is the same
+    domain, the others are removed or added (``DomainUpdate.between``), and
+    ``bayesmix.reuse`` carries the posterior over, as a domain update does. The first batch
+    then comes from ``proposer.name`` with that carried posterior (``proposer.first`` is not
+    used), and every fit takes the earlier posterior as its prior (``reuse.warm_fit``), in
+    its law unless ``fit.law`` names another. A domain update carries the study's latest
+    snapshot, the warm start included; one made before the first fit (or ask) has none to
+    carry, and its new version starts cold.
+    """
+
+    posterior: str | None = None
+    study: str | None = None
+
+    @field_validator("posterior")
+    @classmethod
+    def _path(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("posterior is empty: give the path of a saved posterior (.nc)")
+        return v
+
+    @field_validator("study")
+    @classmethod
+    def _study(cls, v: str | None) -> str | None:
+        if v is not None and not NAME.match(v):
+            raise ValueError(f"study {v!r} is not a study name")
+        return v
+
+    @model_validator(mode="after")
+    def _one(self) -> WarmStartConfig:
+        if (self.posterior is None) == (self.study is None):
+            raise ValueError(
+                "give one of posterior (a saved posterior file) or study (a study in the "
+                "same storage)"
+            )
+        return self
+
+    @property
+    def source(self) -> str:
+        """Where the posterior comes from, as messages name it."""
+        return f"posterior {self.posterior}" if self.posterior else f"study {self.study!r}"
+
+
 class ExecutorConfig(_Section):
     """Where runs execute: ``local`` processes or ``ray`` tasks; failure handling."""
 
@@ -328,7 +378,8 @@ class ExecutorConfig(_Section):
 
 
 class StudyConfig(_Section):
-    """One study: its data, runs, objective, law, proposer, budget and executor."""
+    """One study: its data, runs, objective, law, proposer, budget and executor, and
+    optionally the earlier posterior it starts from (``warm_start``, ``WarmStartConfig``)."""
 
     name: str
     seed: Annotated[int, Field(ge=0)] = 0
@@ -346,6 +397,7 @@ class StudyConfig(_Section):
     report: bool = True  # write the report when the budget is spent
     workdir: str | None = None  # runs, shards, posteriors, reports (default: beside the storage)
     store_posteriors: Literal["database", "files"] = "database"  # NetCDF bytes, or a path
+    warm_start: WarmStartConfig | None = None  # an earlier posterior to start from
 
     @field_validator("name")
     @classmethod
@@ -397,6 +449,10 @@ class StudyConfig(_Section):
                     f"proxy.law.{what} must give a value for each domain and only those "
                     f"({', '.join(names)})"
                 )
+        if self.warm_start is not None and self.warm_start.study == self.name:
+            raise ValueError(
+                f"warm_start.study: study {self.name!r} cannot start from its own posterior"
+            )
         if self.constraints.target_tokens is not None and self.proxy.trainer == "law":
             missing = [d for d in names or [] if d not in self.data.token_counts]
             if missing:
@@ -544,4 +600,9 @@ def _resolve_paths(cfg: StudyConfig, base: Path) -> StudyConfig:
         size = absolute(size)
     proxy = cfg.proxy.model_copy(update={"size": size})
     workdir = absolute(cfg.workdir) if cfg.workdir else None
-    return cfg.model_copy(update={"data": data, "proxy": proxy, "workdir": workdir})
+    warm = cfg.warm_start
+    if warm is not None and warm.posterior:
+        warm = warm.model_copy(update={"posterior": absolute(warm.posterior)})
+    return cfg.model_copy(
+        update={"data": data, "proxy": proxy, "workdir": workdir, "warm_start": warm}
+    )

@@ -184,10 +184,12 @@ def _next_batch(
     # The last batch may be smaller; with run lengths, q is its compute in target-length runs.
     q = min(q, math.ceil(budget - spent(runs, cfg) - 1e-9))
     fit = None
-    if not first and cfg.needs_posterior and study.counts()["completed"]:
+    # A warm-started study has a posterior before its first run (the earlier one, carried).
+    ready = bool(study.counts()["completed"]) or study.starts_warm
+    if cfg.needs_posterior and ready:
         fit = _fit(study, bar, progress, say)
     runs = study.ask(q, fit)
-    proposer = cfg.proposer.first if first or not study.counts()["completed"] else cfg.proposer.name
+    proposer = cfg.proposer.name if ready else cfg.proposer.first
     say(f"proposal {runs[0].proposal if runs else '?'}: {len(runs)} run(s) from {proposer}")
     return fit or last_fit
 
@@ -198,6 +200,9 @@ def _fit(
     cfg = study.config.fit
     n = study.counts()["completed"]
     label = f"fitting {cfg.law_label} ({cfg.method}) on {n} run(s)" + (" (final)" if final else "")
+    warm = study.warm_start if not n else None
+    if warm is not None:
+        label = f"warm start: carrying the posterior of {warm['source']} over to the study"
     started = time.perf_counter()
     if progress and bar.live.is_started:
         bar.stop()  # NUTS draws its own progress bar

@@ -369,13 +369,23 @@ class Storage:
         domains: list[str],
         token_counts: dict[str, float],
         shards: str | None,
+        warm_start: dict[str, Any] | None = None,
     ) -> StudyRecord:
+        """Store a new study and its domain set (version 1); ``warm_start``: where its prior
+        comes from (``Study.create``), stored in the same transaction."""
         now = time.time()
         try:
             with self.session() as s:
                 row = StudyRow(name=name, config=config, created_at=now)
                 s.add(row)
                 s.flush()
+                if warm_start is not None:
+                    s.add(
+                        MetaRow(
+                            key=f"warm_start:{row.id}",
+                            value=json.dumps(warm_start, default=_json_default),
+                        )
+                    )
                 s.add(
                     DomainSetRow(
                         study_id=row.id,
@@ -490,6 +500,12 @@ class Storage:
         with self.session() as s:
             rows = s.scalars(select(MetaRow).where(MetaRow.key.startswith(prefix))).all()
             return {int(r.key[len(prefix) :]): json.loads(r.value) for r in rows}
+
+    def warm_start(self, study_id: int) -> dict[str, Any] | None:
+        """Where a study's warm start comes from (``Study.create``); None without one."""
+        with self.session() as s:
+            row = s.get(MetaRow, f"warm_start:{study_id}")
+            return None if row is None else json.loads(row.value)
 
     def run_versions(self, study_id: int) -> dict[str, int]:
         """Run name -> the version of the domain set it was proposed over."""

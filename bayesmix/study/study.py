@@ -15,13 +15,14 @@ only what it had not yet told.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 import time
 import uuid
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +34,7 @@ from bayesmix.domains import shown
 from bayesmix.errors import BayesMixError
 from bayesmix.laws import default_law, get_law
 from bayesmix.observations import Observations, ObservationsError
+from bayesmix.proposers.registry import POSTERIOR_FREE
 from bayesmix.study.config import (
     ConfigError,
     StudyConfig,
@@ -131,9 +133,18 @@ class Study:
         cfg = cfg.model_copy(update={"workdir": str(workdir.resolve())})
         workdir.mkdir(parents=True, exist_ok=True)
         data = prepare_domains(cfg, workdir, progress)
-        _check_domains(cfg, data.domains)
-        _check_feasible(cfg, data.domains, data.token_counts)
-        store.create_study(cfg.name, stored.to_json(), data.domains, data.token_counts, data.shards)
+        domains, warm = list(data.domains), None
+        if cfg.warm_start is not None:
+            warm, domains = _resolve_warm_start(cfg, store, domains, data.token_counts)
+            if cfg.data.domains:  # the stored config lists them as the study does
+                stored = stored.model_copy(
+                    update={"data": stored.data.model_copy(update={"domains": domains})}
+                )
+        _check_domains(cfg, domains)
+        _check_feasible(cfg, domains, data.token_counts)
+        store.create_study(
+            cfg.name, stored.to_json(), domains, data.token_counts, data.shards, warm
+        )
         return cls(store, cfg.name)
 
     @classmethod
@@ -162,6 +173,19 @@ class Study:
     @property
     def workdir(self) -> Path:
         return Path(self.config.workdir or ".")
+
+    @property
+    def warm_start(self) -> dict[str, Any] | None:
+        """Where the study's warm start comes from (config ``warm_start``, resolved when the
+        study was created: ``source``, ``path`` or ``snapshot``, ``law``, ``update``); None
+        without one."""
+        return self.storage.warm_start(self.id)
+
+    @property
+    def starts_warm(self) -> bool:
+        """Whether the study has a posterior before its first run: a warm start, and no
+        domain update since (an update carries the study's own snapshot instead)."""
+        return self.domain_set.version == 1 and self.warm_start is not None
 
     def natural(self) -> dict[str, float]:
         return self.domain_set.natural
@@ -391,13 +415,15 @@ class Study:
 
         Before any observation the first-batch design (``proposer.first``) proposes; after,
         ``proposer.name`` does, with ``posterior`` (a Posterior, or the Fit that ``fit``
-        returns, which also links the proposal to its snapshot). ``candidates``: a pool of
-        mixtures (``r:<domain>`` columns); every proposal is then one of its rows. The
-        proposal's seed depends only on the study's seed and the proposal's number: the same
-        study gives the same proposals. ``seed`` overrides that proposal seed (a benchmark
-        that seeds every proposal of a trajectory alike). Every run proposed lies at least
-        ``proposer.options.min_distance`` (L1, default 0.02; 0 allows repeats) from the
-        study's other runs.
+        returns, which also links the proposal to its snapshot). A warm-started study
+        (config ``warm_start``) uses ``proposer.name`` from its first batch on, with the
+        carried posterior (``fit`` before any run) when ``posterior`` is None.
+        ``candidates``: a pool of mixtures (``r:<domain>`` columns); every proposal is then
+        one of its rows. The proposal's seed depends only on the study's seed and the
+        proposal's number: the same study gives the same proposals. ``seed`` overrides that
+        proposal seed (a benchmark that seeds every proposal of a trajectory alike). Every
+        run proposed lies at least ``proposer.options.min_distance`` (L1, default 0.02; 0
+        allows repeats) from the study's other runs.
         """
         from bayesmix.acquisition.base import MIN_DISTANCE
         from bayesmix.proposers import ProposalContext, ProposalError, get_proposer
@@ -412,7 +438,14 @@ class Study:
         cfg = self.config
         number = len(self.storage.proposals(self.id)) + 1
         obs = self.observations() if self.counts()["completed"] else None
-        name = cfg.proposer.name if obs is not None else cfg.proposer.first
+        # A warm start has its posterior before any run: the study's own proposer uses it
+        # from the first batch on, so that the first runs already aim at the carried optimum
+        # and at the domains it is unsure of, instead of the posterior-free design.
+        warm_first = obs is None and self.starts_warm
+        name = cfg.proposer.name if obs is not None or warm_first else cfg.proposer.first
+        if warm_first and posterior is None and name not in POSTERIOR_FREE:
+            carried = self.fit()
+            posterior, snapshot = carried.posterior, carried.snapshot
         if name == "bayesmix" and posterior is None:
             raise StudyError(
                 "proposer 'bayesmix' needs the posterior: study.ask(q, posterior=study.fit())"
@@ -539,15 +572,22 @@ class Study:
         obs = self.observations()
         version = self.domain_set.version
         # After an update, no old run may map exactly (a revised domain every run trained
-        # on), yet the posterior the update carried still holds what the study knew.
-        if obs is None and (version == 1 or not self.counts()["completed"]):
+        # on), yet the posterior the update carried still holds what the study knew; a warm
+        # start has its carried posterior before the first run.
+        if (
+            obs is None
+            and not self.starts_warm
+            and (version == 1 or not self.counts()["completed"])
+        ):
             raise StudyError(f"study {self.name!r} has no completed run to fit")
         cfg = self.config.fit
         names = list(obs.run_ids) if obs is not None else []
         key = runs_key(names if version == 1 else [*names, f"@domain-set-v{version}"])
         # Unnamed, the law follows the runs (``laws.default_law``); a carried posterior with no
-        # run mapped keeps its own.
-        law = cfg.law or (default_law(obs) if obs is not None else None)
+        # run mapped keeps its own, and so does a warm start (its prior is that law's).
+        warm = self.warm_start
+        law = cfg.law or (warm["law"] if warm else None)
+        law = law or (default_law(obs) if obs is not None else None)
         found = self.storage.find_posterior(self.id, key, law, cfg.method)
         if found is not None:
             return Fit(self.load_posterior(found.id), found.id, True)
@@ -580,7 +620,10 @@ class Study:
         started = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            warm = self._warm_fit(progress, law) if version > 1 else None
+            if version > 1:
+                warm = self._warm_fit(progress, law)
+            else:
+                warm = self._warm_start_fit(obs, progress, law)
             if warm is None and obs is None:
                 raise StudyError(
                     f"study {self.name!r}: no completed run maps onto the updated domain set "
@@ -620,7 +663,7 @@ class Study:
         """After a domain update: the fit warm-started from the posterior the update recorded
         (``bayesmix.reuse.warm_fit``); None when the update recorded no prior."""
         from bayesmix.domains import DomainSet, DomainUpdate
-        from bayesmix.reuse import load_model, warm_fit
+        from bayesmix.reuse import load_model
 
         version = self.domain_set.version
         rec = self.storage.domain_updates(self.id).get(version)
@@ -647,22 +690,92 @@ class Study:
             old_obs = old_obs.select(metric=metric) if old_obs is not None else None
             if old_obs is None:
                 old_obs = old.observations
+        return self._carried_fit(
+            "after the update",
+            old,
+            update,
+            new_obs,
+            law,
+            progress,
+            old_observations=old_obs,
+            domain_set=ds,
+        )
+
+    def _carried_fit(
+        self,
+        what: str,
+        old: Posterior,
+        update: Any,
+        obs: Observations | None,
+        law: str | None,
+        progress: bool,
+        **carry: Any,
+    ) -> Posterior:
+        """``bayesmix.reuse.warm_fit`` with the study's fit settings (``carry``: how the old
+        posterior travels), its errors as the study's."""
+        from bayesmix.reuse import warm_fit
+
         cfg = self.config.fit
         try:
             return warm_fit(
                 old,
                 update,
-                new_obs,
-                old_observations=old_obs,
-                domain_set=ds,
-                **({"law": law} if law else {}),  # else the old posterior's
+                obs,
+                law=law or old.law,
                 seed=self.config.seed,
                 method=cfg.method,
                 progress=progress,
+                **carry,
                 **cfg.options,
             )
         except ValueError as exc:
-            raise StudyError(f"study {self.name!r}: warm start after the update: {exc}") from None
+            raise StudyError(f"study {self.name!r}: warm start {what}: {exc}") from None
+
+    def _warm_start_fit(
+        self, obs: Observations | None, progress: bool, law: str | None
+    ) -> Posterior | None:
+        """A warm-started study's fit (``bayesmix.reuse.warm_fit``): its runs, with the
+        earlier posterior carried over the update ``Study.create`` recorded as their prior;
+        before any run, the carried posterior itself. None without a warm start."""
+        from bayesmix.domains import DomainSet, DomainUpdate
+
+        rec = self.warm_start
+        if rec is None:
+            return None
+        old = self._warm_start_posterior(rec)
+        return self._carried_fit(
+            f"from {rec['source']}",
+            old,
+            DomainUpdate.from_dict(rec["update"]),
+            obs,
+            law,
+            progress,
+            domain_set=DomainSet.create(list(old.domains)),
+            # The earlier runs are another study's: they reach this one's fits as a
+            # (widened) prior, never as rows, so that a later domain update carries them
+            # along with the study's snapshot.
+            prior_only=True,
+        )
+
+    def _warm_start_posterior(self, rec: Mapping[str, Any]) -> Posterior:
+        """The earlier posterior a warm start names, its run ids prefixed with ``prior:`` so
+        that they never collide with this study's (r0001...)."""
+        if rec.get("path"):
+            path = Path(rec["path"])
+            if not path.is_file():
+                raise StudyError(
+                    f"study {self.name!r}: its warm-start posterior {path} is gone; put it "
+                    "back to fit the study"
+                )
+            if _sha256(path) != rec["sha256"]:
+                raise StudyError(
+                    f"study {self.name!r}: its warm-start posterior {path} changed since the "
+                    "study was created; put the original back (or create a new study from it)"
+                )
+            post = _read_posterior(path)
+        else:
+            post = _snapshot_posterior(self.storage, int(rec["snapshot"]))
+        return _prefixed_runs(post, WARM_PREFIX)
 
     def _posterior_payload(self, post: Posterior, key: str) -> tuple[bytes | None, str | None]:
         if self.config.store_posteriors == "files":
@@ -677,15 +790,7 @@ class Study:
             return path.read_bytes(), None
 
     def load_posterior(self, snapshot: int) -> Posterior:
-        import bayesmix as bm
-
-        data, path = self.storage.posterior_bytes(snapshot)
-        if path is not None:
-            return bm.Posterior.load(path)
-        with tempfile.TemporaryDirectory() as tmp:
-            f = Path(tmp) / "posterior.nc"
-            f.write_bytes(data or b"")
-            return bm.Posterior.load(f)
+        return _snapshot_posterior(self.storage, snapshot)
 
     def latest_posterior(self) -> tuple[Posterior, int] | None:
         snaps = self.storage.posteriors(self.id)
@@ -725,6 +830,120 @@ class Study:
 
 # ------------------------------------------------------------------------------ helpers
 LEASE_POLL_SECONDS = 0.5
+WARM_PREFIX = "prior:"  # a warm start's runs, in its posterior's observations
+
+
+def _snapshot_posterior(storage: StudyStorage, snapshot: int) -> Posterior:
+    """A stored posterior snapshot (of any study in ``storage``)."""
+    data, path = storage.posterior_bytes(snapshot)
+    if path is not None:
+        return _read_posterior(Path(path))
+    with tempfile.TemporaryDirectory() as tmp:
+        f = Path(tmp) / "posterior.nc"
+        f.write_bytes(data or b"")
+        return _read_posterior(f)
+
+
+def _read_posterior(path: Path) -> Posterior:
+    from bayesmix.posterior import Posterior
+
+    return Posterior.load(path)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _prefixed_runs(post: Posterior, prefix: str) -> Posterior:
+    """``post`` with ``prefix`` before every run id of its observations (a renaming: the
+    draws do not depend on the names)."""
+    obs = post.observations
+    frame = obs.frame.copy()
+    frame["run_id"] = prefix + frame["run_id"].astype(str)
+    return replace(post, observations=Observations.from_frame(frame, obs.target_domain))
+
+
+def _resolve_warm_start(
+    cfg: StudyConfig, store: StudyStorage, domains: list[str], token_counts: dict[str, float]
+) -> tuple[dict[str, Any], list[str]]:
+    """What ``Study.create`` stores of a config's ``warm_start``, and the study's domains in
+    the order of the posterior carried over (the earlier posterior's domains, then the added
+    ones: a proposal's posterior lists its domains as the study does).
+
+    Every problem is one ConfigError that names it, raised before anything is stored: a
+    missing or unreadable file, an unknown study or one without a posterior, a posterior
+    of another metric, without spread, or with no domain in common with the study."""
+    from bayesmix.domains import DomainSet, DomainUpdate
+    from bayesmix.reuse import load_model, prior_from_posterior
+
+    ws = cfg.warm_start
+    assert ws is not None
+    where = f"{cfg.name}: warm_start"
+    record: dict[str, Any] = {"source": ws.source}
+    if ws.posterior:
+        try:
+            post = load_model(ws.posterior)
+        except FileNotFoundError:
+            raise ConfigError(
+                f"{where}.posterior: {ws.posterior}: no such file (a posterior saved by "
+                "`bayesmix fit -o`, Posterior.save or `study save-model`)"
+            ) from None
+        except (ValueError, OSError) as exc:  # not a posterior file, or unreadable
+            raise ConfigError(f"{where}.posterior: {exc}") from None
+        file = Path(post.info["_loaded_from"]).resolve()
+        record |= {"path": str(file), "sha256": _sha256(file)}
+        where += ".posterior"
+    else:
+        source = next((s for s in store.studies() if s.name == ws.study), None)
+        if source is None:
+            known = ", ".join(s.name for s in store.studies()) or "none"
+            raise ConfigError(
+                f"{where}.study: no study named {ws.study!r} in {store.safe_url} "
+                f"(studies there: {known})"
+            )
+        snaps = store.posteriors(source.id)
+        if not snaps:
+            raise ConfigError(
+                f"{where}.study: study {ws.study!r} has no posterior yet: run or fit it first"
+            )
+        try:
+            post = _snapshot_posterior(store, snaps[-1].id)
+        except (ValueError, OSError) as exc:  # a snapshot file moved or damaged
+            raise ConfigError(
+                f"{where}.study: the latest posterior of study {ws.study!r} cannot be read: {exc}"
+            ) from None
+        record |= {"study": ws.study, "snapshot": snaps[-1].id}
+        where += ".study"
+    metric = cfg.objective.metric
+    if metric not in post.observations.metrics:
+        raise ConfigError(
+            f"{where}: the posterior is of metric {', '.join(post.observations.metrics)}, "
+            f"the study's objective of {metric!r}"
+        )
+    if post.num_draws < 2:
+        raise ConfigError(
+            f"{where}: a posterior of {post.num_draws} draw ({post.method}) has no spread to "
+            "start from; fit it with method nuts or laplace"
+        )
+    if not set(post.domains) & set(domains):
+        raise ConfigError(
+            f"{where}: the posterior's domains ({', '.join(post.domains)}) share none with "
+            f"the study's ({', '.join(domains)}): there is nothing to carry over"
+        )
+    update = DomainUpdate.between(post.domains, domains, token_counts)
+    old = DomainSet.create(list(post.domains))
+    ordered = list(old.apply(update).domains) if update.ops else list(post.domains)
+    try:  # what reuse would refuse at the first fit is refused now
+        prior_from_posterior(post, update, targets=ordered, domain_set=old)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: cannot carry the posterior over: {exc}") from None
+    record |= {
+        "law": post.law,
+        "from_domains": list(post.domains),
+        "update": update.to_dict(),
+        "describe": update.describe() if update.ops else "same domains",
+    }
+    return record, ordered
 
 
 def _lease_renewal(storage: StudyStorage, key: str, holder: str, interval: float) -> Repeating:
