@@ -404,6 +404,7 @@ def test_nuts_draws_no_bar_per_chain(monkeypatch, capsys):
         unravel=lambda v: {"x": v[0]},
         cov=np.eye(1),
         positive_definite=True,
+        mode={"x": 0.0},
     )
     monkeypatch.setattr(inference, "MCMC", FakeMCMC)
     key = jax.random.PRNGKey(0)
