@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 from pydantic import ValidationError
 
-from bayesmix.domains import shown
+from bayesmix.domains import DomainSet, DomainUpdate, DomainUpdateError, shown
 from bayesmix.errors import BayesMixError
 from bayesmix.laws import default_law, get_law
 from bayesmix.observations import Observations, ObservationsError
@@ -286,7 +286,6 @@ class Study:
         domain the mean of the old ones), unless ``law_values`` gives them:
         ``{"code_rust": {"alpha": 0.15, "loss": 2.4}}``.
         """
-        from bayesmix.domains import DomainSet, DomainUpdate, DomainUpdateError
 
         if not isinstance(update, DomainUpdate):
             raise StudyError(f"update must be a DomainUpdate, got {type(update).__name__}")
@@ -362,7 +361,6 @@ class Study:
     def _across_versions(self, frame: pd.DataFrame, upto: int) -> Observations | None:
         """Completed runs of versions <= ``upto``, mapped onto version ``upto`` where exact
         (``bayesmix.reuse.map_observations``); None when none maps."""
-        from bayesmix.domains import DomainSet, DomainUpdate
         from bayesmix.reuse import map_observations
 
         sets = {d.version: d for d in self.storage.domain_sets(self.id)}
@@ -662,7 +660,6 @@ class Study:
     def _warm_fit(self, progress: bool, law: str | None) -> Posterior | None:
         """After a domain update: the fit warm-started from the posterior the update recorded
         (``bayesmix.reuse.warm_fit``); None when the update recorded no prior."""
-        from bayesmix.domains import DomainSet, DomainUpdate
         from bayesmix.reuse import load_model
 
         version = self.domain_set.version
@@ -737,7 +734,6 @@ class Study:
         """A warm-started study's fit (``bayesmix.reuse.warm_fit``): its runs, with the
         earlier posterior carried over the update ``Study.create`` recorded as their prior;
         before any run, the carried posterior itself. None without a warm start."""
-        from bayesmix.domains import DomainSet, DomainUpdate
 
         rec = self.warm_start
         if rec is None:
@@ -873,7 +869,6 @@ def _resolve_warm_start(
     Every problem is one ConfigError that names it, raised before anything is stored: a
     missing or unreadable file, an unknown study or one without a posterior, a posterior
     of another metric, without spread, or with no domain in common with the study."""
-    from bayesmix.domains import DomainSet, DomainUpdate
     from bayesmix.reuse import load_model, prior_from_posterior
 
     ws = cfg.warm_start
