@@ -46,6 +46,7 @@ from bayesmix.laws import (
     LawSettings,
     Prior,
     default_law,
+    distinct_mixtures,
     get_law,
     runs_to_identify,
 )
@@ -329,7 +330,7 @@ def interpolation_risk(law: Law, r: np.ndarray) -> str | None:
     """
     if law.own_share:
         return None
-    runs = len(np.unique(np.round(r, 6), axis=0))
+    runs = distinct_mixtures(r)
     m = r.shape[1]
     needed = runs_to_identify(m)
     if runs >= needed:

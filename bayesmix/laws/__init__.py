@@ -39,6 +39,11 @@ _NOISES = {
 NOISE_NAMES = tuple(_NOISES)
 
 
+def distinct_mixtures(r: np.ndarray) -> int:
+    """How many different mixtures the rows of ``r`` (runs x domains) hold, to 1e-6."""
+    return len(np.unique(np.round(r, 6), axis=0))
+
+
 def runs_to_identify(n_domains: int) -> int:
     """Distinct mixtures a law with an exponent per domain for every target needs before it
     cannot pass through every run: twice its M + 1 coefficients per target."""
@@ -69,7 +74,7 @@ def default_law(obs: Any) -> str:
     if obs.has_sizes:
         return "additive"
     mixtures = obs.mixtures().to_numpy(dtype=float)
-    distinct = len(np.unique(np.round(mixtures, 6), axis=0))
+    distinct = distinct_mixtures(mixtures)
     curves = bool((obs.frame.groupby("run_id")["step"].nunique() > 1).any())
     every_target_owned = set(obs.targets) <= set(obs.target_domain)
     unmeasured = set(obs.domains) - set(obs.target_domain.values())
@@ -121,6 +126,7 @@ __all__ = [
     "LAW_NAMES",
     "NOISE_NAMES",
     "default_law",
+    "distinct_mixtures",
     "runs_to_identify",
     "get_law",
     "get_noise",

@@ -31,7 +31,7 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
-from bayesmix.laws import formulas, get_noise
+from bayesmix.laws import distinct_mixtures, formulas, get_noise
 from bayesmix.laws.base import LawData, LawError, LawSettings, Prior
 from bayesmix.laws.blocks import (
     STEP_SITES,
@@ -51,7 +51,7 @@ CROSS_TAU_SCALE = 0.1  # prior scale of the targets' deviations from the shared 
 
 
 def check_distinct_mixtures(data: LawData, law: str) -> None:
-    if len(np.unique(np.round(data.r, 6), axis=0)) < 2:
+    if distinct_mixtures(data.r) < 2:
         raise LawError(f"law {law!r} needs at least two distinct mixtures to identify exponents")
 
 

@@ -220,8 +220,7 @@ class ConstraintsConfig(_Section):
 class FitConfig(_Section):
     """The law fitted to the study's observations (``bayesmix.fit``)."""
 
-    # None: ``laws.default_law`` of the runs at each fit (own-share BiMix while final losses
-    # of few mixtures leave the cross law unidentified, the cross law after).
+    # None: ``laws.default_law`` of the runs, decided again at each fit.
     law: LawName | None = None
     method: Literal["nuts", "laplace", "svi"] = "nuts"
     options: dict[str, Any] = Field(default_factory=dict)  # e.g. num_warmup, num_samples
