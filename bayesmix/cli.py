@@ -430,6 +430,25 @@ def propose_cmd(
             "(steps), spending the compute of q target-length runs",
         ),
     ] = None,
+    model_size: Annotated[
+        float | None,
+        typer.Option("--model-size", help="parameters of the model whose optimum the runs inform"),
+    ] = None,
+    model_sizes: Annotated[
+        str | None,
+        typer.Option(
+            "--model-sizes",
+            help="e.g. 1e6,6e7: let optimum-variance choose each run's model size, "
+            "pricing runs at 6 N D FLOPs (a law with a size axis)",
+        ),
+    ] = None,
+    tokens: Annotated[
+        float | None,
+        typer.Option(help="tokens each run trains (with --model-sizes, a law without steps)"),
+    ] = None,
+    flops: Annotated[
+        float | None, typer.Option(help="the batch's budget in FLOPs (with --model-sizes)")
+    ] = None,
     average_laws: AverageLawsOption = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="write the batch as CSV")] = None,
 ) -> None:
@@ -446,7 +465,8 @@ def propose_cmd(
     try:
         post = bm.Posterior.load(posterior)
         post.check_usable()
-        lengths = parse_run_lengths(run_lengths)
+        lengths = parse_numbers(run_lengths, "--run-lengths", "numbers of steps")
+        sizes = parse_numbers(model_sizes, "--model-sizes", "parameter counts")
         if average_laws is not None:
             post = average_of_laws(post, average_laws, seed)
         with warnings.catch_warnings(record=True) as caught:
@@ -460,6 +480,10 @@ def propose_cmd(
                 constraints=cons,
                 seed=seed,
                 run_lengths=lengths,
+                model_size=model_size,
+                model_sizes=sizes,
+                tokens=tokens,
+                flops=flops,
             )
     except USER_ERRORS as exc:
         fail(str(exc))
@@ -477,6 +501,12 @@ def propose_cmd(
     if "steps" in batch:
         lengths_text = "  ".join(f"run {i + 1}: {s:g}" for i, s in enumerate(batch["steps"]))
         console.print(f"run lengths (steps): {lengths_text}")
+    if "model_size" in batch:
+        sizes_text = "  ".join(
+            f"run {i + 1}: {n:.3g} ({c:.3g} FLOPs)"
+            for i, (n, c) in enumerate(zip(batch["model_size"], batch["flops"], strict=True))
+        )
+        console.print(f"model sizes (parameters): {sizes_text}")
     if out is not None:
         batch.to_csv(out, index=False)
         console.print(f"proposals written to {out}")
@@ -556,16 +586,14 @@ def say(line: str) -> None:
     err.print(escape(line), highlight=False, soft_wrap=True)
 
 
-def parse_run_lengths(text: str | None) -> list[float] | None:
+def parse_numbers(text: str | None, flag: str, what: str) -> list[float] | None:
     """ "2500,5000,10000" -> [2500.0, 5000.0, 10000.0]; one clear error for anything else."""
     if text is None:
         return None
     try:
         return [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise ArgumentError(
-            f"--run-lengths must be comma-separated numbers of steps, got {text!r}"
-        ) from None
+        raise ArgumentError(f"{flag} must be comma-separated {what}, got {text!r}") from None
 
 
 def read_token_counts(path: Path) -> dict[str, float]:

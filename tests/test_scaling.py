@@ -167,6 +167,8 @@ def test_a_posterior_of_one_size_refuses_another(sized_posterior):
         post.predict(mixtures, model_size=1e9)
     with pytest.raises(ValueError, match="positive parameter count"):
         sized_posterior.predict(mixtures, model_size=-5)
+    with pytest.raises(bm.ProposalError, match="model-size axis"):
+        bm.propose(post, 2, model_sizes=[1e7], tokens=1e9, max_draws=16)
 
 
 def test_cli_optimizes_for_a_model_size(tmp_path, sized_posterior):
@@ -247,3 +249,51 @@ def test_the_optimum_by_size_widens_beyond_the_fitted_sizes(tmp_path, sized_post
         app, ["optimize", str(flat.save(tmp_path / "flat.nc")), "--plot", str(png)]
     )
     assert no_axis.exit_code != 0 and "has no size axis" in no_axis.output
+
+
+def test_proposals_choose_the_model_size_within_a_budget_of_flops(sized_posterior):
+    """Each run costs 6 N D; the batch spends at most q runs of the largest size offered,
+    every run at a size offered and apart from the others."""
+    props = bm.propose(
+        sized_posterior, 2, model_size=1e9, model_sizes=[1e7, 1e8], tokens=2e9, max_draws=16
+    )
+    assert set(props["model_size"]) <= {1e7, 1e8}
+    np.testing.assert_allclose(props["flops"], 6 * props["model_size"] * 2e9)
+    assert props["flops"].sum() <= 2 * 6 * 1e8 * 2e9 * (1 + 1e-9)
+    r = props.filter(like="r:").to_numpy()
+    gaps = np.abs(r[:, None] - r[None]).sum(-1) + 9 * np.eye(len(r))
+    assert gaps.min() >= 0.02
+
+
+def test_cli_proposes_runs_of_one_offered_size(tmp_path, sized_posterior):
+    from typer.testing import CliRunner
+
+    from bayesmix.cli import app
+
+    path = sized_posterior.save(tmp_path / "sized.nc")
+    out = tmp_path / "batch.csv"
+    args = ["propose", str(path), "--q", "2", "--model-size", "1e9", "--tokens", "2e9"]
+    ok = CliRunner().invoke(app, [*args, "--model-sizes", "1e8", "-o", str(out)])
+    assert ok.exit_code == 0, ok.output
+    assert "model sizes (parameters): run 1: 1e+08 (1.2e+18 FLOPs)" in ok.output
+    assert list(pd.read_csv(out)["model_size"]) == [1e8] * 2
+    bad = CliRunner().invoke(app, [*args, "--model-sizes", "big"])
+    assert bad.exit_code != 0 and "--model-sizes must be comma-separated parameter counts" in (
+        bad.output
+    )
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"model_sizes": [1e7]}, "tokens each run trains must be given"),
+        ({"model_sizes": [-1e7], "tokens": 1e9}, "positive parameter counts"),
+        ({"model_sizes": [1e7], "tokens": 1e9, "flops": 1.0}, "buys no run"),
+        ({"model_sizes": [1e7], "tokens": 1e9, "acquisition": "qlognei"}, "optimum-variance"),
+        ({"model_sizes": [1e7], "tokens": 1e9, "max_runs": 1}, "max_runs must be an integer"),
+    ],
+    ids=["no-tokens", "negative-size", "tiny-budget", "acquisition", "max-runs"],
+)
+def test_bad_model_size_options_each_say_one_clear_thing(sized_posterior, options, message):
+    with pytest.raises(bm.ProposalError, match=message):
+        bm.propose(sized_posterior, 2, max_draws=16, **options)

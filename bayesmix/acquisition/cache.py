@@ -60,11 +60,12 @@ def posterior_optimum(
     *,
     ci: float = 0.9,
     strict: bool = False,
+    model_size: float | None = None,
 ) -> Any:
     """``posterior.optimal_mixture(...)``, computed once per posterior and settings."""
     return OPTIMA.get(
         posterior,
-        settings_key(weights, step, constraints, max_draws, ci, strict),
+        settings_key(weights, step, constraints, max_draws, ci, strict, model_size),
         lambda: posterior.optimal_mixture(
             weights=weights,
             step=step,
@@ -72,5 +73,6 @@ def posterior_optimum(
             ci=ci,
             max_draws=max_draws,
             strict=strict,
+            model_size=model_size,
         ),
     )

@@ -69,21 +69,30 @@ class qOptimumVarianceReduction(AcquisitionFunction):
         self.register_buffer("optima_c", centred / np.sqrt(model.ensemble_size))
         self.register_buffer("noise", noise.to(DTYPE).clamp_min(1e-4))
         self.variance_now = float((self.optima_c**2).sum())
-        # Steps at which a scored run is observed (None: the target step); cost-aware
-        # proposals set them per run length.
+        # Steps at which a scored run is observed (None: the target step) and its model size
+        # (None: the target size); cost-aware proposals set them per run length and size.
         self.checkpoints: tuple[float | None, ...] = (None,)
+        self.run_size: float | None = None
         d = model.ensemble_size
         self.extra_gram = torch.zeros(d, d, dtype=DTYPE)  # runs added with other checkpoints
         self.set_X_pending(X_pending)
 
-    def features(self, X: Tensor, checkpoints: Sequence[float | None] | None = None) -> Tensor:
+    def features(
+        self,
+        X: Tensor,
+        checkpoints: Sequence[float | None] | None = None,
+        model_size: float | None = None,
+    ) -> Tensor:
         """Z for a batch X (b x q x M): b x D x (q T c), the member-centred log losses the
         runs would show at each of their c checkpoints (None: the target step), over
-        sigma_t sqrt(D)."""
-        steps = self.checkpoints if checkpoints is None else tuple(checkpoints)
+        sigma_t sqrt(D). Without arguments: this function's own checkpoints and run size."""
+        if checkpoints is None:
+            checkpoints, model_size = self.checkpoints, self.run_size
         b, q, m = X.shape
         flat = X.reshape(-1, m)
-        log_f = torch.stack([self.model.log_loss(flat, step=s) for s in steps], -1)
+        log_f = torch.stack(
+            [self.model.log_loss(flat, step=s, model_size=model_size) for s in checkpoints], -1
+        )
         d = log_f.shape[0]  # log_f: D x bq x T x c
         z = (log_f - log_f.mean(0)) / (self.noise[:, None] * np.sqrt(d))
         return z.reshape(d, b, -1).transpose(0, 1)
@@ -93,17 +102,23 @@ class qOptimumVarianceReduction(AcquisitionFunction):
         self.X_pending = None if X_pending is None else X_pending.detach()
         self.pending_gram = self.extra_gram
         if X_pending is not None:
-            self.pending_gram = self.extra_gram + self._gram(self.X_pending, self.checkpoints)
+            gram = self._gram(self.X_pending, self.checkpoints, self.run_size)
+            self.pending_gram = self.extra_gram + gram
 
-    def add_pending(self, X: Tensor, checkpoints: Sequence[float | None]) -> None:
-        """Pending runs with checkpoints of their own (runs of another length)."""
-        self.extra_gram = self.extra_gram + self._gram(X, checkpoints)
+    def add_pending(
+        self, X: Tensor, checkpoints: Sequence[float | None], model_size: float | None = None
+    ) -> None:
+        """Pending runs with checkpoints and a model size of their own (runs of another
+        length or size; None: the target step or size)."""
+        self.extra_gram = self.extra_gram + self._gram(X, checkpoints, model_size)
         self.set_X_pending(self.X_pending)
 
-    def _gram(self, X: Tensor, checkpoints: Sequence[float | None]) -> Tensor:
-        """Z Z^T (D x D) of runs X (n x M) observed at ``checkpoints``."""
+    def _gram(
+        self, X: Tensor, checkpoints: Sequence[float | None], model_size: float | None
+    ) -> Tensor:
+        """Z Z^T (D x D) of runs X (n x M) of ``model_size`` observed at ``checkpoints``."""
         with torch.no_grad():
-            z = self.features(X[None], checkpoints)[0]
+            z = self.features(X[None], checkpoints, model_size)[0]
         return z @ z.T
 
     def removed(self, gram: Tensor) -> Tensor:

@@ -61,12 +61,15 @@ class LogLossEnsemble(EnsembleModel):
     targets: list[str]
     optima: np.ndarray | None = None
 
-    def log_loss(self, r: Tensor, step: float | None = None) -> Tensor:  # (D, P, T)
+    def log_loss(
+        self, r: Tensor, step: float | None = None, model_size: float | None = None
+    ) -> Tensor:  # (D, P, T)
         raise NotImplementedError
 
     def member_optima(self, w: np.ndarray, step: float | None, constraints: Any) -> np.ndarray:
-        """(D, M) optimal mixture of each member for objective weights ``w``, computed once
-        per model (``Posterior.optimal_mixture``'s per-draw optima)."""
+        """(D, M) optimal mixture of each member for objective weights ``w`` at the model's
+        target size, computed once per model (``Posterior.optimal_mixture``'s per-draw
+        optima)."""
         raise NotImplementedError
 
     def noise_scale(self) -> np.ndarray:
@@ -92,6 +95,8 @@ class LawEnsembleModel(LogLossEnsemble):
     Args:
         posterior: a fitted ``bayesmix`` Posterior.
         step: the step the outputs are taken at (None: the posterior's reference step).
+        model_size: the model size (parameters) the outputs and the members' optima are
+            taken at, for a law with a size axis (None: its reference size).
         max_draws: ensemble size D: the posterior's draws thinned evenly, as
             ``posterior.draws(max_draws)`` and ``optimal_mixture(max_draws=...)`` thin them,
             so member d and the d-th per-draw optimum belong to the same draw.
@@ -103,6 +108,7 @@ class LawEnsembleModel(LogLossEnsemble):
         posterior: Any,
         step: float | None = None,
         *,
+        model_size: float | None = None,
         max_draws: int | None = 256,
         discrepancy: bool = False,
         seed: int = 0,
@@ -110,20 +116,24 @@ class LawEnsembleModel(LogLossEnsemble):
         super().__init__()
         self.law_posterior = posterior
         self.step = step
+        self.model_size = model_size
         self.max_draws = max_draws
         self.params = posterior.draws(max_draws)
         self.ensemble_size = next(iter(self.params.values())).shape[0]
         self.domains = list(posterior.domains)
         self.targets = list(posterior.targets)
         self._torch_params: dict[str, Tensor] | None = None
-        self._step_cache: dict[tuple[str, float | None], float | None] = {}
+        self._axis_cache: dict[tuple[str, float | None], float | None] = {}
         self.paths: Any = None
         if discrepancy:
             self.paths = self._residual_paths(seed)
 
     # ------------------------------------------------------------------ the law in torch
-    def log_loss(self, r: Tensor, step: float | None = None) -> Tensor:
-        """(D, P, T) log loss per member at mixtures r (P, M); differentiable in r.
+    def log_loss(
+        self, r: Tensor, step: float | None = None, model_size: float | None = None
+    ) -> Tensor:
+        """(D, P, T) log loss per member at mixtures r (P, M); differentiable in r. ``step``
+        and ``model_size`` default to the model's own (its target).
 
         The law's formula is evaluated through the posterior's law object (the ``Law``
         protocol's ``log_loss``, the same call ``Posterior.log_loss`` makes) with the draws,
@@ -139,8 +149,10 @@ class LawEnsembleModel(LogLossEnsemble):
             }
             self._own = torch.as_tensor(post.own_onehot(), dtype=r.dtype, device=r.device)
             self._law = post.law_obj
-        s_rel = self._s_rel(self.step if step is None else step, r)
-        out = self._law.log_loss(torch, self._torch_params, r, s_rel, own_onehot=self._own)
+        s_rel = self._relative("s_rel", self.step if step is None else step, r)
+        n_rel = self._relative("n_rel", self.model_size if model_size is None else model_size, r)
+        sizes = {} if n_rel is None else {"n_rel": n_rel}
+        out = self._law.log_loss(torch, self._torch_params, r, s_rel, own_onehot=self._own, **sizes)
         if self.paths is not None:
             res = self.paths(r.to(DTYPE))  # (D, T, P)
             out = out + res.transpose(-1, -2).to(out)
@@ -149,12 +161,14 @@ class LawEnsembleModel(LogLossEnsemble):
         # the acquisition's gradients. Losses beyond e^+-LOG_LOSS_CAP nats are cut there.
         return out.clamp(-LOG_LOSS_CAP, LOG_LOSS_CAP)
 
-    def _s_rel(self, step: float | None, r: Tensor) -> Tensor | None:
-        key = ("s_rel", step)
-        if key not in self._step_cache:
-            s = self.law_posterior.s_rel(step)
-            self._step_cache[key] = None if s is None else float(np.asarray(s).reshape(-1)[0])
-        s = self._step_cache[key]
+    def _relative(self, axis: str, value: float | None, r: Tensor) -> Tensor | None:
+        """The posterior's relative step (``axis`` "s_rel") or model size ("n_rel") at
+        ``value``, one per row of r, or None where the law has no such axis."""
+        key = (axis, value)
+        if key not in self._axis_cache:
+            s = getattr(self.law_posterior, axis)(value)
+            self._axis_cache[key] = None if s is None else float(np.asarray(s).reshape(-1)[0])
+        s = self._axis_cache[key]
         return None if s is None else torch.full(r.shape[:-1], s, dtype=r.dtype, device=r.device)
 
     # ------------------------------------------------------------------ discrepancy
@@ -186,7 +200,7 @@ class LawEnsembleModel(LogLossEnsemble):
             posterior = self.law_posterior
             weights = dict(zip(posterior.targets, w, strict=True))
             per_draw = posterior_optimum(
-                posterior, weights, step, constraints, self.max_draws
+                posterior, weights, step, constraints, self.max_draws, model_size=self.model_size
             ).draws.to_numpy(dtype=float)
             if len(per_draw) != self.ensemble_size:
                 raise RuntimeError(
@@ -234,6 +248,7 @@ class LawAverageModel(LogLossEnsemble):
         parts: Sequence[tuple[Any, float]],
         step: float | None = None,
         *,
+        model_size: float | None = None,
         max_draws: int = 256,
     ) -> None:
         super().__init__()
@@ -242,7 +257,7 @@ class LawAverageModel(LogLossEnsemble):
             raise ValueError(f"law weights must be finite and non-negative, got {weights}")
         members = np.round(weights / weights.sum() * max_draws).astype(int)
         self.parts = [
-            LawEnsembleModel(post, step, max_draws=int(n))
+            LawEnsembleModel(post, step, model_size=model_size, max_draws=int(n))
             for (post, _), n in zip(parts, members, strict=True)
             if n > 0
         ]
@@ -254,9 +269,11 @@ class LawAverageModel(LogLossEnsemble):
         self.domains, self.targets = first.domains, first.targets
         self.ensemble_size = sum(part.ensemble_size for part in self.parts)
 
-    def log_loss(self, r: Tensor, step: float | None = None) -> Tensor:
+    def log_loss(
+        self, r: Tensor, step: float | None = None, model_size: float | None = None
+    ) -> Tensor:
         """(D, P, T): each law's members in turn."""
-        return torch.cat([part.log_loss(r, step) for part in self.parts])
+        return torch.cat([part.log_loss(r, step, model_size) for part in self.parts])
 
     def member_optima(self, w: np.ndarray, step: float | None, constraints: Any) -> np.ndarray:
         if self.optima is None:
@@ -286,6 +303,7 @@ def ensemble_model(
     fitted: Any,
     step: float | None,
     *,
+    model_size: float | None = None,
     max_draws: int = 256,
     discrepancy: bool = False,
     seed: int = 0,
@@ -303,10 +321,16 @@ def ensemble_model(
                     "the GP discrepancy term is fitted to one law's residuals: propose over "
                     "one law's posterior to use it, not over an average of laws"
                 )
-            return parts[0][0], LawAverageModel(parts, step, max_draws=max_draws)
+            model = LawAverageModel(parts, step, model_size=model_size, max_draws=max_draws)
+            return parts[0][0], model
         posterior = parts[0][0]
     check_posterior(posterior)
     model = LawEnsembleModel(
-        posterior, step, max_draws=max_draws, discrepancy=discrepancy, seed=seed
+        posterior,
+        step,
+        model_size=model_size,
+        max_draws=max_draws,
+        discrepancy=discrepancy,
+        seed=seed,
     )
     return posterior, model

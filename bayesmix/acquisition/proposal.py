@@ -30,7 +30,14 @@ from bayesmix.acquisition.base import (
     objective_weights,
     proposal_frame,
 )
-from bayesmix.acquisition.cost import check_run_lengths, cost_aware, separable_lengths
+from bayesmix.acquisition.cost import (
+    check_model_sizes,
+    check_run_lengths,
+    cost_aware,
+    pending_sizes,
+    run_plan,
+    separable_lengths,
+)
 from bayesmix.acquisition.functions import expected_gain
 from bayesmix.acquisition.model import DTYPE, ensemble_model
 from bayesmix.acquisition.optim import AcquisitionSettings, Problem
@@ -67,6 +74,11 @@ def propose(
     checkpoints: int = 4,
     check_steps: bool = True,
     min_distance: float = MIN_DISTANCE,
+    model_size: float | None = None,
+    model_sizes: Sequence[float] | None = None,
+    tokens: float | None = None,
+    flops: float | None = None,
+    max_runs: int | None = None,
 ) -> pd.DataFrame:
     """The next q runs from a fitted posterior (or ``LawAverage``): one row per run.
 
@@ -90,6 +102,20 @@ def propose(
     ``check_steps`` the runs that recorded early and final losses are first asked whether
     short runs show the mixture's effect that long ones do (``check_separability``); where
     they do not, the batch holds runs of the target length only, with a warning.
+
+    model_size: the model size (parameters) whose optimum the runs should inform, for a law
+    with a size axis: the user's big model (None: the largest fitted size). Every acquisition
+    then scores mixtures at that size.
+
+    model_sizes (optimum-variance only; a law with a size axis): the sizes a run may take.
+    Each run then costs 6 N D FLOPs (N parameters, D tokens: its length in tokens, or
+    ``tokens`` where the law has no step axis) and the batch spends ``flops`` (default: q
+    runs of the target length at the largest size offered), each run the (mixture, length,
+    size) with the most variance of the optimum at ``model_size`` removed per FLOP; the
+    frame gains ``model_size`` and ``flops`` columns (``steps`` too with ``run_lengths``).
+    Pending runs count at their ``model_size`` column, else at the largest size offered.
+    With ``run_lengths`` or ``model_sizes`` a batch holds at most ``max_runs`` runs (default
+    4q): cheap runs may fill it by more than q.
     """
     q = check_q(q)
     min_distance = check_min_distance(min_distance)
@@ -101,7 +127,12 @@ def propose(
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         posterior, model = ensemble_model(
-            posterior, step, max_draws=max_draws, discrepancy=discrepancy, seed=seed
+            posterior,
+            step,
+            model_size=model_size,
+            max_draws=max_draws,
+            discrepancy=discrepancy,
+            seed=seed,
         )
         domains = list(posterior.domains)
         lo, hi = (constraints or Constraints()).bounds(domains)
@@ -134,14 +165,36 @@ def propose(
             gen=np.random.default_rng([seed, len(x_obs), 7]),
             min_distance=min_distance,
         )
-        if run_lengths is not None:
-            target, lengths = check_run_lengths(posterior, acquisition, run_lengths, step, pool)
-            if check_steps and lengths != [target]:
-                lengths = separable_lengths(posterior.observations, lengths, target, seed)
-            X, values, steps = cost_aware(problem, q, target, lengths, checkpoints)
+        if run_lengths is not None or model_sizes is not None:
+            lengths = sizes = None
+            if run_lengths is not None:
+                target, lengths = check_run_lengths(posterior, acquisition, run_lengths, step, pool)
+                if check_steps and lengths != [target]:
+                    lengths = separable_lengths(posterior.observations, lengths, target, seed)
+            if model_sizes is not None:
+                sizes = check_model_sizes(posterior, acquisition, model_sizes, pool)
+            plan = run_plan(
+                posterior,
+                q,
+                step=step,
+                model_size=model_size,
+                lengths=lengths,
+                model_sizes=sizes,
+                tokens=tokens,
+                flops=flops,
+                max_runs=max_runs,
+            )
+            n_pend = 0 if x_pend is None else len(x_pend)
+            X, runs, values = cost_aware(
+                problem, q, plan, checkpoints, pending_sizes(pending, n_pend, plan)
+            )
+            extra = {"steps": [o.length for o in runs]} if lengths is not None else {}
+            if sizes is not None:
+                extra |= {"model_size": [o.model_size for o in runs]}
+                extra |= {"flops": [o.flops for o in runs]}
             gain = expected_gain(model, X, x_obs, w)
             return proposal_frame(
-                X.numpy(), domains, acquisition_value=values, expected_gain=gain, steps=steps
+                X.numpy(), domains, acquisition_value=values, expected_gain=gain, **extra
             )
         X, values = choose(problem, q)
         X = X.detach()
