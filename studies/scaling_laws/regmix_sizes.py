@@ -30,31 +30,16 @@ from scipy.optimize import least_squares
 from scipy.stats import spearmanr
 
 import bayesmix as bm
+from bayesmix.benchmarks.sizes import FIT_MIXTURES_60M, load_regmix_sizes
 from studies import _common
 
 HERE = Path(__file__).resolve().parent
 DATA = _common.DATA / "regmix"
-FIT_MIXTURES_60M = 64
-
-
-def with_size(obs: bm.Observations, size: float) -> bm.Observations:
-    return bm.Observations.from_frame(obs.frame.assign(model_size=size), obs.target_domain)
 
 
 def load(data: Path) -> tuple[bm.Observations, bm.Observations, bm.Observations]:
     """(1M training runs, 60M runs to fit, 60M runs held out)."""
-    small = bm.datasets.load_regmix(
-        data / "train_mixture_1m.csv", data / "train_pile_loss_1m.csv", prefix="train-1m"
-    )
-    big = bm.datasets.load_regmix(
-        data / "test_mixture_60m.csv", data / "test_pile_loss_60m.csv", prefix="test-60m"
-    )
-    runs = big.run_ids
-    return (
-        with_size(small, 1e6),
-        with_size(big.select(runs=runs[:FIT_MIXTURES_60M]), 60e6),
-        with_size(big.select(runs=runs[FIT_MIXTURES_60M:]), 60e6),
-    )
+    return load_regmix_sizes(data, FIT_MIXTURES_60M)
 
 
 def truth_table(obs: bm.Observations) -> pd.DataFrame:
