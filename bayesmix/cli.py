@@ -247,6 +247,10 @@ def with_objective_options(command: Callable[..., None]) -> Callable[..., None]:
     return with_options
 
 
+ModelSizeOption = Annotated[
+    float | None,
+    typer.Option(help="parameters of the model the mixture is for (a law with a size axis)"),
+]
 AverageLawsOption = Annotated[
     str | None,
     typer.Option(
@@ -272,10 +276,7 @@ def optimize_cmd(
     posterior: Annotated[Path, typer.Argument(help="posterior file written by `bayesmix fit`")],
     ci: Annotated[float, typer.Option(help="credible level of the intervals")] = 0.9,
     step: Annotated[float | None, typer.Option(help="training step to optimise at")] = None,
-    model_size: Annotated[
-        float | None,
-        typer.Option(help="parameters of the model the mixture is for (a law with a size axis)"),
-    ] = None,
+    model_size: ModelSizeOption = None,
     tokens: Annotated[
         float | None,
         typer.Option(
@@ -430,10 +431,7 @@ def propose_cmd(
             "(steps), spending the compute of q target-length runs",
         ),
     ] = None,
-    model_size: Annotated[
-        float | None,
-        typer.Option("--model-size", help="parameters of the model whose optimum the runs inform"),
-    ] = None,
+    model_size: ModelSizeOption = None,
     model_sizes: Annotated[
         str | None,
         typer.Option(

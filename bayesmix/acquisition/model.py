@@ -311,6 +311,7 @@ def ensemble_model(
     """The BoTorch model of a posterior or of a ``LawAverage``, and the posterior whose runs,
     domains and steps a proposal reads (a law average's heaviest law: all see the same runs)."""
     posterior = fitted
+    at = {"model_size": model_size, "max_draws": max_draws}
     if isinstance(fitted, LawAverage):
         parts = fitted.parts()
         for part, _ in parts:
@@ -321,16 +322,7 @@ def ensemble_model(
                     "the GP discrepancy term is fitted to one law's residuals: propose over "
                     "one law's posterior to use it, not over an average of laws"
                 )
-            model = LawAverageModel(parts, step, model_size=model_size, max_draws=max_draws)
-            return parts[0][0], model
+            return parts[0][0], LawAverageModel(parts, step, **at)
         posterior = parts[0][0]
     check_posterior(posterior)
-    model = LawEnsembleModel(
-        posterior,
-        step,
-        model_size=model_size,
-        max_draws=max_draws,
-        discrepancy=discrepancy,
-        seed=seed,
-    )
-    return posterior, model
+    return posterior, LawEnsembleModel(posterior, step, discrepancy=discrepancy, seed=seed, **at)
