@@ -108,7 +108,7 @@ def check_model_sizes(
     return sizes
 
 
-def tokens_per_step(posterior: Any, tokens: float | None) -> float | None:
+def tokens_per_step(posterior: Any) -> float | None:
     """Tokens one step trains: from the fitted runs' tokens beside their steps, else 1 (with
     several model sizes a step counts tokens); None without a step axis."""
     if not posterior.observations.has_steps:
@@ -139,7 +139,7 @@ def run_plan(
     q runs of the target length at the largest size offered); max_runs: the most runs
     the batch may hold (None: ``MAX_RUNS_PER_Q`` q).
     """
-    per_step = tokens_per_step(posterior, tokens)
+    per_step = tokens_per_step(posterior)
     if per_step is None and tokens is None and model_sizes is not None:
         raise ProposalError(
             "the law has no step axis, so the tokens each run trains must be given "
