@@ -544,7 +544,8 @@ def _page(study: Study, figures: list[Figure], post: Posterior | None, snap: Any
         f"<title>bayesmix study {html.escape(study.name)}</title><style>{CSS}</style></head><body>",
         f"<h1>Study {html.escape(study.name)}</h1>",
         f"<p class='meta'>{html.escape(cfg.description)} Written {when} from "
-        f"{html.escape(study.storage.safe_url)}. {sum(counts.values())} of {cfg.budget} runs: "
+        f"{html.escape(study.storage.safe_url)}. "
+        f"{html.escape(cfg.spent_label(study.runs()))}: "
         + ", ".join(f"{v} {k}" for k, v in counts.items())
         + f". Law {law} ({cfg.fit.method}); proposer {cfg.proposer.name} (first batch "
         f"{cfg.proposer.first}); trainer {cfg.proxy.trainer}.</p>",

@@ -54,7 +54,7 @@ class OracleTrainer:
 
 def train_and_tell(study: Study, trainer: Trainer, runs: Sequence[RunRecord]) -> None:
     """Train the runs ``study.ask`` proposed, in one call, and tell the study each outcome."""
-    for o in trainer.train([RunSpec(r.name, r.mixture, r.steps, r.seed) for r in runs]):
+    for o in trainer.train([RunSpec.of(r) for r in runs]):
         if o.ok:
             study.tell(o.name, o.rows)
         else:

@@ -36,6 +36,8 @@ class ProposalContext:
     natural: natural proportions p0 (domain -> share, summing to 1); uniform when None.
     weights: the objective's weights over targets (equal when None); lower is better.
     step: the step at which the objective is taken (None: the largest observed).
+    model_size: the model size (parameters) the objective is for, where the law has a size
+        axis (None: the largest observed).
     seed: seeds every random choice, so that a proposal can be reproduced.
     pending: mixtures proposed but not yet observed (``r:<domain>`` columns).
     candidates: a pool; when given, every proposal and recommendation is one of its rows.
@@ -52,6 +54,7 @@ class ProposalContext:
     natural: Mapping[str, float] | None = None
     weights: Mapping[str, float] | None = None
     step: float | None = None
+    model_size: float | None = None
     seed: int = 0
     pending: pd.DataFrame | None = None
     candidates: pd.DataFrame | None = None

@@ -66,6 +66,9 @@ class BayesMixProposer:
     run_lengths, checkpoints: let optimum-variance choose each run's length (steps) from
     ``run_lengths``, spending the compute of q target-length runs
     (``bayesmix.acquisition.propose``); None: every run has the target length.
+    model_sizes, tokens, max_runs: let optimum-variance choose each run's model size
+    (parameters) too, for the most variance of the optimum at the context's ``model_size``
+    removed per FLOP; tokens: what a run trains where the law has no step axis.
     """
 
     acquisition: str = "optimum-variance"
@@ -77,6 +80,9 @@ class BayesMixProposer:
     settings: Any = None
     run_lengths: tuple[float, ...] | None = None
     checkpoints: int = 4
+    model_sizes: tuple[float, ...] | None = None
+    tokens: float | None = None
+    max_runs: int | None = None
     name: str = "bayesmix"
 
     def __post_init__(self) -> None:
@@ -111,4 +117,8 @@ class BayesMixProposer:
             run_lengths=self.run_lengths,
             checkpoints=self.checkpoints,
             min_distance=context.min_distance,
+            model_size=context.model_size,
+            model_sizes=self.model_sizes,
+            tokens=self.tokens,
+            max_runs=self.max_runs,
         )

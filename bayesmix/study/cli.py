@@ -113,7 +113,7 @@ def create_cmd(
             f"warm start: {warm['source']} ({warm['law']}; {warm['describe']})", highlight=False
         )
     console.print(
-        f"budget {cfg.budget} runs in batches of {cfg.batch_size}; proposer {cfg.proposer.name} "
+        f"budget {cfg.budget_label} in batches of {cfg.batch_size}; proposer {cfg.proposer.name} "
         f"(first batch: {first}); law {cfg.fit.law_label} ({cfg.fit.method}); "
         f"trainer {cfg.proxy.trainer}; executor {cfg.executor.kind}; files in {study.workdir}",
         highlight=False,
@@ -256,6 +256,7 @@ def ask_cmd(
     if out is not None:
         rows = [
             {"run_id": r.name, "steps": r.steps, "seed": r.seed}
+            | ({} if r.model_size is None else {"model_size": r.model_size})
             | {f"r:{d}": r.mixture.get(d, 0.0) for d in study.domains}
             for r in runs
         ]
@@ -382,18 +383,9 @@ def status_cmd(
         frame = study.runs_frame()
     except user_errors() as exc:
         fail(_one_line(exc))
-    from bayesmix.study.loop import spent
-
-    cfg = study.config
-    total = sum(counts.values())
-    used = spent(list(frame.itertuples()), cfg)  # rows carry each run's steps
-    of_budget = (
-        f"{total} of {cfg.budget} runs"
-        if abs(used - total) < 1e-9
-        else f"{total} runs, the compute of {used:.2f} of {cfg.budget} target-length runs"
-    )
+    used = study.config.spent_label(list(frame.itertuples()))  # rows carry steps and sizes
     console.print(
-        f"study {study.name} ({study.storage.safe_url}): {of_budget}; "
+        f"study {study.name} ({study.storage.safe_url}): {used}; "
         + ", ".join(f"{v} {k}" for k, v in counts.items()),
         highlight=False,
     )
@@ -429,6 +421,8 @@ def runs_tables(frame, width: int) -> list[Table]:  # frame: Study.runs_frame()
         ("acq.", [acq(v) for v in frame["acquisition_value"]]),
         *((c[2:], [f"{v:.3f}" for v in frame[c]]) for c in domains),
     ]
+    if "model_size" in frame.columns:  # runs of several sizes: which one to train
+        columns.insert(4, ("size", [f"{v:.3g}" for v in frame["model_size"]]))
 
     def need(col: tuple[str, list[str]]) -> int:  # content, padding and one border
         return max(len(col[0]), *(len(x) for x in col[1])) + 3

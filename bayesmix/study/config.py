@@ -19,7 +19,9 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
     field_validator,
     model_validator,
@@ -125,6 +127,11 @@ class KnownLaw(_Section):
 
     log L_t(r, s) = log K_t - alpha r-exponents (own ``alpha``, others ``cross``) + the step
     factor of ``bayesmix.laws.formulas``; ``noise`` is the sd of Gaussian noise on log L.
+
+    Runs of several model sizes N (``proposer.options.model_sizes``) add Chinchilla's size
+    term, ``size_share`` of the loss at ``reference_size`` removed as N^-``size_exponent``,
+    and own exponents alpha_t + ``size_drift``_t log(N / reference_size): domains whose
+    drift differs move the optimum with size (``bayesmix.laws.world.LawWorld``).
     """
 
     alpha: float | dict[str, float] = 0.1
@@ -134,6 +141,10 @@ class KnownLaw(_Section):
     beta: Annotated[float, Field(gt=0.0)] = 0.5
     eps: Annotated[float, Field(gt=0.0)] = 1e-3
     noise: Annotated[float, Field(ge=0.0)] = 0.01
+    size_share: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.3
+    size_exponent: Annotated[float, Field(gt=0.0)] = 0.3
+    size_drift: float | dict[str, float] = 0.0
+    reference_size: Annotated[float, Field(gt=0.0)] = 1e8
     points: PositiveInt = 4  # evaluations per run, log-spaced, the last at the run's steps
     seconds: Annotated[float, Field(ge=0.0)] = 0.0  # simulated duration of a run
 
@@ -146,6 +157,15 @@ class KnownLaw(_Section):
                 raise ValueError(f"must be positive, got {x}")
         return v
 
+    @model_validator(mode="after")
+    def _shares(self) -> KnownLaw:
+        if self.frac + self.size_share >= 1:
+            raise ValueError(
+                f"frac + size_share must be below 1 (the shares of the loss that more steps "
+                f"and a bigger model remove), got {self.frac} + {self.size_share}"
+            )
+        return self
+
 
 class ProxyConfig(_Section):
     """How one run is trained: a real proxy LM, the known law (``trainer: law``), or
@@ -154,6 +174,9 @@ class ProxyConfig(_Section):
     trainer: TrainerName = "proxy"  # a name in bayesmix.study.trainers.TRAINERS
     size: str = "tiny"
     steps: PositiveInt = 300
+    # Tokens one step trains (batch x context): prices a run in FLOPs (6 N D) for a budget
+    # given in FLOPs or GPU-hours.
+    tokens_per_step: Annotated[float, Field(gt=0.0)] | None = None
     options: dict[str, Any] = Field(default_factory=dict)  # ProxyRunConfig fields
     law: KnownLaw = KnownLaw()
 
@@ -185,6 +208,9 @@ class ObjectiveConfig(_Section):
     metric: str = "loss"
     weights: dict[str, Annotated[float, Field(ge=0.0)]] | None = None
     step: Annotated[float, Field(gt=0.0)] | None = None
+    # The size (parameters) of the model the mixture is for; with proposer.options.model_sizes
+    # the proxies' sizes differ from it, and the law's size axis carries the optimum over.
+    model_size: Annotated[float, Field(gt=0.0)] | None = None
     ci: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.9
 
     @field_validator("weights")
@@ -284,6 +310,16 @@ class ProposerConfig(_Section):
                 f"proposer.options.run_lengths must be a list of positive step counts, got "
                 f"{lengths!r}"
             )
+        sizes = v.get("model_sizes")
+        if sizes is not None:
+            # YAML 1.1 reads 1.0e9 (no sign after e) as a string: take it as the number meant.
+            numbers = [_as_number(x) for x in sizes] if isinstance(sizes, list) else []
+            if not (len({x for x in numbers if _positive_number(x)}) == len(numbers) >= 2):
+                raise ValueError(
+                    "proposer.options.model_sizes must be a list of at least two different "
+                    f"positive parameter counts, got {sizes!r}"
+                )
+            v = {**v, "model_sizes": numbers}
         checkpoints = v.get("checkpoints")
         if checkpoints is not None and not (
             isinstance(checkpoints, int) and not isinstance(checkpoints, bool) and checkpoints > 0
@@ -376,6 +412,45 @@ class ExecutorConfig(_Section):
         return self
 
 
+class ComputeBudget(_Section):
+    """A study's budget in training compute: ``flops``, or ``gpu_hours`` at ``gpu_flops``
+    sustained FLOP/s per GPU. A run costs 6 N D FLOPs (N parameters, D = steps x
+    ``proxy.tokens_per_step`` tokens)."""
+
+    flops: Annotated[float, Field(gt=0.0)] | None = None
+    gpu_hours: Annotated[float, Field(gt=0.0)] | None = None
+    gpu_flops: Annotated[float, Field(gt=0.0)] = 4e14  # an H100's bf16 peak at ~40 % MFU
+
+    @model_validator(mode="after")
+    def _one(self) -> ComputeBudget:
+        if (self.flops is None) == (self.gpu_hours is None):
+            raise ValueError("give one of flops or gpu_hours")
+        return self
+
+    @property
+    def total_flops(self) -> float:
+        if self.flops is not None:
+            return float(self.flops)
+        return float(self.gpu_hours) * 3600.0 * self.gpu_flops  # type: ignore[arg-type]
+
+    def __str__(self) -> str:
+        if self.flops is not None:
+            return f"{self.flops:.3g} FLOPs"
+        return f"{self.gpu_hours:g} GPU-hours ({self.total_flops:.3g} FLOPs)"
+
+
+def _budget_kind(v: Any) -> str:
+    return "compute" if isinstance(v, dict | ComputeBudget) else "runs"
+
+
+# A mapping is a budget in compute, anything else a number of runs: an error is then that of
+# the form given, not of both.
+Budget = Annotated[
+    Annotated[PositiveInt, Tag("runs")] | Annotated[ComputeBudget, Tag("compute")],
+    Discriminator(_budget_kind),
+]
+
+
 class StudyConfig(_Section):
     """One study: its data, runs, objective, law, proposer, budget and executor, and
     optionally the earlier posterior it starts from (``warm_start``, ``WarmStartConfig``)."""
@@ -391,7 +466,9 @@ class StudyConfig(_Section):
     fit_every_batch: bool | None = None  # None: when the proposer needs a posterior
     proposer: ProposerConfig = ProposerConfig()
     batch_size: PositiveInt = 4
-    budget: PositiveInt = 16
+    # Runs of the target length (proxy.steps; with model sizes, at the largest size), or
+    # training compute (ComputeBudget).
+    budget: Budget = 16
     executor: ExecutorConfig = ExecutorConfig()
     report: bool = True  # write the report when the budget is spent
     workdir: str | None = None  # runs, shards, posteriors, reports (default: beside the storage)
@@ -416,8 +493,9 @@ class StudyConfig(_Section):
                 "proposer 'bayesmix' fits the law to the first batch, which needs at least two "
                 "runs (set proposer.first_batch or batch_size to 2 or more)"
             )
-        if first > self.budget:
+        if isinstance(self.budget, int) and first > self.budget:
             raise ValueError(f"the first batch ({first} runs) exceeds the budget ({self.budget})")
+        self._check_model_sizes(first)
         lengths = self.proposer.options.get("run_lengths")
         if lengths is not None:
             acquisition = self.proposer.options.get("acquisition", "optimum-variance")
@@ -442,7 +520,12 @@ class StudyConfig(_Section):
         if found is not None:
             where, unknown = found
             raise ValueError(f"{where} names unknown domain(s): {', '.join(unknown)}")
-        for what, value in (("alpha", self.proxy.law.alpha), ("loss", self.proxy.law.loss)):
+        law = self.proxy.law
+        for what, value in (
+            ("alpha", law.alpha),
+            ("loss", law.loss),
+            ("size_drift", law.size_drift),
+        ):
             if isinstance(value, dict) and names is not None and set(value) != set(names):
                 raise ValueError(
                     f"proxy.law.{what} must give a value for each domain and only those "
@@ -460,6 +543,88 @@ class StudyConfig(_Section):
                     f"trainer 'law' (missing {', '.join(missing)})"
                 )
         return self
+
+    def _check_model_sizes(self, first: int) -> None:
+        """Runs of several model sizes, and a budget in compute, need what prices them and
+        the size the optimum is for."""
+        sizes = self.model_sizes
+        if sizes is not None:
+            acquisition = self.proposer.options.get("acquisition", "optimum-variance")
+            if self.proposer.name != "bayesmix" or acquisition != "optimum-variance":
+                raise ValueError(
+                    "proposer.options.model_sizes needs proposer 'bayesmix' with the "
+                    "optimum-variance acquisition (information per FLOP)"
+                )
+            if self.objective.model_size is None:
+                raise ValueError(
+                    "proposer.options.model_sizes needs objective.model_size: the size "
+                    "(parameters) of the model the mixture is for"
+                )
+            if TRAINERS[self.proxy.trainer].texts:
+                raise ValueError(
+                    f"proposer.options.model_sizes: trainer {self.proxy.trainer!r} trains one "
+                    "size (proxy.size); runs of several sizes need trainer 'law' or 'external'"
+                )
+            if first < len(sizes):
+                raise ValueError(
+                    f"the first batch ({first} runs) must hold a run of each of the "
+                    f"{len(sizes)} model sizes"
+                )
+        if isinstance(self.budget, ComputeBudget):
+            if sizes is None:
+                raise ValueError(
+                    "a budget in FLOPs or GPU-hours prices runs by their model size: give "
+                    "proposer.options.model_sizes (parameters)"
+                )
+            if self.proxy.tokens_per_step is None:
+                raise ValueError(
+                    "a budget in FLOPs or GPU-hours prices runs by their tokens: give "
+                    "proxy.tokens_per_step"
+                )
+
+    @property
+    def model_sizes(self) -> list[float] | None:
+        """The sizes (parameters) a run may take, smallest first; None: one proxy size."""
+        sizes = self.proposer.options.get("model_sizes")
+        return None if sizes is None else sorted(float(x) for x in sizes)
+
+    def run_cost(self, steps: float, model_size: float | None) -> float:
+        """A run's compute in budget units: runs of the target length (``proxy.steps``) at
+        the largest model size offered."""
+        largest = self.model_sizes[-1] if self.model_sizes else None
+        sized = largest is not None and model_size is not None and math.isfinite(model_size)
+        size = model_size / largest if sized else 1.0  # type: ignore[operator]
+        return steps / self.proxy.steps * size
+
+    @property
+    def budget_label(self) -> str:
+        """The budget as the config gives it: '16 runs' or '1e+19 FLOPs'."""
+        return f"{self.budget} runs" if isinstance(self.budget, int) else str(self.budget)
+
+    def spent(self, runs: Collection[Any]) -> float:
+        """Compute spent by ``runs`` (each with ``steps`` and, maybe, ``model_size``), in
+        the budget's units (``run_cost``)."""
+        return sum(self.run_cost(r.steps, getattr(r, "model_size", None)) for r in runs)
+
+    def spent_label(self, runs: Collection[Any]) -> str:
+        """What ``runs`` used of the budget, as status and report say it."""
+        spent = self.spent(runs)
+        n = len(runs)
+        if isinstance(self.budget, ComputeBudget):
+            flops = spent / self.budget_runs * self.budget.total_flops
+            return f"{n} runs, {flops:.3g} of {self.budget_label}"
+        if abs(spent - n) < 1e-9:
+            return f"{n} of {self.budget} runs"
+        return f"{n} runs, the compute of {spent:.2f} of {self.budget} target-length runs"
+
+    @property
+    def budget_runs(self) -> float:
+        """The budget in the units of ``run_cost``."""
+        if isinstance(self.budget, int):
+            return float(self.budget)
+        sizes, tokens = self.model_sizes, self.proxy.tokens_per_step
+        assert sizes is not None and tokens is not None  # checked by _check_model_sizes
+        return self.budget.total_flops / (6.0 * sizes[-1] * self.proxy.steps * tokens)
 
     def unknown_domains(self, domains: Collection[str]) -> tuple[str, list[str]] | None:
         """The first setting keyed by domain (weights, bounds) that names domains outside
@@ -502,6 +667,16 @@ def _known_keys(v: dict[str, Any], allowed: Collection[str], what: str) -> dict[
     return v
 
 
+def _as_number(x: Any) -> Any:
+    """x as a float where it is a string that spells a number, else x as it is."""
+    if isinstance(x, str):
+        try:
+            return float(x)
+        except ValueError:
+            return x
+    return x
+
+
 def _positive_number(x: Any) -> bool:
     return isinstance(x, int | float) and not isinstance(x, bool) and x > 0
 
@@ -529,7 +704,9 @@ def format_error(exc: ValidationError, source: str) -> str:
     """pydantic's first error as one line: '<file>: <key.path>: <message> (got <value>)'."""
     errors = exc.errors()
     first = errors[0]
-    loc = ".".join(str(p) for p in first["loc"])
+    # A tagged union's tag is a step of pydantic's path, not a key of the file.
+    path = [p for i, p in enumerate(first["loc"]) if i == 0 or first["loc"][i - 1] != "budget"]
+    loc = ".".join(str(p) for p in path)
     msg = str(first["msg"]).removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         msg = "unknown key"

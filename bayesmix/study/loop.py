@@ -37,7 +37,7 @@ class LoopResult:
 
 def run_study(
     study: Study,
-    budget: int | None = None,
+    budget: float | None = None,
     executor: str | Executor | None = None,
     *,
     progress: bool = True,
@@ -47,8 +47,10 @@ def run_study(
 ) -> LoopResult:
     """Run ``study`` until it has spent ``budget`` runs (default: its config's), all ended.
 
-    ``budget`` counts compute in runs of the target length (``proxy.steps``): a run of a
-    quarter of the steps (``proposer.options.run_lengths``) costs a quarter of one. Every
+    ``budget`` counts compute in runs of the target length (``proxy.steps``) at the largest
+    model size offered: a run of a quarter of the steps (``proposer.options.run_lengths``)
+    or of a tenth of the parameters (``model_sizes``) costs a quarter or a tenth of one; a
+    config's budget in FLOPs or GPU-hours is converted to those units. Every
     run counts, completed or failed, as Optuna's n_trials counts failed trials: a run that
     failed still cost its compute.
     """
@@ -56,9 +58,9 @@ def run_study(
     refusal = TRAINERS[cfg.proxy.trainer].refusal(study.name)
     if refusal is not None:  # runs trained elsewhere: asked for and told, never run here
         raise StudyError(refusal)
-    budget = int(budget if budget is not None else cfg.budget)
-    if budget < 1:
-        raise StudyError(f"budget must be a positive number of runs, got {budget}")
+    budget = float(budget if budget is not None else cfg.budget_runs)
+    if not budget > 0:
+        raise StudyError(f"budget must be a positive number of runs, got {budget:g}")
     study.extend_budget(budget)  # stored: status must not later count "16 of 12 runs"
     cfg = study.config
     console = console or Console(stderr=True)
@@ -102,7 +104,7 @@ def run_study(
                     _after_task(study, done, say)
                 runs = study.runs()
                 counts = _count(runs)
-                ended = spent([r for r in runs if r.status in ("completed", "failed")], cfg)
+                ended = cfg.spent([r for r in runs if r.status in ("completed", "failed")])
                 bar.update(
                     task,
                     completed=min(ended, budget),
@@ -111,7 +113,7 @@ def run_study(
                 waiting = [r for r in runs if r.status == "proposed" and r.name not in in_flight]
                 active = counts["proposed"] + counts["running"] + len(in_flight)
                 if active == 0:
-                    if spent(runs, cfg) >= budget - 1e-9:
+                    if cfg.spent(runs) >= budget - 1e-9:
                         break
                     last_fit = _next_batch(study, runs, budget, last_fit, bar, progress, say)
                     continue
@@ -133,11 +135,6 @@ def run_study(
         except ValueError as exc:  # e.g. too few distinct mixtures completed to fit the law
             say(f"no recommendation yet: {exc}")
     return LoopResult(counts, fit, events)
-
-
-def spent(runs: list[Any], cfg: Any) -> float:
-    """Compute spent by ``runs``, in runs of the target length (``proxy.steps``)."""
-    return sum(r.steps for r in runs) / cfg.proxy.steps
 
 
 def _count(runs: list[Any]) -> dict[str, int]:
@@ -172,7 +169,7 @@ def _after_task(study: Study, done: Finished, say: Callable[[str], None]) -> Non
 def _next_batch(
     study: Study,
     runs: list[Any],
-    budget: int,
+    budget: float,
     last_fit: Fit | None,
     bar: Progress,
     progress: bool,
@@ -182,7 +179,7 @@ def _next_batch(
     first = not runs
     q = (cfg.proposer.first_batch or cfg.batch_size) if first else cfg.batch_size
     # The last batch may be smaller; with run lengths, q is its compute in target-length runs.
-    q = min(q, math.ceil(budget - spent(runs, cfg) - 1e-9))
+    q = min(q, math.ceil(budget - cfg.spent(runs) - 1e-9))
     fit = None
     # A warm-started study has a posterior before its first run (the earlier one, carried).
     ready = bool(study.counts()["completed"]) or study.starts_warm

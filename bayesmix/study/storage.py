@@ -49,6 +49,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy import text as sql_text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError, IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
@@ -56,7 +57,11 @@ from sqlalchemy.pool import StaticPool
 
 from bayesmix.errors import BayesMixError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Each migration brings a database of the version it is keyed by to the next one.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: ("ALTER TABLE runs ADD COLUMN model_size FLOAT",),  # runs of several model sizes
+}
 STATUSES = ("proposed", "running", "completed", "failed")
 DEFAULT_URL = "sqlite:///bayesmix.db"
 MEMORY_URL = "memory://"  # studies kept in this process only
@@ -122,6 +127,7 @@ class RunRow(_OfStudy, Base):
     position: Mapped[int] = mapped_column(Integer)  # index within its proposal
     mixture: Mapped[dict] = mapped_column(JSON)
     steps: Mapped[int] = mapped_column(Integer)
+    model_size: Mapped[float | None] = mapped_column(Float, nullable=True)  # parameters
     seed: Mapped[int] = mapped_column(BigInteger)
     acquisition_value: Mapped[float | None] = mapped_column(Float, nullable=True)
     status: Mapped[str] = mapped_column(String(16), index=True)
@@ -206,6 +212,7 @@ class RunRecord:
     finished_at: float | None
     reason: str | None
     history: list[dict[str, Any]]
+    model_size: float | None = None  # parameters; None: the study's one proxy size
 
 
 @dataclass(frozen=True)
@@ -354,12 +361,24 @@ class Storage:
         with self.session() as s:
             row = s.get(MetaRow, "schema_version")
             version = int(row.value) if row else 0
-        if version != SCHEMA_VERSION:
-            # One version so far; a later one adds its migration here, keyed by the old version.
+        if version < SCHEMA_VERSION and all(
+            v in MIGRATIONS for v in range(version, SCHEMA_VERSION)
+        ):
+            self._migrate(version)
+        elif version != SCHEMA_VERSION:
             raise StorageError(
                 f"storage {self.safe_url}: schema version {version}, this bayesmix reads "
                 f"version {SCHEMA_VERSION} (upgrade bayesmix, or migrate the database)"
             )
+
+    def _migrate(self, version: int) -> None:
+        """Bring a database of schema ``version`` up to ``SCHEMA_VERSION``, one transaction
+        per step, so that a failed step leaves the database at the last version it reached."""
+        for v in range(version, SCHEMA_VERSION):
+            with self.session() as s:
+                for statement in MIGRATIONS[v]:
+                    s.execute(sql_text(statement))
+                s.merge(MetaRow(key="schema_version", value=str(v + 1)))
 
     # ---------------------------------------------------------------- studies
     def create_study(
@@ -557,6 +576,7 @@ class Storage:
                             position=i,
                             mixture=r["mixture"],
                             steps=int(r["steps"]),
+                            model_size=r.get("model_size"),
                             seed=int(r["seed"]),
                             acquisition_value=r.get("acquisition_value"),
                             status="proposed",
@@ -760,7 +780,8 @@ class Storage:
 
     # ---------------------------------------------------------------- observations
     def observations(self, study_id: int, runs: Sequence[str] | None = None) -> pd.DataFrame:
-        """The tidy table of the study's completed runs (DESIGN.md), in run order."""
+        """The tidy table of the study's completed runs (DESIGN.md), in run order; with a
+        ``model_size`` column where the study's runs have sizes."""
         dset = self.domain_set(study_id)
         with self.session() as s:
             q = (
@@ -768,6 +789,7 @@ class Storage:
                     RunRow.name,
                     RunRow.mixture,
                     RunRow.seed,
+                    RunRow.model_size,
                     ObservationRow.step,
                     ObservationRow.tokens,
                     ObservationRow.target,
@@ -784,7 +806,7 @@ class Storage:
         cols = ["run_id", "step", "tokens", "target", "value", "metric", "seed"]
         ratio_cols = [f"r:{d}" for d in dset.domains]
         records = []
-        for name, mixture, seed, step, tokens, target, value, metric in rows:
+        for name, mixture, seed, model_size, step, tokens, target, value, metric in rows:
             rec = {
                 "run_id": name,
                 "step": step,
@@ -793,10 +815,14 @@ class Storage:
                 "value": value,
                 "metric": metric,
                 "seed": seed,
+                "model_size": model_size,
             }
             rec.update({f"r:{d}": float(mixture.get(d, 0.0)) for d in dset.domains})
             records.append(rec)
-        return pd.DataFrame(records, columns=cols + ratio_cols)
+        frame = pd.DataFrame(records, columns=[*cols, "model_size", *ratio_cols])
+        if frame["model_size"].isna().all():
+            frame = frame.drop(columns="model_size")
+        return frame
 
     def count_observations(self, study_id: int) -> int:
         with self.session() as s:
@@ -1020,6 +1046,7 @@ def _run_record(r: RunRow, number: int | None) -> RunRecord:
         proposal=number,
         mixture={k: float(v) for k, v in r.mixture.items()},
         steps=r.steps,
+        model_size=r.model_size,
         seed=r.seed,
         acquisition_value=r.acquisition_value,
         status=r.status,

@@ -21,7 +21,7 @@ import tempfile
 import time
 import uuid
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +36,7 @@ from bayesmix.laws import default_law, get_law
 from bayesmix.observations import Observations, ObservationsError
 from bayesmix.proposers.registry import POSTERIOR_FREE
 from bayesmix.study.config import (
+    ComputeBudget,
     ConfigError,
     StudyConfig,
     format_error,
@@ -207,7 +208,8 @@ class Study:
         return self.storage.runs(self.id, status)
 
     def runs_frame(self) -> pd.DataFrame:
-        """One row per run: name, proposal, status, attempts, acquisition value, mixture."""
+        """One row per run: name, proposal, status, attempts, steps (and model size, where
+        runs take several), acquisition value, mixture."""
         rows = []
         for r in self.runs():
             row = {
@@ -216,6 +218,7 @@ class Study:
                 "status": r.status,
                 "attempts": r.attempts,
                 "steps": r.steps,
+                **({"model_size": r.model_size} if self.config.model_sizes else {}),
                 "acquisition_value": r.acquisition_value,
                 "reason": r.reason,
             }
@@ -251,13 +254,18 @@ class Study:
             )
         return obs.select(metric=metric)
 
-    def extend_budget(self, budget: int) -> None:
-        """Store a larger budget (``study run --budget``), so that status and report count
-        against it; a smaller one is a stop for this time only and changes nothing."""
-        if budget <= self.config.budget:
+    def extend_budget(self, budget: float) -> None:
+        """Store a larger budget (``study run --budget``, in runs of the target length), so
+        that status and report count against it; a smaller one is a stop for this time only
+        and changes nothing. A budget in compute grows in proportion."""
+        current = self.config.budget
+        if budget <= self.config.budget_runs:
             return
+        stored: Any = int(budget)
+        if isinstance(current, ComputeBudget):
+            stored = {"flops": current.total_flops * budget / self.config.budget_runs}
         try:
-            cfg = StudyConfig.model_validate({**self.config.to_json(), "budget": int(budget)})
+            cfg = StudyConfig.model_validate({**self.config.to_json(), "budget": stored})
         except ValidationError as exc:
             raise StudyError(format_error(exc, f"study {self.name!r}")) from None
         self.storage.set_config(self.id, self._stored(cfg))
@@ -456,6 +464,8 @@ class Study:
             options["shards"] = self.domain_set.shards
         if "run_lengths" in options and cfg.proxy.evaluations is not None:
             options.setdefault("checkpoints", cfg.proxy.evaluations)
+        if "model_sizes" in options and cfg.proxy.evaluations is not None:
+            options.setdefault("checkpoints", cfg.proxy.evaluations)
         pending = self.runs(["proposed", "running"])
         seed = _seed(cfg.seed, number) if seed is None else int(seed)
         try:
@@ -468,6 +478,7 @@ class Study:
                 natural=self.natural(),
                 weights=cfg.objective.weights,
                 step=cfg.objective.step,
+                model_size=cfg.objective.model_size,
                 seed=seed,
                 pending=_mixture_frame(pending, self.domains) if pending else None,
                 candidates=candidates,
@@ -480,17 +491,23 @@ class Study:
             raise StudyError(f"proposer {name!r}: {exc}") from None
         if len(frame) == 0:
             raise StudyError(f"proposer {name!r} proposed no run")
+        if cfg.model_sizes and "model_size" not in frame.columns:
+            # A posterior-free first batch: the design's mixtures, a few at each larger size
+            # so that the law's size axis is identified from the first fit.
+            frame = frame.assign(model_size=first_batch_sizes(len(frame), cfg.model_sizes))
         first = len(self.runs())
         runs = []
         for i in range(len(frame)):
             values = frame.iloc[i]
             steps = values["steps"] if "steps" in frame.columns else cfg.proxy.steps
+            size = float(values["model_size"]) if "model_size" in frame.columns else None
             acq = values["acquisition_value"] if "acquisition_value" in frame.columns else None
             runs.append(
                 {
                     "name": f"r{first + i + 1:04d}",
                     "mixture": {d: float(values[f"r:{d}"]) for d in self.domains},
                     "steps": int(steps),
+                    "model_size": size,
                     "seed": _seed(cfg.seed, first + i + 1) % (2**31),
                     "acquisition_value": None if acq is None or pd.isna(acq) else float(acq),
                 }
@@ -798,8 +815,13 @@ class Study:
         obj = self.config.objective
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            # The target size where the law has a size axis (the study's runs take sizes).
             return posterior.optimal_mixture(
-                weights=obj.weights, step=obj.step, constraints=self.constraints(), ci=obj.ci
+                weights=obj.weights,
+                step=obj.step,
+                constraints=self.constraints(),
+                ci=obj.ci,
+                model_size=obj.model_size if posterior.has_sizes else None,
             )
 
     def summarise(self, post: Posterior) -> dict[str, Any]:
@@ -1070,7 +1092,27 @@ def _check_feasible(cfg: StudyConfig, domains: list[str], token_counts: dict[str
 
 
 def _mixture_frame(runs: list[RunRecord], domains: list[str]) -> pd.DataFrame:
-    return pd.DataFrame([{f"r:{d}": r.mixture.get(d, 0.0) for d in domains} for r in runs])
+    """The runs' mixtures (``r:<domain>`` columns), and their model sizes where they have."""
+    frame = pd.DataFrame([{f"r:{d}": r.mixture.get(d, 0.0) for d in domains} for r in runs])
+    if any(r.model_size is not None for r in runs):
+        frame["model_size"] = [r.model_size for r in runs]
+    return frame
+
+
+def first_batch_sizes(q: int, sizes: Sequence[float]) -> list[float]:
+    """Model sizes of a first batch of ``q`` runs: up to two at each larger size (fewer when
+    q is small), the rest, at least half, at the smallest; the larger sizes last.
+
+    The law's size axis needs runs at two sizes or more; most of the first runs are cheap
+    ones, which identify the mixture terms (the multi-fidelity benchmark's first batch).
+    """
+    larger = list(sizes[1:])
+    each = max(1, min(2, (q // 2) // max(len(larger), 1)))
+    if q < len(sizes):
+        raise StudyError(f"a first batch of {q} runs cannot hold each of {len(sizes)} sizes")
+    return [float(sizes[0])] * (q - each * len(larger)) + [
+        float(s) for s in larger for _ in range(each)
+    ]
 
 
 def _finite_or_none(v: Any) -> float | None:
@@ -1111,6 +1153,14 @@ def _tell_frame(run: RunRecord, observations: Any, domains: list[str]) -> pd.Dat
     unknown = [c for c in frame.columns if str(c).startswith("r:") and c[2:] not in domains]
     if unknown:
         raise StudyError(f"run {run.name!r}: column(s) for unknown domain(s): {', '.join(unknown)}")
+    if "model_size" in frame.columns:
+        given = pd.to_numeric(frame["model_size"], errors="coerce").to_numpy(dtype=float)
+        if run.model_size is None or not np.allclose(given, run.model_size, rtol=1e-6):
+            size = "no model size" if run.model_size is None else f"{run.model_size:.4g}"
+            raise StudyError(
+                f"run {run.name!r}: column 'model_size' differs from the run's ({size}); "
+                "the study records each run's size when it proposes it"
+            )
     if "metric" not in frame.columns:
         frame["metric"] = "loss"
     return frame

@@ -23,7 +23,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 import pandas as pd
@@ -36,12 +36,19 @@ if TYPE_CHECKING:  # the config validates trainer names against TRAINERS: no imp
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One run to train: its name (the run_id of its rows), mixture, steps and seed."""
+    """One run to train: its name (the run_id of its rows), mixture, steps and seed, and
+    its model size (parameters; None: the study's one proxy size)."""
 
     name: str
     mixture: Mapping[str, float]
     steps: int
     seed: int
+    model_size: float | None = None
+
+    @classmethod
+    def of(cls, run: Any) -> RunSpec:
+        """The spec of a stored run (``RunRecord``)."""
+        return cls(run.name, run.mixture, run.steps, run.seed, run.model_size)
 
 
 @dataclass(frozen=True)
@@ -169,6 +176,7 @@ class LawTrainer:
         self.law, self.domains, self.reference = law, list(domains), float(reference_steps)
         m = len(self.domains)
         alpha_own = _per_domain(law.alpha, self.domains, "alpha")
+        drift = _per_domain(law.size_drift, self.domains, "size_drift")
         self.world = LawWorld(
             self.domains,
             logk=np.log(_per_domain(law.loss, self.domains, "loss")),
@@ -178,6 +186,10 @@ class LawTrainer:
             beta=np.full(m, law.beta),
             reference_step=self.reference,
             noise=law.noise,
+            frac_size=np.full(m, law.size_share),
+            gamma=np.full(m, law.size_exponent),
+            delta=np.diag(drift),
+            reference_size=law.reference_size,
         )
 
     @classmethod
@@ -208,8 +220,9 @@ class LawTrainer:
             steps = self.steps_of(run.steps)
             noise_seed = int(hashlib.sha256(f"{run.name}:{run.seed}".encode()).hexdigest()[:8], 16)
             r = np.repeat(self._mixture(run.mixture)[None], len(steps), axis=0)
+            sizes = None if run.model_size is None else np.full(len(steps), run.model_size)
             rows = self.world.observe(
-                r, np.random.default_rng(noise_seed), [run.name] * len(steps), steps
+                r, np.random.default_rng(noise_seed), [run.name] * len(steps), steps, sizes
             )
             rows.insert(2, "tokens", np.nan)
             out.append(
@@ -217,10 +230,16 @@ class LawTrainer:
             )
         return out
 
-    def objective(self, mixture: Mapping[str, float], weights: Mapping[str, float] | None) -> float:
-        """The true objective at the last step (regret in the report of a dry run)."""
+    def objective(
+        self,
+        mixture: Mapping[str, float],
+        weights: Mapping[str, float] | None,
+        model_size: float | None = None,
+    ) -> float:
+        """The true objective at the last step (and ``model_size``): a dry run's regret."""
         r = self._mixture(mixture)[None]
-        loss = np.exp(self.world.log_loss(r, np.array([self.reference]))[0])
+        sizes = None if model_size is None else np.array([model_size])
+        loss = np.exp(self.world.log_loss(r, np.array([self.reference]), sizes)[0])
         w = np.array([1.0 if weights is None else float(weights.get(d, 0.0)) for d in self.domains])
         return float((loss * w).sum() / w.sum())
 

@@ -130,7 +130,7 @@ def _execute(
         (claimed if run is not None else skipped).append(run or name)
     if not claimed:
         return WorkerReport([], [], list(skipped))
-    specs = [RunSpec(r.name, r.mixture, r.steps, r.seed) for r in claimed]
+    specs = [RunSpec.of(r) for r in claimed]
     completed, failed = [], []
     with heartbeat(
         storage, study.id, [s.name for s in specs], me, config.executor.heartbeat_seconds

@@ -70,18 +70,34 @@ def gp_mf(oracle: Any, budget_flops: float, q: int, seed: int) -> list[dict[str,
     return run_gp_baseline(oracle, budget_flops, q, seed, sizes=PROXY_SIZES)
 
 
-def bayesmix_mf(oracle: Any, budget_flops: float, q: int, seed: int) -> list[dict[str, Any]]:
+def bayesmix_mf(
+    oracle: Any, budget_flops: float, q: int, seed: int, law: str | None = None
+) -> list[dict[str, Any]]:
     """bayesmix's loop choosing (mixture, model size) per run (``bayesmix_loop``: the default
-    law with a size axis, Laplace refits; a batch spends the FLOPs of q runs at 60M, in at most
-    64 runs, as the GP baseline's)."""
+    law with a size axis unless ``law`` names one, Laplace refits; a batch spends the FLOPs of
+    q runs at 60M, in at most 64 runs, as the GP baseline's)."""
     from bayesmix.acquisition import AcquisitionSettings
     from studies.multi_fidelity.bayesmix_loop import run_bayesmix
 
     # Fewer optimiser starts than a study's: a batch of 64 cheap runs is 64 optimisations.
     cheap = AcquisitionSettings(num_restarts=3, raw_samples=128, maxiter=50)
     return run_bayesmix(
-        oracle, budget_flops, q, seed, PROXY_SIZES, max_runs=MAX_RUNS, max_draws=64, settings=cheap
+        oracle,
+        budget_flops,
+        q,
+        seed,
+        PROXY_SIZES,
+        law=law,
+        max_runs=MAX_RUNS,
+        max_draws=64,
+        settings=cheap,
     )
+
+
+def bayesmix_mf_cross(oracle: Any, budget_flops: float, q: int, seed: int) -> list[dict[str, Any]]:
+    """``bayesmix-mf`` with the law whose mixture exponents move with size (``cross-scaling``,
+    the world's own form) instead of the default (``additive``)."""
+    return bayesmix_mf(oracle, budget_flops, q, seed, law="cross-scaling")
 
 
 def bayesmix_60m(oracle: Any, budget_flops: float, q: int, seed: int) -> list[dict[str, Any]]:
@@ -96,6 +112,7 @@ MAX_RUNS = 64  # the most runs in one batch, for every method (cheap runs fill b
 METHODS: dict[str, Method] = {
     "gp-mf": gp_mf,
     "bayesmix-mf": bayesmix_mf,
+    "bayesmix-mf-cross": bayesmix_mf_cross,
     "bayesmix-60m": bayesmix_60m,
 }
 
