@@ -25,7 +25,6 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
@@ -35,11 +34,10 @@ from bayesmix.laws import distinct_mixtures, formulas, get_noise
 from bayesmix.laws.base import LawData, LawError, LawSettings, Prior
 from bayesmix.laws.blocks import (
     STEP_SITES,
-    GroupedEquicorrelatedNormal,
     domain_floor_eps,
     floor_eps,
+    grouped_effects,
     log_k_at_centre,
-    normal_effects,
     pooled,
     prior_correlation,
     step_law,
@@ -53,30 +51,6 @@ CROSS_TAU_SCALE = 0.1  # prior scale of the targets' deviations from the shared 
 def check_distinct_mixtures(data: LawData, law: str) -> None:
     if distinct_mixtures(data.r) < 2:
         raise LawError(f"law {law!r} needs at least two distinct mixtures to identify exponents")
-
-
-def cross_marginal(tau: jnp.ndarray, cols: np.ndarray, m: int) -> GroupedEquicorrelatedNormal:
-    """Prior of the cross exponents with the shared effects integrated out.
-
-    alpha_tj = a_j + tau d_tj, a_j ~ N(0, s^2), d_tj ~ N(0, 1): the exponents of one domain j
-    are jointly normal with variance s^2 + tau^2 and correlation s^2 / (s^2 + tau^2),
-    independent across domains.
-    """
-    total = SHARED_SCALE**2 + tau**2
-    return GroupedEquicorrelatedNormal(
-        jnp.zeros(len(cols)), jnp.sqrt(total), SHARED_SCALE**2 / total, cols, m
-    )
-
-
-def shared_given_cross(
-    cross: jnp.ndarray, tau: jnp.ndarray, cols: np.ndarray, m: int
-) -> tuple[jnp.ndarray, jnp.ndarray]:
-    """Mean and sd of a_j given domain j's n_j cross exponents (normal-normal conjugacy):
-    precision 1 / s^2 + n_j / tau^2, mean (sum_t alpha_tj / tau^2) / precision."""
-    n = np.bincount(cols, minlength=m)
-    precision = 1.0 / SHARED_SCALE**2 + n / tau**2
-    mean = jax.ops.segment_sum(cross, cols, m) / tau**2 / precision
-    return mean, 1.0 / jnp.sqrt(precision)
 
 
 def cross_exponents(data: LawData, settings: LawSettings, prior: Prior | None) -> jnp.ndarray:
@@ -96,20 +70,10 @@ def cross_exponents(data: LawData, settings: LawSettings, prior: Prior | None) -
         u = numpyro.sample("alpha_u", dist.Normal(0, 1).expand([t, k]).to_event(2))
         v = numpyro.sample("alpha_v", dist.Normal(0, 1).expand([m, k]).to_event(2))
         cross = shared[cols] + cross_tau * (u @ v.T)[rows, cols] / np.sqrt(k)
-    elif data.centered:
-        cross = numpyro.sample("alpha_cross", cross_marginal(cross_tau, cols, m))
-        mean, sd = shared_given_cross(cross, cross_tau, cols, m)
-        z = numpyro.sample("alpha_shared_z", dist.Normal(0, 1).expand([m]).to_event(1))
-        numpyro.deterministic("alpha_shared", mean + sd * z)
     else:
-        shared = numpyro.sample(
-            "alpha_shared", dist.Normal(0.0, SHARED_SCALE).expand([m]).to_event(1)
+        cross, _ = grouped_effects(
+            "alpha_cross", "alpha_shared", 0.0, SHARED_SCALE, cross_tau, cols, m, data.centered
         )
-        cross = normal_effects("alpha_cross", shared[cols], cross_tau, (len(rows),), False)
-        mean, sd = shared_given_cross(cross, cross_tau, cols, m)
-        # The centred model's coordinate for the shared effects, so that its Laplace fit
-        # can start from this model's MAP.
-        numpyro.deterministic("alpha_shared_z", (shared - mean) / sd)
     alpha = jnp.zeros((t, m)).at[rows, cols].set(cross)
     has_own = np.flatnonzero(data.has_own)
     if has_own.size:
@@ -178,9 +142,9 @@ class BiMixCross(formulas.FormulaLaw):
     the deviations are low rank, U V^T (for 64 domains x 52 tasks).
 
     Where the data pin the exponents (centred), the shared effects are integrated out of
-    the exponents' prior (``cross_marginal``) and drawn from their exact conditional given
-    the exponents (``shared_given_cross``), non-centred: NUTS then sees no funnel between
-    a_j and tau, whose coupling otherwise made every trajectory hit the tree-depth limit.
+    the exponents' prior and drawn from their exact conditional given the exponents
+    (``blocks.grouped_effects``): NUTS then sees no funnel between a_j and tau, whose
+    coupling otherwise made every trajectory hit the tree-depth limit.
     """
 
     name = "bimix-cross"

@@ -48,6 +48,62 @@ def normal_effects(
         return numpyro.sample(name, d)
 
 
+def grouped_effects(
+    values: str,
+    shared: str,
+    loc: float,
+    shared_scale: float,
+    tau: jnp.ndarray,
+    groups: np.ndarray,
+    n_groups: int,
+    centered: bool,
+) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Effects theta_i = a_g(i) + tau d_i in groups that share a mean effect a_g (one
+    domain's effect on every target), a_g ~ N(loc, S^2), d_i ~ N(0, 1); returns (theta,
+    a), theta recorded as the site ``values`` and a as ``shared``.
+
+    Centred (the data pin each theta_i): a is integrated out of theta's prior, under which
+    a group's entries are jointly normal with variance S^2 + tau^2 and correlation
+    S^2 / (S^2 + tau^2) (``GroupedEquicorrelatedNormal``), and a is drawn from its exact
+    conditional given theta (``_shared_given``, non-centred as ``{shared}_z``): NUTS then
+    meets no funnel between a and tau, nor the ridge between a_g and the mean of its d_i.
+    Non-centred: a, then theta = a + tau d; ``{shared}_z`` is recorded so that the centred
+    model's Laplace fit can start from this model's MAP.
+    """
+    n = len(groups)
+    if centered:
+        total = shared_scale**2 + tau**2
+        marginal = GroupedEquicorrelatedNormal(
+            jnp.full(n, loc), jnp.sqrt(total), shared_scale**2 / total, groups, n_groups
+        )
+        theta = numpyro.sample(values, marginal)
+        mean, sd = _shared_given(theta, loc, shared_scale, tau, groups, n_groups)
+        z = numpyro.sample(f"{shared}_z", dist.Normal(0, 1).expand([n_groups]).to_event(1))
+        return theta, numpyro.deterministic(shared, mean + sd * z)
+    a = numpyro.sample(shared, dist.Normal(loc, shared_scale).expand([n_groups]).to_event(1))
+    theta = normal_effects(values, a[groups], tau, (n,), False)
+    mean, sd = _shared_given(theta, loc, shared_scale, tau, groups, n_groups)
+    numpyro.deterministic(f"{shared}_z", (a - mean) / sd)
+    return theta, a
+
+
+def _shared_given(
+    theta: jnp.ndarray,
+    loc: float,
+    shared_scale: float,
+    tau: jnp.ndarray,
+    groups: np.ndarray,
+    n_groups: int,
+) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Mean and sd of a_g given its group's n_g effects (normal-normal conjugacy):
+    precision 1 / S^2 + n_g / tau^2, mean (loc / S^2 + sum_i theta_i / tau^2) / precision."""
+    n = np.bincount(groups, minlength=n_groups)
+    precision = 1.0 / shared_scale**2 + n / tau**2
+    total = jax.ops.segment_sum(theta, groups, n_groups)
+    mean = (loc / shared_scale**2 + total / tau**2) / precision
+    return mean, 1.0 / jnp.sqrt(precision)
+
+
 def pooled(
     name: str,
     n: int,
@@ -195,14 +251,21 @@ STEP_SITES: dict[str, SiteTransform | None] = {
 }
 
 
-def step_law(data: LawData, prior: Prior | None) -> tuple[jnp.ndarray | None, jnp.ndarray | None]:
-    """Per target: f in (0, 1), the share of K still removable by training, and beta > 0."""
+def step_law(
+    data: LawData, prior: Prior | None, fixed_spread: bool = False
+) -> tuple[jnp.ndarray | None, jnp.ndarray | None]:
+    """Per target: f in (0, 1), the share of K still removable by training, and beta > 0.
+
+    ``fixed_spread``: pool f and beta on fixed spreads (``pooled``), as the laws over model
+    sizes do: their runs at every size pin each target's f and beta, and a learned spread of
+    f ran towards zero into a funnel (the divergences of studies/size_simulation)."""
     if data.s_rel is None:
         return None, None
     t = data.n_targets
-    logit_f = pooled("logit_frac", t, 0.0, 1.5, 1.0, prior, data.centered)
+    fixed = {"fixed_spread": fixed_spread}
+    logit_f = pooled("logit_frac", t, 0.0, 1.5, 1.0, prior, data.centered, **fixed)
     frac = numpyro.deterministic("frac", 1.0 / (1.0 + jnp.exp(-logit_f)))
-    log_beta = pooled("log_beta", t, np.log(0.5), 1.0, 0.5, prior, data.centered)
+    log_beta = pooled("log_beta", t, np.log(0.5), 1.0, 0.5, prior, data.centered, **fixed)
     return frac, numpyro.deterministic("beta", jnp.exp(log_beta))
 
 

@@ -68,7 +68,7 @@ def scale_inputs(data: LawData, prior: Prior | None) -> dict[str, Any]:
     """The inputs of Chinchilla's token and size factor (``formulas.log_scale_factor``) by
     name: the data's relative steps and sizes, the step law's sites (frac, beta) and the size
     law's (frac_size, gamma); None for an axis the data lack."""
-    frac, beta = step_law(data, prior)
+    frac, beta = step_law(data, prior, fixed_spread=True)
     frac_size, gamma = size_law(data, prior, frac)
     n_rel = None if data.n_rel is None else jnp.asarray(data.n_rel)
     return {
