@@ -498,12 +498,7 @@ class StudyConfig(_Section):
         self._check_model_sizes(first)
         lengths = self.proposer.options.get("run_lengths")
         if lengths is not None:
-            acquisition = self.proposer.options.get("acquisition", "optimum-variance")
-            if self.proposer.name != "bayesmix" or acquisition != "optimum-variance":
-                raise ValueError(
-                    "proposer.options.run_lengths needs proposer 'bayesmix' with the "
-                    "optimum-variance acquisition (information per step trained)"
-                )
+            self._check_cost_aware("run_lengths", "information per step trained")
             if max(lengths) > self.proxy.steps:
                 raise ValueError(
                     f"proposer.options.run_lengths: {max(lengths):g} steps is longer than the "
@@ -549,12 +544,7 @@ class StudyConfig(_Section):
         the size the optimum is for."""
         sizes = self.model_sizes
         if sizes is not None:
-            acquisition = self.proposer.options.get("acquisition", "optimum-variance")
-            if self.proposer.name != "bayesmix" or acquisition != "optimum-variance":
-                raise ValueError(
-                    "proposer.options.model_sizes needs proposer 'bayesmix' with the "
-                    "optimum-variance acquisition (information per FLOP)"
-                )
+            self._check_cost_aware("model_sizes", "information per FLOP")
             if self.objective.model_size is None:
                 raise ValueError(
                     "proposer.options.model_sizes needs objective.model_size: the size "
@@ -581,6 +571,14 @@ class StudyConfig(_Section):
                     "a budget in FLOPs or GPU-hours prices runs by their tokens: give "
                     "proxy.tokens_per_step"
                 )
+
+    def _check_cost_aware(self, option: str, why: str) -> None:
+        acquisition = self.proposer.options.get("acquisition", "optimum-variance")
+        if self.proposer.name != "bayesmix" or acquisition != "optimum-variance":
+            raise ValueError(
+                f"proposer.options.{option} needs proposer 'bayesmix' with the "
+                f"optimum-variance acquisition ({why})"
+            )
 
     @property
     def model_sizes(self) -> list[float] | None:
