@@ -462,9 +462,8 @@ class Study:
         min_distance = cfg.proposer.options.get("min_distance", MIN_DISTANCE)
         if name == "entropy" and "entropies" not in options and self.domain_set.shards:
             options["shards"] = self.domain_set.shards
-        if "run_lengths" in options and cfg.proxy.evaluations is not None:
-            options.setdefault("checkpoints", cfg.proxy.evaluations)
-        if "model_sizes" in options and cfg.proxy.evaluations is not None:
+        cost_aware = "run_lengths" in options or "model_sizes" in options
+        if cost_aware and cfg.proxy.evaluations is not None:
             options.setdefault("checkpoints", cfg.proxy.evaluations)
         pending = self.runs(["proposed", "running"])
         seed = _seed(cfg.seed, number) if seed is None else int(seed)
@@ -1100,8 +1099,8 @@ def _mixture_frame(runs: list[RunRecord], domains: list[str]) -> pd.DataFrame:
 
 
 def first_batch_sizes(q: int, sizes: Sequence[float]) -> list[float]:
-    """Model sizes of a first batch of ``q`` runs: up to two at each larger size (fewer when
-    q is small), the rest, at least half, at the smallest; the larger sizes last.
+    """Model sizes of a first batch of ``q`` runs: two at each larger size where q holds
+    twice as many, else one, and the rest at the smallest; the larger sizes last.
 
     The law's size axis needs runs at two sizes or more; most of the first runs are cheap
     ones, which identify the mixture terms (the multi-fidelity benchmark's first batch).
