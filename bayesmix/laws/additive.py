@@ -42,6 +42,7 @@ from bayesmix.laws.noise import SCALE_SITES
 from bayesmix.laws.scaling import scale_inputs
 
 EXPONENT_CENTRE = 0.5  # prior centre of e_tj: diminishing returns from more of a domain
+EXPONENT_SCALE = 0.5  # prior sd of a domain's shared log exponent
 WEIGHT_SCALE = 1.0  # prior sd of a domain's shared relative log weight
 WEIGHT_LEVEL_SD = 0.03  # how far a target's mean relative log weight strays from 0
 SHARE_SPREAD = 0.5  # of the targets' logit shares: RegMix's 0.57-0.83 is about 0.4
@@ -68,7 +69,7 @@ def mixture_term(data: LawData) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
         "log_exponent",
         "exponent_shared",
         float(np.log(EXPONENT_CENTRE)),
-        0.5,
+        EXPONENT_SCALE,
         exponent_tau,
         groups,
         m,
