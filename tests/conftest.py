@@ -8,7 +8,7 @@ next fit of the same law and shapes in the process: fits of one kind are best ke
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -84,3 +84,15 @@ def fit_once() -> Callable[[str, Callable[[], bm.Posterior]], bm.Posterior]:
         return fits[key]
 
     return get
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """torch on one thread for a module of small-tensor tests: on a shared machine a second
+    thread only adds contention (a GP fit ran 10-50x slower with it)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

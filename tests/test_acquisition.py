@@ -15,14 +15,7 @@ from bayesmix.acquisition.model import LawEnsembleModel
 from bayesmix.benchmarks import SyntheticOracle
 from bayesmix.proposers import ProposalContext, ProposalError, get_proposer, get_recommender
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Small tensors: threads only add contention on a shared machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -15,13 +15,7 @@ from bayesmix.benchmarks import SizeOracle, load_regmix_sizes
 REGMIX = Path(__file__).resolve().parents[2] / "shared" / "data" / "regmix"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Small tensors: on a shared machine torch's second thread made a GP fit 10-50x slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def small_world(**kw: object) -> SizeOracle:
